@@ -1,0 +1,245 @@
+"""The gateway's outbox: every envelope is on disk before it is published.
+
+An envelope enters the outbox in the same SQLite transaction that advances the gateway's chain
+head (sequence number and hash of the last envelope), so after a crash, even ``kill -9`` or a
+power cut with ``synchronous=FULL``, the chain continues exactly where the committed data ends:
+no sequence number is used twice and none is skipped without a record. Entries leave only when
+the broker has acknowledged them (:meth:`Outbox.ack`).
+
+The outbox is bounded by the bytes of the envelopes it holds. When a new envelope does not fit,
+the oldest are dropped and reported back to the caller as :class:`Dropped` ranges, so that the
+gateway can queue a signed loss record: a gap is declared, never hidden. The SQLite file itself
+is a little larger than the payload bound (1.02–1.03 × ``max_bytes`` for 2–20 kB envelopes,
+``bench/outbox_bench.py``), plus the WAL between checkpoints.
+
+Errors::
+
+    OutboxError             the outbox cannot be used (corrupt, unwritable, disk full)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS head (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    bytes INTEGER NOT NULL
+);
+"""
+
+
+class OutboxError(Exception):
+    """The outbox cannot be used; ``path`` names the file."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        super().__init__(f"outbox {path}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    seq: int
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The last envelope committed: the next one gets ``seq + 1`` and ``prev_hash = hash``."""
+
+    seq: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Envelopes with sequence numbers ``first..last`` were dropped unsent to make room."""
+
+    first: int
+    last: int
+    count: int
+    bytes: int
+
+
+class Outbox:
+    """Durable FIFO of encoded envelopes in one SQLite file (WAL mode); thread-safe."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 1 << 30,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._synchronous = synchronous
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def open(self) -> Outbox:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                db.close()
+                raise OutboxError(self.path, f"integrity check failed: {check}")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise OutboxError(self.path, str(exc)) from exc
+        self._db = db
+        return self
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> Outbox:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError(self.path, "not open")
+        return self._db
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def head(self) -> Head | None:
+        """The chain head, or None for a gateway that has never sent anything."""
+        with self._lock:
+            row = self._conn.execute("SELECT seq, hash FROM head").fetchone()
+        return None if row is None else Head(row[0], bytes(row[1]))
+
+    def depth(self) -> tuple[int, int]:
+        """(envelopes, payload bytes) waiting to be acknowledged."""
+        with self._lock:
+            count = self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            return count, self._bytes()
+
+    def _bytes(self) -> int:
+        row = self._conn.execute("SELECT bytes FROM head").fetchone()
+        return 0 if row is None else int(row[0])
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(self, items: Iterable[tuple[int, str, bytes]], head: Head) -> list[Dropped]:
+        """Commit envelopes ``(seq, topic, payload)`` and the new chain head in one transaction.
+
+        Returns the ranges dropped to stay within ``max_bytes`` (oldest first).
+        """
+        rows = list(items)
+        incoming = sum(len(p) for _, _, p in rows)
+        if incoming > self.max_bytes:
+            raise OutboxError(self.path, f"{incoming} bytes do not fit in {self.max_bytes}")
+        with self._lock:
+            db = self._conn
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                used = self._bytes()
+                dropped = self._make_room(used + incoming - self.max_bytes)
+                used -= sum(d.bytes for d in dropped)
+                db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", rows)
+                db.execute(
+                    "INSERT INTO head (one, seq, hash, bytes) VALUES (1, ?, ?, ?) "
+                    "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
+                    "bytes = excluded.bytes",
+                    (head.seq, head.hash, used + incoming),
+                )
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise OutboxError(self.path, str(exc)) from exc
+        return dropped
+
+    def _make_room(self, excess: int) -> list[Dropped]:
+        """Delete the oldest entries until ``excess`` bytes are freed; inside a transaction."""
+        if excess <= 0:
+            return []
+        victims: list[tuple[int, int, int]] = []
+        freed = 0
+        for row_id, seq, size in self._conn.execute(
+            "SELECT id, seq, length(payload) FROM outbox ORDER BY id"
+        ):
+            victims.append((row_id, seq, size))
+            freed += size
+            if freed >= excess:
+                break
+        self._conn.execute("DELETE FROM outbox WHERE id <= ?", (victims[-1][0],))
+        ranges: list[Dropped] = []
+        for _, seq, size in victims:
+            last = ranges[-1] if ranges else None
+            if last is not None and seq == last.last + 1:
+                ranges[-1] = Dropped(last.first, seq, last.count + 1, last.bytes + size)
+            else:
+                ranges.append(Dropped(seq, seq, 1, size))
+        return ranges
+
+    # -- reading and acknowledging --------------------------------------------------------------
+
+    def peek(self, limit: int, after_id: int = 0) -> list[Entry]:
+        """Up to ``limit`` oldest entries with ``id > after_id``, in commit order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, seq, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [Entry(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """Delete acknowledged entries; unknown ids (already dropped) are ignored."""
+        keys = [(i,) for i in ids]
+        if not keys:
+            return 0
+        with self._lock:
+            db = self._conn
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                removed = freed = 0
+                for (key,) in keys:
+                    row = db.execute(
+                        "DELETE FROM outbox WHERE id = ? RETURNING length(payload)", (key,)
+                    ).fetchone()
+                    if row is not None:
+                        removed += 1
+                        freed += row[0]
+                db.execute("UPDATE head SET bytes = bytes - ?", (freed,))
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise OutboxError(self.path, str(exc)) from exc
+        return removed

@@ -1,0 +1,3 @@
+from guantong.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""Record templates: what the records of a firm, a gateway and a device hold, at fixed indexes.
+
+Fixed indexes make ``index=`` filters meaningful across nodes (``?index=300`` is always a
+gateway's key) and let a record be read back into its template with :meth:`from_record`,
+which ingest uses to find a gateway's key and evidence uses to find a device's firm.
+
+==========  =========================  ===============================================
+index       type                       template
+==========  =========================  ===============================================
+1           GT_TEMPLATE                all: ``enterprise/1``, ``gateway/1``, ``device/1``
+2           GT_NAME                    enterprise name; gateway and device names
+3           GT_ENTERPRISE              gateway, device: the firm's identifier
+4           GT_GATEWAY                 device: the gateway that reads it
+5           GT_USCI                    enterprise: unified social credit code (GB 32100)
+6           GT_INDUSTRY                enterprise
+7           GT_CITY                    enterprise
+8..12       GT_MANUFACTURER, GT_MODEL, GT_SERIAL, GT_LOCATION, GT_KEY_EQUIPMENT (device)
+20..51      GT_STAGE                   device: one value per business stage it serves
+60          URL                        enterprise, device: evidence page
+300         HS_PUBKEY                  gateway: its Ed25519 public key
+==========  =========================  ===============================================
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from identifiers._codec import parse
+from identifiers._errors import InvalidValue
+from identifiers._records import DEFAULT_TTL, HandleRecord, HandleValue, ValueData, string_value
+
+_USCI_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+_USCI_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+MAX_STAGES = 32
+PUBKEY_INDEX = 300
+
+
+def usci_check_char(first17: str) -> str:
+    """The check character of a unified social credit code (GB 32100-2015)."""
+    total = sum(_USCI_CHARS.index(c) * w for c, w in zip(first17, _USCI_WEIGHTS, strict=True))
+    return _USCI_CHARS[(31 - total % 31) % 31]
+
+
+def _usci(value: str) -> str:
+    if len(value) != 18 or any(c not in _USCI_CHARS for c in value):
+        raise ValueError(
+            "a unified social credit code is 18 characters of 0-9 and A-Y (no I O S V Z)"
+        )
+    if usci_check_char(value[:17]) != value[17]:
+        raise ValueError(f"check character should be {usci_check_char(value[:17])!r}")
+    return value
+
+
+def _ed25519(value: bytes) -> bytes:
+    if len(value) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(value)}")
+    return value
+
+
+def _identifier(value: str) -> str:
+    return str(parse(value))
+
+
+IdentifierText = Annotated[str, AfterValidator(_identifier)]
+Text = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class _Template(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    template: ClassVar[str]
+    ttl: int = Field(default=DEFAULT_TTL, ge=0, le=2**31 - 1, exclude=True)
+
+    def _head(self) -> list[HandleValue]:
+        return [string_value(1, "GT_TEMPLATE", f"{self.template}/1", self.ttl)]
+
+    def _opt(self, out: list[HandleValue], index: int, type_: str, value: str | None) -> None:
+        if value is not None:
+            out.append(string_value(index, type_, value, self.ttl))
+
+    @classmethod
+    def _fields(cls, record: HandleRecord) -> dict[str, str]:
+        kind = record.first("GT_TEMPLATE")
+        if kind is None or kind.text.split("/")[0] != cls.template:
+            raise InvalidValue(record.handle, f"record is not a {cls.template} record")
+        return {v.type: v.text for v in sorted(record.values, key=lambda v: v.index)
+                if v.data.format == "string" and v.type != "GT_STAGE"}  # fmt: skip
+
+
+class EnterpriseRecord(_Template):
+    template: ClassVar[str] = "enterprise"
+    name: Text
+    usci: Annotated[str, AfterValidator(_usci)]
+    industry: Text
+    city: Text
+    url: Annotated[str, Field(max_length=2048)] | None = None
+
+    def to_values(self) -> list[HandleValue]:
+        out = self._head()
+        for index, type_, value in ((2, "GT_NAME", self.name), (5, "GT_USCI", self.usci),
+                                    (6, "GT_INDUSTRY", self.industry), (7, "GT_CITY", self.city),
+                                    (60, "URL", self.url)):  # fmt: skip
+            self._opt(out, index, type_, value)
+        return out
+
+    @classmethod
+    def from_record(cls, record: HandleRecord) -> EnterpriseRecord:
+        f = cls._fields(record)
+        return cls(name=f.get("GT_NAME", ""), usci=f.get("GT_USCI", ""),
+                   industry=f.get("GT_INDUSTRY", ""), city=f.get("GT_CITY", ""),
+                   url=f.get("URL"))  # fmt: skip
+
+
+class GatewayRecord(_Template):
+    """A gateway: its firm and the Ed25519 public key its envelopes are verified with."""
+
+    template: ClassVar[str] = "gateway"
+    enterprise: IdentifierText
+    public_key: Annotated[bytes, AfterValidator(_ed25519)] = Field(
+        description="raw 32-byte Ed25519 public key"
+    )
+    name: Text | None = None
+
+    def to_values(self) -> list[HandleValue]:
+        out = self._head()
+        self._opt(out, 2, "GT_NAME", self.name)
+        self._opt(out, 3, "GT_ENTERPRISE", self.enterprise)
+        out.append(
+            HandleValue(
+                index=PUBKEY_INDEX,
+                type="HS_PUBKEY",
+                data=ValueData(format="base64", value=base64.b64encode(self.public_key).decode()),
+                ttl=self.ttl,
+            )
+        )
+        return out
+
+    @classmethod
+    def from_record(cls, record: HandleRecord) -> GatewayRecord:
+        f = cls._fields(record)
+        key = record.first("HS_PUBKEY")
+        if key is None or key.data.format != "base64":
+            raise InvalidValue(record.handle, "gateway record has no base64 HS_PUBKEY value")
+        raw = base64.b64decode(key.text)
+        return cls(enterprise=f.get("GT_ENTERPRISE", ""), public_key=raw, name=f.get("GT_NAME"))
+
+
+class DeviceRecord(_Template):
+    template: ClassVar[str] = "device"
+    enterprise: IdentifierText
+    gateway: IdentifierText
+    name: Text | None = None
+    manufacturer: Text | None = None
+    model: Text | None = None
+    serial: Text | None = None
+    location: Text | None = None
+    key_equipment: bool = True
+    stages: Annotated[tuple[Text, ...], Field(max_length=MAX_STAGES)] = ()
+    url: Annotated[str, Field(max_length=2048)] | None = None
+
+    def to_values(self) -> list[HandleValue]:
+        out = self._head()
+        for index, type_, value in (
+            (2, "GT_NAME", self.name),
+            (3, "GT_ENTERPRISE", self.enterprise),
+            (4, "GT_GATEWAY", self.gateway),
+            (8, "GT_MANUFACTURER", self.manufacturer),
+            (9, "GT_MODEL", self.model),
+            (10, "GT_SERIAL", self.serial),
+            (11, "GT_LOCATION", self.location),
+            (12, "GT_KEY_EQUIPMENT", "true" if self.key_equipment else "false"),
+            (60, "URL", self.url),
+        ):
+            self._opt(out, index, type_, value)
+        for i, stage in enumerate(dict.fromkeys(self.stages)):
+            out.append(string_value(20 + i, "GT_STAGE", stage, self.ttl))
+        return out
+
+    @classmethod
+    def from_record(cls, record: HandleRecord) -> DeviceRecord:
+        f = cls._fields(record)
+        stages = tuple(v.text for v in sorted(record.of_type("GT_STAGE"), key=lambda v: v.index))
+        return cls(
+            enterprise=f.get("GT_ENTERPRISE", ""),
+            gateway=f.get("GT_GATEWAY", ""),
+            name=f.get("GT_NAME"),
+            manufacturer=f.get("GT_MANUFACTURER"),
+            model=f.get("GT_MODEL"),
+            serial=f.get("GT_SERIAL"),
+            location=f.get("GT_LOCATION"),
+            key_equipment=f.get("GT_KEY_EQUIPMENT", "true") == "true",
+            stages=stages,
+            url=f.get("URL"),
+        )
+
+
+Template = EnterpriseRecord | GatewayRecord | DeviceRecord
+TemplateName = Literal["enterprise", "gateway", "device"]
