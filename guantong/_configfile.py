@@ -15,10 +15,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from gateway.config import GatewayConfig
+from identifiers import NodeConfig
 
 #: config kinds by the value of their top-level ``kind`` field
 KINDS: dict[str, type[BaseModel]] = {
     "gateway": GatewayConfig,
+    "identifiers": NodeConfig,
 }
 
 #: names shown for list items: a list under this key is named by the item's ``name``
