@@ -1,0 +1,100 @@
+"""The northbound wire contract: envelopes, their canonical bytes and signatures, topics.
+
+A leaf: it imports the identifier codec and ``cryptography``, nothing heavy (no MQTT, no
+drivers, no pydantic), so that ingest and third-party verifiers can use it alone. The format is
+specified in docs/protocol.md, precisely enough to implement a gateway in another language.
+
+Public API::
+
+    Envelope, Sample, Loss, Quality, Kind    the model; ``Envelope.canonical``, ``.digest``
+    SignedEnvelope, sign                      Ed25519 over the canonical bytes; ``.verify(key)``
+    public_key_bytes, fingerprint             the raw key as published in ``HS_PUBKEY``
+    encode_json, decode_json                  the JSON carrier
+    Topic, data_topic, loss_topic, status_topic, envelope_topic, parse_topic, check_topic
+    GENESIS, VERSION, MAX_* limits, SUBSCRIPTION
+
+Exceptions::
+
+    ValueError
+    └── ProtocolError            .field names where the contract is broken
+        ├── MalformedEnvelope    not JSON, missing/unknown field, wrong type, impossible value
+        ├── UnsupportedVersion   .version
+        ├── EnvelopeTooLarge     .size, .limit
+        ├── TopicError           .topic: outside the scheme or not matching the envelope
+        └── SignatureError       .gateway, .seq: does not verify under the gateway's key
+"""
+
+from gateway.protocol._envelope import (
+    GENESIS,
+    MAX_EXACT_INT,
+    MAX_REASON_BYTES,
+    MAX_SAMPLES,
+    MAX_TAG_BYTES,
+    MAX_TEXT_BYTES,
+    MAX_TS,
+    MIN_TS,
+    VERSION,
+    Envelope,
+    Kind,
+    Loss,
+    Quality,
+    Sample,
+)
+from gateway.protocol._errors import (
+    EnvelopeTooLarge,
+    MalformedEnvelope,
+    ProtocolError,
+    SignatureError,
+    TopicError,
+    UnsupportedVersion,
+)
+from gateway.protocol._json import MAX_PAYLOAD_BYTES, decode_json, encode_json
+from gateway.protocol._signing import SignedEnvelope, fingerprint, public_key_bytes, sign
+from gateway.protocol._topics import (
+    SUBSCRIPTION,
+    Topic,
+    check_topic,
+    data_topic,
+    envelope_topic,
+    loss_topic,
+    parse_topic,
+    status_topic,
+)
+
+__all__ = [
+    "GENESIS",
+    "MAX_EXACT_INT",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_REASON_BYTES",
+    "MAX_SAMPLES",
+    "MAX_TAG_BYTES",
+    "MAX_TEXT_BYTES",
+    "MAX_TS",
+    "MIN_TS",
+    "SUBSCRIPTION",
+    "VERSION",
+    "Envelope",
+    "EnvelopeTooLarge",
+    "Kind",
+    "Loss",
+    "MalformedEnvelope",
+    "ProtocolError",
+    "Quality",
+    "Sample",
+    "SignatureError",
+    "SignedEnvelope",
+    "Topic",
+    "TopicError",
+    "UnsupportedVersion",
+    "check_topic",
+    "data_topic",
+    "decode_json",
+    "encode_json",
+    "envelope_topic",
+    "fingerprint",
+    "loss_topic",
+    "parse_topic",
+    "public_key_bytes",
+    "sign",
+    "status_topic",
+]

@@ -1,0 +1,256 @@
+"""The envelope: what one gateway says about one device at a time, and its canonical bytes.
+
+The canonical encoding (docs/protocol.md) is what is hashed into the chain and signed. It is a
+plain length-prefixed binary layout, not a JSON text, so that it is byte-identical whatever
+JSON library, float printer or key order a gateway in another language uses: the JSON form is
+only a carrier, and a verifier rebuilds the canonical bytes from the decoded fields.
+
+Construction validates everything once (field by field, naming the field), so an
+:class:`Envelope` that exists is always encodable, whether built by a gateway or decoded.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import identifiers
+from gateway.protocol._errors import EnvelopeTooLarge, MalformedEnvelope
+
+VERSION = 1
+#: the hash a gateway's first envelope names as its predecessor
+GENESIS = bytes(32)
+MAGIC = b"guantong-envelope\x00"
+
+MAX_SAMPLES = 10_000
+MAX_TAG_BYTES = 255
+MAX_TEXT_BYTES = 4096
+MAX_REASON_BYTES = 1024
+MAX_SEQ = 2**63 - 1
+#: sample and creation times must lie in [2000-01-01, 2100-01-01) UTC, in microseconds
+MIN_TS = 946_684_800_000_000
+MAX_TS = 4_102_444_800_000_000
+#: integers beyond this are not exact as a double, the type every number travels as
+MAX_EXACT_INT = 2**53
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_U8 = struct.Struct(">B")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_HEAD = struct.Struct(">BB")  # version, kind
+_CHAIN = struct.Struct(">Q32sqI")  # seq, prev, created, sample count
+_SAMPLE_TS = struct.Struct(">qBB")  # ts, quality, value type
+_F64 = struct.Struct(">d")
+_LOSS = struct.Struct(">QQQ")  # first, last, samples
+
+
+class Quality(enum.IntEnum):
+    """OPC UA's three severities; every sample has one."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Kind(enum.IntEnum):
+    """What an envelope carries: samples of one device, or a declaration of dropped envelopes."""
+
+    DATA = 1
+    LOSS = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+# value type codes of the canonical encoding
+_NULL, _NUMBER, _BOOL, _TEXT = 0, 1, 2, 3
+
+Value = float | int | bool | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One timestamped value of a tag. ``ts`` is microseconds since the Unix epoch, UTC.
+
+    Numbers travel as IEEE-754 doubles; an integer is accepted if a double holds it exactly.
+    NaN and infinities cannot be carried: the edge reports such a reading as ``None`` with
+    quality BAD. Validation happens when the sample is put into an :class:`Envelope`.
+    """
+
+    tag: str
+    ts: int
+    value: Value
+    quality: Quality = Quality.GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """Envelopes ``first``..``last`` (inclusive) were dropped by the gateway, and why."""
+
+    first: int
+    last: int
+    samples: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A gateway's statement, chained to its previous one by ``prev`` and numbered by ``seq``."""
+
+    gateway: str
+    seq: int
+    prev: bytes
+    created: int
+    device: str | None = None
+    samples: tuple[Sample, ...] = ()
+    loss: Loss | None = None
+    version: int = field(default=VERSION)
+
+    def __post_init__(self) -> None:
+        _check_identifier("gateway", self.gateway)
+        if self.version != VERSION:
+            raise MalformedEnvelope("v", f"only version {VERSION} can be built")
+        _check_int("seq", self.seq, 1, MAX_SEQ)
+        if not isinstance(self.prev, bytes) or len(self.prev) != 32:
+            raise MalformedEnvelope("prev", "must be 32 bytes (a SHA-256 digest)")
+        _check_int("created", self.created, MIN_TS, MAX_TS - 1)
+        if self.loss is None:
+            self._check_data()
+        else:
+            self._check_loss(self.loss)
+
+    def _check_data(self) -> None:
+        if self.device is None:
+            raise MalformedEnvelope("device", "a data envelope names its device")
+        _check_identifier("device", self.device)
+        if identifiers.parse(self.device).prefix != identifiers.parse(self.gateway).prefix:
+            raise MalformedEnvelope("device", "is not under the gateway's firm prefix")
+        if not isinstance(self.samples, tuple):
+            raise MalformedEnvelope("samples", "must be a tuple")
+        if not self.samples:
+            raise MalformedEnvelope("samples", "a data envelope carries at least one sample")
+        if len(self.samples) > MAX_SAMPLES:
+            raise EnvelopeTooLarge("samples", len(self.samples), MAX_SAMPLES)
+        for i, sample in enumerate(self.samples):
+            _check_sample(i, sample)
+
+    def _check_loss(self, loss: Loss) -> None:
+        if self.device is not None or self.samples:
+            raise MalformedEnvelope("loss", "a loss envelope has no device and no samples")
+        if not isinstance(loss, Loss):
+            raise MalformedEnvelope("loss", "must be a Loss")
+        _check_int("loss.first", loss.first, 1, MAX_SEQ)
+        _check_int("loss.last", loss.last, loss.first, self.seq - 1)
+        _check_int("loss.samples", loss.samples, 0, MAX_SEQ)
+        _check_text("loss.reason", loss.reason, MAX_REASON_BYTES, allow_empty=False)
+
+    @property
+    def kind(self) -> Kind:
+        return Kind.DATA if self.loss is None else Kind.LOSS
+
+    @cached_property
+    def canonical(self) -> bytes:
+        """The bytes that are hashed and signed (docs/protocol.md, "Canonical encoding")."""
+        out = [MAGIC, _HEAD.pack(self.version, self.kind), _string(self.gateway)]
+        out.append(_string(self.device or ""))
+        out.append(_CHAIN.pack(self.seq, self.prev, self.created, len(self.samples)))
+        for s in self.samples:
+            out.append(_string(s.tag))
+            value = s.value
+            if value is None:
+                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _NULL))
+            elif value is True or value is False:
+                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _BOOL))
+                out.append(_U8.pack(value))
+            elif isinstance(value, str):
+                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _TEXT))
+                encoded = value.encode()
+                out.append(_U32.pack(len(encoded)))
+                out.append(encoded)
+            else:
+                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _NUMBER))
+                out.append(_F64.pack(float(value)))
+        if self.loss is not None:
+            out.append(_LOSS.pack(self.loss.first, self.loss.last, self.loss.samples))
+            out.append(_string(self.loss.reason))
+        return b"".join(out)
+
+    @cached_property
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical bytes: what the next envelope names as ``prev``."""
+        return hashlib.sha256(self.canonical).digest()
+
+
+def _string(text: str) -> bytes:
+    encoded = text.encode()
+    return _U16.pack(len(encoded)) + encoded
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if type(value) is not int:
+        raise MalformedEnvelope(name, f"must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise MalformedEnvelope(name, f"{value} is outside [{low}, {high}]")
+
+
+def _check_text(name: str, value: object, limit: int, *, allow_empty: bool) -> None:
+    if not isinstance(value, str):
+        raise MalformedEnvelope(name, f"must be a string, not {type(value).__name__}")
+    if not value and not allow_empty:
+        raise MalformedEnvelope(name, "is empty")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise MalformedEnvelope(name, "is not valid Unicode (lone surrogate)") from None
+    if size > limit:
+        raise EnvelopeTooLarge(name, size, limit)
+
+
+def _check_identifier(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise MalformedEnvelope(name, f"must be a string, not {type(value).__name__}")
+    try:
+        parsed = identifiers.parse(value)
+    except identifiers.IdentifierError as exc:
+        raise MalformedEnvelope(name, f"{exc.part}: {exc.reason}") from None
+    if str(parsed) != value:
+        raise MalformedEnvelope(name, f"is not in normal form (expected {str(parsed)!r})")
+
+
+def _check_sample(i: int, sample: object) -> None:
+    where = f"samples[{i}]"
+    if not isinstance(sample, Sample):
+        raise MalformedEnvelope(where, "must be a Sample")
+    _check_text(f"{where}.tag", sample.tag, MAX_TAG_BYTES, allow_empty=False)
+    if _CONTROL.search(sample.tag):
+        raise MalformedEnvelope(f"{where}.tag", "contains a control character")
+    _check_int(f"{where}.ts", sample.ts, MIN_TS, MAX_TS - 1)
+    if not isinstance(sample.quality, Quality):
+        raise MalformedEnvelope(f"{where}.quality", "must be a Quality")
+    value = sample.value
+    if value is None or value is True or value is False:
+        return
+    if isinstance(value, str):
+        _check_text(f"{where}.value", value, MAX_TEXT_BYTES, allow_empty=True)
+    elif type(value) is int:
+        if abs(value) > MAX_EXACT_INT:
+            raise MalformedEnvelope(
+                f"{where}.value", f"{value} is not exact as a double: send it as text"
+            )
+    elif type(value) is float:
+        if not math.isfinite(value):
+            raise MalformedEnvelope(
+                f"{where}.value", f"{value} cannot be carried: send None with quality BAD"
+            )
+    else:
+        raise MalformedEnvelope(f"{where}.value", f"type {type(value).__name__} is not allowed")
