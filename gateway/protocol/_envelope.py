@@ -83,8 +83,8 @@ class Sample:
     """One timestamped value of a tag. ``ts`` is microseconds since the Unix epoch, UTC.
 
     Numbers travel as IEEE-754 doubles; an integer is accepted if a double holds it exactly.
-    NaN and infinities cannot be carried: the edge reports such a reading as ``None`` with
-    quality BAD. Validation happens when the sample is put into an :class:`Envelope`.
+    NaN and infinities cannot be carried: such a reading travels as ``None`` with a quality
+    other than GOOD. Validation happens when the sample is put into an :class:`Envelope`.
     """
 
     tag: str
@@ -250,7 +250,7 @@ def _check_sample(i: int, sample: object) -> None:
     elif type(value) is float:
         if not math.isfinite(value):
             raise MalformedEnvelope(
-                f"{where}.value", f"{value} cannot be carried: send None with quality BAD"
+                f"{where}.value", f"{value} cannot be carried: send None, not GOOD"
             )
     else:
         raise MalformedEnvelope(f"{where}.value", f"type {type(value).__name__} is not allowed")

@@ -208,8 +208,8 @@ def test_construction_names_the_bad_field(
         (p.Sample("é" * 128, T0, 1.0), "samples[0].tag", "limit"),
         (p.Sample("a", p.MIN_TS - 1, 1.0), "samples[0].ts", "outside"),
         (p.Sample("a", p.MAX_TS, 1.0), "samples[0].ts", "outside"),
-        (p.Sample("a", T0, float("nan")), "samples[0].value", "BAD"),
-        (p.Sample("a", T0, float("-inf")), "samples[0].value", "BAD"),
+        (p.Sample("a", T0, float("nan")), "samples[0].value", "send None"),
+        (p.Sample("a", T0, float("-inf")), "samples[0].value", "send None"),
         (p.Sample("a", T0, 2**53 + 1), "samples[0].value", "as text"),
         (p.Sample("a", T0, "x" * (p.MAX_TEXT_BYTES + 1)), "samples[0].value", "limit"),
         (p.Sample("a", T0, [1]), "samples[0].value", "not allowed"),  # type: ignore[arg-type]
