@@ -4,7 +4,8 @@ Public API::
 
     Device, Group, Tag              the collection model, validated by pydantic
     ModbusTcp, ModbusRtu, OpcUa     connection settings, chosen by ``protocol``
-    ModbusAddress, parse_modbus_address
+    ModbusOptions                   timeouts, retries, request planning of a Modbus device
+    ModbusAddress, parse_modbus_address, parse_modbus_range
     DataType, Stage, DeviceInfo
     Sample, Quality, Batch, ConnectivityEvent
                                     what drivers produce (``edge._samples``, a light leaf)
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         DeviceInfo,
         Group,
         ModbusAddress,
+        ModbusOptions,
         ModbusRtu,
         ModbusTable,
         ModbusTcp,
@@ -49,12 +51,14 @@ if TYPE_CHECKING:
         Tag,
         parse_duration,
         parse_modbus_address,
+        parse_modbus_range,
     )
 
 _LAZY = {
     "edge._model": ("BYTE_ORDERS", "Connection", "DataType", "Device", "DeviceInfo", "Group",
-                    "ModbusAddress", "ModbusRtu", "ModbusTable", "ModbusTcp", "OpcUa", "Stage",
-                    "StrictModel", "Tag", "parse_duration", "parse_modbus_address"),
+                    "ModbusAddress", "ModbusOptions", "ModbusRtu", "ModbusTable", "ModbusTcp",
+                    "OpcUa", "Stage", "StrictModel", "Tag", "parse_duration",
+                    "parse_modbus_address", "parse_modbus_range"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -78,6 +82,7 @@ __all__ = [
     "DeviceInfo",
     "Group",
     "ModbusAddress",
+    "ModbusOptions",
     "ModbusRtu",
     "ModbusTable",
     "ModbusTcp",
@@ -92,4 +97,5 @@ __all__ = [
     "Value",
     "parse_duration",
     "parse_modbus_address",
+    "parse_modbus_range",
 ]

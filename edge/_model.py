@@ -271,35 +271,57 @@ def parse_modbus_address(text: str) -> ModbusAddress:
 
 
 class Tag(StrictModel):
-    """One data point of a device."""
+    """One data point of a device.
+
+    ``byte`` picks the half of the register an 8-bit value sits in. Strings and bytes pack two
+    bytes per register (``order`` ``AB``, high byte first, or ``BA``) or one, in the low byte
+    (``bytes_per_register: 1``). ``deadband`` (absolute), ``deadband_percent`` (of the last
+    value sent) and ``max_silence`` make the tag report by exception.
+    """
 
     name: Name
     address: str = Field(min_length=1, max_length=512)
     type: DataType
     order: str | None = None
+    byte: Literal["low", "high"] | None = None
     length: int | None = Field(default=None, ge=1, le=246)
+    bytes_per_register: Literal[1, 2] = 2
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = Field(default=None, max_length=32)
     stages: tuple[StageField, ...] = ()
     description: str | None = Field(default=None, max_length=256)
+    deadband: float | None = Field(default=None, ge=0)
+    deadband_percent: float | None = Field(default=None, ge=0, le=100)
+    max_silence: Duration | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Tag:
         size = self.type.size
-        if self.type in (DataType.STRING, DataType.BYTES):
+        text = self.type in (DataType.STRING, DataType.BYTES)
+        if text:
             if self.length is None:
                 raise ValueError(f"type {self.type} needs 'length' (bytes)")
         elif self.length is not None:
             raise ValueError(f"'length' applies to string and bytes, not {self.type}")
+        if self.bytes_per_register != 2 and not text:
+            raise ValueError(f"'bytes_per_register' applies to string and bytes, not {self.type}")
         if self.order is not None:
+            if text and self.bytes_per_register == 2:
+                size = 2
             if size is None or size < 2:
                 raise ValueError(f"'order' does not apply to type {self.type}")
             object.__setattr__(self, "order", normalise_order(self.order, size))
+        if self.byte is not None and size != 1:
+            raise ValueError(f"'byte' applies to int8 and uint8, not {self.type}")
         if not self.type.numeric and (self.scale != 1.0 or self.offset != 0.0):
             raise ValueError(f"'scale' and 'offset' apply to numbers, not {self.type}")
         if self.scale == 0:
             raise ValueError("'scale' of 0 would erase every value")
+        if not self.type.numeric and (
+            self.deadband is not None or self.deadband_percent is not None
+        ):
+            raise ValueError(f"a deadband applies to numbers, not {self.type}")
         if len(set(self.stages)) != len(self.stages):
             raise ValueError("a stage is listed twice")
         return self
@@ -310,9 +332,18 @@ class Tag(StrictModel):
         if addr.table.is_bits or addr.bit is not None:
             return addr, 1
         if self.length is not None:  # string and bytes
-            return addr, (self.length + 1) // 2
+            return addr, (self.length + self.bytes_per_register - 1) // self.bytes_per_register
         size = self.type.size or 2
         return addr, max(size // 2, 1)
+
+    def register_mask(self) -> int:
+        """The bits of each of its registers the tag uses: all 16 except for bits and bytes."""
+        addr = parse_modbus_address(self.address)
+        if addr.bit is not None:
+            return 1 << addr.bit
+        if self.type.size == 1:
+            return 0xFF00 if self.byte == "high" else 0x00FF
+        return 0xFFFF
 
 
 class Group(StrictModel):
@@ -330,14 +361,75 @@ class Group(StrictModel):
         return value
 
 
-class ModbusTcp(StrictModel):
+class ModbusOptions(StrictModel):
+    """How a Modbus device is read; the defaults suit most PLCs on a local network."""
+
+    timeout: Duration = Field(default=1.0, description="per request")
+    retries: int = Field(default=1, ge=0, le=10, description="after a timeout, per request")
+    busy_retries: int = Field(
+        default=3, ge=0, le=20, description="after exception 6, 'server device busy'"
+    )
+    busy_delay: Duration = 0.1
+    max_gap: int = Field(
+        default=10,
+        ge=0,
+        le=124,
+        description="registers (or 16 bits each) read and discarded to merge two requests",
+    )
+    max_registers: int = Field(default=125, ge=1, le=125, description="per request")
+    max_bits: int = Field(default=2000, ge=1, le=2000, description="per request")
+    unreadable: tuple[str, ...] = Field(
+        default=(),
+        description="addresses or ranges such as 'hr:100-119' that the device refuses: "
+        "requests never span them",
+    )
+    backoff_max: Duration = Field(default=30.0, description="longest wait between reconnects")
+
+    @field_validator("unreadable")
+    @classmethod
+    def _ranges(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            parse_modbus_range(text)
+        return value
+
+    def unreadable_ranges(self) -> list[tuple[ModbusTable, int, int]]:
+        return [parse_modbus_range(text) for text in self.unreadable]
+
+
+def parse_modbus_range(text: str) -> tuple[ModbusTable, int, int]:
+    """``hr:100-119`` or ``hr:100`` → (table, first, last)."""
+    table, _, span = text.partition(":")
+    first, _, last = span.partition("-")
+    try:
+        start = parse_modbus_address(f"{table}:{first}")
+        end = parse_modbus_address(f"{table}:{last or first}")
+    except ValueError:
+        raise ValueError(f"{text!r} is not an address range such as 'hr:100-119'") from None
+    if start.bit is not None or end.bit is not None or end.address < start.address:
+        raise ValueError(f"{text!r} is not an address range such as 'hr:100-119'")
+    return start.table, start.address, end.address
+
+
+class ModbusTcp(ModbusOptions):
+    """Modbus TCP, or RTU frames over TCP (``framer: rtu``) as serial-to-Ethernet converters
+    speak. ``backup_host`` is tried when the main host does not answer."""
+
     protocol: Literal["modbus-tcp"]
     host: str = Field(min_length=1)
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
+    framer: Literal["socket", "rtu"] = "socket"
+    backup_host: str | None = Field(default=None, min_length=1)
+    backup_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _backup(self) -> ModbusTcp:
+        if self.backup_port is not None and self.backup_host is None:
+            raise ValueError("backup_port needs backup_host")
+        return self
 
 
-class ModbusRtu(StrictModel):
+class ModbusRtu(ModbusOptions):
     protocol: Literal["modbus-rtu"]
     port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
     baudrate: int = Field(default=9600, ge=300, le=921600)
@@ -345,6 +437,11 @@ class ModbusRtu(StrictModel):
     bytesize: Literal[7, 8] = 8
     stopbits: Literal[1, 2] = 1
     unit_id: int = Field(default=1, ge=1, le=247)
+    frame_gap: Duration | None = Field(
+        default=None,
+        description="quiet time between a response and the next request, for slow slaves "
+        "on RS-485 (the 3.5-character gap of the standard is kept by the framer anyway)",
+    )
 
 
 class OpcUa(StrictModel):
@@ -408,7 +505,7 @@ class Device(StrictModel):
                         "such as 'ns=2;s=Line1/Press/Speed' or 'ns=2;i=1001'"
                     )
         else:
-            _check_modbus(tags)
+            _check_modbus(tags, self.connection)
         return self
 
     @staticmethod
@@ -419,8 +516,9 @@ class Device(StrictModel):
         return names
 
 
-def _check_modbus(tags: list[Tag]) -> None:
-    occupied: dict[tuple[ModbusTable, int], tuple[str, int | None]] = {}
+def _check_modbus(tags: list[Tag], options: ModbusOptions) -> None:
+    unreadable = options.unreadable_ranges()
+    occupied: dict[tuple[ModbusTable, int], list[tuple[str, int]]] = {}
     for tag in tags:
         try:
             addr, count = tag.modbus_span()
@@ -434,12 +532,23 @@ def _check_modbus(tags: list[Tag]) -> None:
             raise ValueError(f"tag {tag.name!r}: a bool in a register needs a bit, e.g. hr:10.0")
         if addr.address + count - 1 > 0xFFFF:
             raise ValueError(f"tag {tag.name!r}: {tag.type} at {addr} runs past address 65535")
+        if not addr.table.is_bits and count > options.max_registers:
+            raise ValueError(
+                f"tag {tag.name!r}: {count} registers do not fit in one request "
+                f"of max_registers {options.max_registers}"
+            )
+        for table, first, last in unreadable:
+            if table is addr.table and addr.address <= last and first <= addr.address + count - 1:
+                raise ValueError(
+                    f"tag {tag.name!r} at {addr} lies in the unreadable range "
+                    f"{table.value}:{first}-{last}"
+                )
+        mask = tag.register_mask()
         for reg in range(addr.address, addr.address + count):
-            key = (addr.table, reg)
-            if key in occupied:
-                other, other_bit = occupied[key]
-                if addr.bit is None or other_bit is None or other_bit == addr.bit:
+            users = occupied.setdefault((addr.table, reg), [])
+            for other, other_mask in users:
+                if mask & other_mask:
                     raise ValueError(
                         f"tag {tag.name!r} overlaps tag {other!r} at {addr.table.value}:{reg}"
                     )
-            occupied[key] = (tag.name, addr.bit)
+            users.append((tag.name, mask))
