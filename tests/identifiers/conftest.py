@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 
 import identifiers
@@ -84,15 +82,3 @@ async def token(node: identifiers.Node) -> str:
     """A write token for the firm 88.709.911."""
     _, secret = await node.registry.create_token("88.709.911", days=1, label="test firm")
     return secret
-
-
-# TEMPORARY until tests/conftest.py provides the shared pg_dsn fixture: remove then.
-@pytest.fixture
-def pg_dsn() -> Any:
-    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
-    name = f"t_ids_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

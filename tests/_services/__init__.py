@@ -1,0 +1,51 @@
+"""Real servers for the tests: PostgreSQL, Mosquitto (plain and secured) and a Kafka broker.
+
+``tests/conftest.py`` turns these into fixtures; fault tests may also build private
+servers directly (``with MosquittoBroker() as broker: ...``). See ``docs/testing.md``.
+
+Exceptions::
+
+    ServiceError   a server could not be found, started or stopped (the message says why,
+                   with the tail of the server's log)
+"""
+
+from ._base import KEEP_ENV, Server, ServiceError, free_port
+from ._mosquitto import (
+    URL_ENV,
+    ExternalMqtt,
+    MosquittoBroker,
+    MqttServer,
+    MqttUser,
+    SecureMqtt,
+    secure_mosquitto,
+)
+from ._pki import CertFiles, CertificateAuthority
+from ._postgres import DSN_ENV, ExternalPostgres, PostgresCluster, PostgresServer
+from ._registry import Services
+from ._tansu import BOOTSTRAP_ENV, ExternalKafka, KafkaNamespace, KafkaServer, TansuBroker
+
+__all__ = [
+    "BOOTSTRAP_ENV",
+    "DSN_ENV",
+    "KEEP_ENV",
+    "URL_ENV",
+    "CertFiles",
+    "CertificateAuthority",
+    "ExternalKafka",
+    "ExternalMqtt",
+    "ExternalPostgres",
+    "KafkaNamespace",
+    "KafkaServer",
+    "MosquittoBroker",
+    "MqttServer",
+    "MqttUser",
+    "PostgresCluster",
+    "PostgresServer",
+    "SecureMqtt",
+    "Server",
+    "ServiceError",
+    "Services",
+    "TansuBroker",
+    "free_port",
+    "secure_mosquitto",
+]
