@@ -1,0 +1,66 @@
+"""PLC simulators: the machines of the pilot industries over Modbus TCP/RTU and OPC UA.
+
+Every value a simulator serves is a pure function of (seed, profile, machine, tag, t)
+(:func:`value`), so a test or benchmark can compute exactly what a collector must have read.
+Values change on whole seconds; machines change state (off, idle, running, alarm) on whole
+minutes, in a pattern that repeats daily; counters and totals integrate since :data:`EPOCH`.
+
+Public API: the value function and profiles (:func:`value`, :func:`values`, :data:`PROFILES`),
+the register codec (:func:`encode`, :func:`decode`), the servers (:class:`ModbusEndpoint`,
+:class:`OpcUaEndpoint`), the factory file and the simulator that serves it
+(:func:`load_factory`, :class:`Simulator`), and fault injection (:class:`Faults`).
+
+Exceptions::
+
+    SimulatorError
+    ├── UnknownProfile      (also KeyError)  a machine names a profile that does not exist
+    ├── UnknownTag          (also KeyError)  a tag its profile does not have
+    ├── UnknownMachine      (also KeyError)  a machine the factory does not have
+    ├── FactoryFileError    (also ValueError) a factory file with errors; .problems lists them
+    ├── EndpointError       (also OSError)   an endpoint cannot start (port in use, no serial)
+    └── FaultError          (also ValueError) a fault that cannot be applied
+"""
+
+from simulators._exceptions import (
+    EndpointError,
+    FactoryFileError,
+    FaultError,
+    SimulatorError,
+    UnknownMachine,
+    UnknownProfile,
+    UnknownTag,
+)
+from simulators._machine import MODBUS_EXCEPTIONS, Machine, MachineFaults, faulty
+from simulators._modbus import ModbusEndpoint
+from simulators._profiles import PROFILES, Profile, TagSpec, Value, profile, state, value, values
+from simulators._registers import decode, encode
+from simulators._values import EPOCH, SEGMENT, TICK, State
+
+__all__ = [
+    "EPOCH",
+    "MODBUS_EXCEPTIONS",
+    "PROFILES",
+    "SEGMENT",
+    "TICK",
+    "EndpointError",
+    "FactoryFileError",
+    "FaultError",
+    "Machine",
+    "MachineFaults",
+    "ModbusEndpoint",
+    "Profile",
+    "SimulatorError",
+    "State",
+    "TagSpec",
+    "UnknownMachine",
+    "UnknownProfile",
+    "UnknownTag",
+    "Value",
+    "decode",
+    "encode",
+    "faulty",
+    "profile",
+    "state",
+    "value",
+    "values",
+]

@@ -1,0 +1,102 @@
+"""A machine as the servers see it: its profile, what clients wrote, and its faults."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from simulators._exceptions import FaultError
+from simulators._profiles import Profile, TagSpec, Value, profile
+from simulators._values import Context, as_float32
+
+Clock = Callable[[], float]
+ValueFault = Literal["nan", "out_of_range"]
+
+#: Modbus exception codes by the names the fault interface uses
+MODBUS_EXCEPTIONS = {
+    "illegal_function": 1,
+    "illegal_address": 2,
+    "illegal_value": 3,
+    "device_failure": 4,
+    "device_busy": 6,
+    "gateway_path_unavailable": 10,
+    "gateway_no_response": 11,
+}
+
+_TYPE_MAX: dict[str, float | int] = {
+    "int16": (1 << 15) - 1,
+    "uint16": (1 << 16) - 1,
+    "int32": (1 << 31) - 1,
+    "uint32": (1 << 32) - 1,
+    "int64": (1 << 63) - 1,
+    "uint64": (1 << 64) - 1,
+    "float32": as_float32(float("inf")),
+    "float64": sys.float_info.max,
+}
+
+
+def faulty(spec: TagSpec, raw: Value, mode: ValueFault | None) -> Value:
+    """What a tag serves under a value fault.
+
+    ``nan``: floating-point tags are NaN, other tags are unchanged. ``out_of_range``: every
+    numeric tag holds the largest value of its type (a sensor wire break on a 4-20 mA input
+    reads as full scale); bits and strings are unchanged.
+    """
+    if mode is None or spec.type in ("bool", "string"):
+        return raw
+    if mode == "nan":
+        return math.nan if spec.type in ("float32", "float64") else raw
+    return _TYPE_MAX[spec.type]
+
+
+@dataclass
+class MachineFaults:
+    """Faults of one machine; the servers consult them on every request."""
+
+    #: Modbus exception code returned for every request to this machine
+    exception: int | None = None
+    #: OPC UA status code (name, e.g. ``BadSensorFailure``) on every value of this machine
+    status: str | None = None
+    values: ValueFault | None = None
+
+    def active(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class Machine:
+    """One simulated machine on one endpoint (a unit id or an OPC UA folder)."""
+
+    name: str
+    profile_name: str
+    seed: int
+    line: str = "Line1"
+    unit_id: int = 1
+    clock: Clock = time.time
+    written: dict[str, Value] = field(default_factory=dict)
+    faults: MachineFaults = field(default_factory=MachineFaults)
+
+    def __post_init__(self) -> None:
+        self.profile: Profile = profile(self.profile_name)
+
+    def raw(self, specs: Iterable[TagSpec], t: float) -> dict[str, Value]:
+        """Raw values of ``specs`` at ``t``, as served: written values and faults applied."""
+        ctx = Context(self.seed, self.name, self.profile.mix, math.floor(t))
+        mode = self.faults.values
+        out: dict[str, Value] = {}
+        for spec in specs:
+            if spec.writable and spec.name in self.written:
+                raw = self.written[spec.name]
+            else:
+                raw = spec.raw(spec.signal(ctx, spec.name))
+            out[spec.name] = faulty(spec, raw, mode)
+        return out
+
+    def write(self, spec: TagSpec, raw: Value) -> None:
+        if not spec.writable:
+            raise FaultError(f"{self.name}: tag {spec.name!r} is read-only")
+        self.written[spec.name] = raw

@@ -1,0 +1,270 @@
+"""Modbus TCP and RTU slaves: several unit ids behind one endpoint, values computed per request.
+
+pymodbus handles framing and function codes; the datastore below answers every read from the
+value function at the moment the request is served, so nothing is copied into register
+images on a timer and a read is exactly ``value(seed, profile, machine, tag, t)``. Addresses
+that no tag covers answer ``illegal address``, as do writes to read-only tags and writes that
+cover part of a multi-register value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Literal, Self
+
+from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
+from simulators._exceptions import EndpointError
+from simulators._machine import Machine
+from simulators._profiles import TagSpec
+from simulators._registers import Cell, decode, register_map
+
+logger = logging.getLogger(__name__)
+
+_TABLES = {1: "co", 2: "di", 3: "hr", 4: "ir", 5: "co", 15: "co", 6: "hr", 16: "hr", 23: "hr"}
+
+
+class _Datastore(ModbusServerContext):
+    """The server's view of the machines of one endpoint, by unit id.
+
+    It takes the datastore path pymodbus keeps for custom simulators (``old_simulator``), so
+    none of the deprecated device-context machinery is built.
+    """
+
+    def __init__(self, endpoint: ModbusEndpoint) -> None:  # no super(): nothing of it is used
+        self.old_simulator = True
+        self.simdevices = []
+        self._endpoint = endpoint
+
+    def device_ids(self) -> list[int]:
+        return list(self._endpoint.units)
+
+    def _machine(self, device_id: int) -> Machine:
+        try:
+            return self._endpoint.units[device_id]
+        except KeyError:
+            raise NoSuchIdException(f"no unit id {device_id}") from None
+
+    async def _before(self, machine: Machine) -> ExcCodes | None:
+        if self._endpoint.latency > 0:
+            await asyncio.sleep(self._endpoint.latency)
+        code = machine.faults.exception
+        return None if code is None else ExcCodes(code)
+
+    async def async_OLD_getValues(
+        self, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
+        raise NotImplementedError  # only reached through async_getValues, which is overridden
+
+    async def async_getValues(
+        self, device_id: int, func_code: int, address: int, count: int = 1
+    ) -> list[int] | list[bool] | ExcCodes:
+        machine = self._machine(device_id)
+        if (refused := await self._before(machine)) is not None:
+            return refused
+        return read(machine, _TABLES[func_code], address, count, machine.clock())
+
+    async def async_setValues(
+        self,
+        device_id: int,
+        func_code: int,
+        address: int,
+        values: Sequence[int] | Sequence[bool],
+    ) -> ExcCodes | None:
+        machine = self._machine(device_id)
+        if (refused := await self._before(machine)) is not None:
+            return refused
+        return write(machine, _TABLES[func_code], address, list(values))
+
+
+def read(
+    machine: Machine, table: str, address: int, count: int, t: float
+) -> list[int] | list[bool] | ExcCodes:
+    """Serve a read of ``count`` registers or bits of ``table`` at time ``t``."""
+    rmap = register_map(machine.profile)
+    if table in ("co", "di"):
+        bit_tags = [rmap.bits[table].get(a) for a in range(address, address + count)]
+        if any(tag is None for tag in bit_tags):
+            return ExcCodes.ILLEGAL_ADDRESS
+        specs = [tag for tag in bit_tags if tag is not None]
+        raws = machine.raw(specs, t)
+        return [bool(raws[spec.name]) for spec in specs]
+    cells = _cells(rmap.words[table], address, count)
+    if cells is None:
+        return ExcCodes.ILLEGAL_ADDRESS
+    raws = machine.raw([spec for cell in cells for spec in cell.tags], t)
+    registers: list[int] = []
+    for cell in cells:
+        registers += cell.registers(raws)
+    skip = address - cells[0].start
+    return registers[skip : skip + count]
+
+
+def write(
+    machine: Machine, table: str, address: int, values: list[int] | list[bool]
+) -> ExcCodes | None:
+    """Apply a client write; only whole writable tags can be written."""
+    rmap = register_map(machine.profile)
+    if table == "co":
+        specs: list[TagSpec] = []
+        for a in range(address, address + len(values)):
+            spec = rmap.bits["co"].get(a)
+            if spec is None or not spec.writable:
+                return ExcCodes.ILLEGAL_ADDRESS
+            specs.append(spec)
+        for spec, bit in zip(specs, values, strict=True):
+            machine.write(spec, bool(bit))
+        return None
+    cells = _cells(rmap.words[table], address, len(values))
+    if (
+        cells is None
+        or any(not cell.writable for cell in cells)
+        or cells[0].start != address
+        or cells[-1].start + cells[-1].count != address + len(values)
+    ):
+        return ExcCodes.ILLEGAL_ADDRESS
+    for cell in cells:
+        regs = [int(v) for v in values[cell.start - address : cell.start - address + cell.count]]
+        if cell.bits:
+            for spec in cell.tags:
+                machine.write(spec, bool(regs[0] >> (spec.bit or 0) & 1))
+        else:
+            machine.write(cell.tags[0], decode(cell.tags[0], regs))
+    return None
+
+
+def _cells(table: dict[int, Cell], address: int, count: int) -> list[Cell] | None:
+    """The cells covering ``address`` … ``address + count - 1``; None if one is not mapped."""
+    cells: list[Cell] = []
+    for a in range(address, address + count):
+        cell = table.get(a)
+        if cell is None:
+            return None
+        if not cells or cells[-1] is not cell:
+            cells.append(cell)
+    return cells
+
+
+class ModbusEndpoint:
+    """Modbus slaves of one TCP port or serial line; an async context manager.
+
+    ``latency`` delays every answer; ``hang`` keeps the connection open but stops answering;
+    :meth:`drop` closes every client connection; :meth:`restart` goes away and comes back.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        machines: Sequence[Machine],
+        *,
+        protocol: Literal["modbus-tcp", "modbus-rtu"] = "modbus-tcp",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        serial: str | None = None,
+        baudrate: int = 9600,
+        parity: Literal["N", "E", "O"] = "N",
+        stopbits: Literal[1, 2] = 1,
+    ) -> None:
+        self.name = name
+        self.protocol = protocol
+        self.host = host
+        self.port = port
+        self.serial = serial
+        self.baudrate = baudrate
+        self.parity = parity
+        self.stopbits = stopbits
+        self.units: dict[int, Machine] = {}
+        for machine in machines:
+            if machine.unit_id in self.units:
+                raise EndpointError(name, f"unit id {machine.unit_id} is used twice")
+            self.units[machine.unit_id] = machine
+        self.latency = 0.0
+        self.hang = False
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._restarting: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        return b"" if sending and self.hang else data
+
+    async def start(self) -> None:
+        context = _Datastore(self)
+        if self.protocol == "modbus-tcp":
+            server: ModbusTcpServer | ModbusSerialServer = ModbusTcpServer(
+                context, address=(self.host, self.port), trace_packet=self._trace_packet
+            )
+        else:
+            if self.serial is None:
+                raise EndpointError(self.name, "a Modbus RTU endpoint needs a serial port")
+            server = ModbusSerialServer(
+                context,
+                framer=FramerType.RTU,
+                port=self.serial,
+                baudrate=self.baudrate,
+                parity=self.parity,
+                stopbits=self.stopbits,
+                bytesize=8,
+                trace_packet=self._trace_packet,
+            )
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            where = f"{self.host}:{self.port}" if self.serial is None else self.serial
+            raise EndpointError(self.name, f"cannot listen on {where}") from exc
+        if self.protocol == "modbus-tcp" and self.port == 0:
+            sockets = getattr(server.transport, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+        self._server = server
+        logger.info("%s: %s serving units %s", self.name, self.protocol, sorted(self.units))
+
+    async def stop(self) -> None:
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
+            self._restarting = None
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def drop(self) -> int:
+        """Close every client connection now; return how many were closed."""
+        if self._server is None:
+            return 0
+        connections = list(self._server.active_connections.values())
+        for connection in connections:
+            connection.close()
+        return len(connections)
+
+    def restart(self, downtime: float) -> None:
+        """Stop serving (connections drop), and serve again after ``downtime`` seconds."""
+        if self._restarting is not None and not self._restarting.done():
+            return
+        self._restarting = asyncio.get_running_loop().create_task(
+            self._restart(downtime), name=f"restart {self.name}"
+        )
+
+    async def _restart(self, downtime: float) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+        logger.info("%s: down for %.1f s", self.name, downtime)
+        await asyncio.sleep(downtime)
+        await self.start()
