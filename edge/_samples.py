@@ -53,10 +53,11 @@ class Sample:
         return self.edge_ts if self.source_ts is None else self.source_ts
 
     def to_json(self) -> dict[str, object]:
-        """A JSON-safe dict; NaN and infinities (not JSON) become their names as text."""
+        """A JSON-safe dict. NaN and infinities are not JSON: they become ``null`` (their
+        quality already says Uncertain), as in the envelope; bytes become hex text."""
         value: object = self.value
         if isinstance(value, float) and not math.isfinite(value):
-            value = str(value)
+            value = None
         elif isinstance(value, bytes):
             value = value.hex()
         out: dict[str, object] = {

@@ -33,7 +33,7 @@ def test_source_timestamp_wins_and_odd_values_stay_json() -> None:
     with_source = Sample("t", float("nan"), Quality.UNCERTAIN, edge_ts=TS, source_ts=TS - 10**9)
     out = with_source.to_json()
     assert with_source.ts == TS - 10**9
-    assert out["value"] == "nan"
+    assert out["value"] is None
     assert out["ts"] == "2026-11-18T11:06:39.123456Z"
     assert out["edge_ts"] == "2026-11-18T11:06:40.123456Z"
     json.dumps(out, allow_nan=False)
