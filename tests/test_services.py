@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
+import shutil
 import socket
 import ssl
 from collections.abc import Iterator
@@ -13,7 +15,15 @@ from dataclasses import dataclass, field
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from _services import KafkaNamespace, MqttServer, PostgresServer, SecureMqtt
+from _services import (
+    URL_ENV,
+    KafkaNamespace,
+    MosquittoBroker,
+    MqttServer,
+    PostgresServer,
+    SecureMqtt,
+    ServiceError,
+)
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -77,7 +87,7 @@ def test_postgres_is_real_and_the_database_is_the_tests_own(
     with psycopg.connect(pg_dsn) as conn:
         rows = conn.execute("SELECT id, note FROM probe ORDER BY id").fetchall()
     assert version.startswith("PostgreSQL ")
-    assert VERSION.match(pg_server.version)
+    assert VERSION.search(pg_server.version)
     assert pg_server.version.split()[0] in version
     assert database != "postgres"
     assert rows == [(1, "贯通"), (2, "two")]
@@ -91,7 +101,7 @@ def test_a_test_database_is_dropped_afterwards(pg_server: PostgresServer) -> Non
         assert left.fetchone() == (0,)
 
 
-def test_postgres_restart_keeps_port_and_data_and_clients_reconnect(
+def test_postgres_restart_and_kill_keep_port_and_data_and_clients_reconnect(
     pg_server: PostgresServer, pg_dsn: str
 ) -> None:
     if not pg_server.managed:
@@ -99,13 +109,20 @@ def test_postgres_restart_keeps_port_and_data_and_clients_reconnect(
     port = pg_server.port
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (v int)")
-        conn.execute("INSERT INTO kept VALUES (42)")
+        conn.execute("INSERT INTO kept VALUES (1)")
         pg_server.restart()
         with pytest.raises(psycopg.OperationalError):
             conn.execute("SELECT 1")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO kept VALUES (2)")
+        # a commit acknowledged just before a crash survives it
+        pg_server.kill()
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+    pg_server.start()
     assert pg_server.port == port
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT v FROM kept").fetchall() == [(42,)]
+        assert conn.execute("SELECT v FROM kept ORDER BY v").fetchall() == [(1,), (2,)]
 
 
 # MQTT, plain ------------------------------------------------------------------------------
@@ -121,7 +138,7 @@ def test_mqtt_qos1_round_trip(mqtt_broker: MqttServer, mqtt_topic_prefix: str) -
         pub.publish(topic, b"\x00sample\xff")
         msg = sub.next_message()
     assert (msg.topic, msg.payload, msg.qos) == (topic, b"\x00sample\xff", 1)
-    assert VERSION.match(mqtt_broker.version)
+    assert VERSION.search(mqtt_broker.version)
 
 
 def test_mosquitto_restart_keeps_port_and_clients_reconnect(
@@ -141,6 +158,46 @@ def test_mosquitto_restart_keeps_port_and_clients_reconnect(
         s.publish(topic, b"back")
         assert s.next_message().payload == b"back"
     assert mqtt_broker.port == port
+
+
+@pytest.fixture
+def private_mosquitto() -> Iterator[MosquittoBroker]:
+    """A Mosquitto of this test's own, to kill or break without disturbing the others."""
+    try:
+        broker = MosquittoBroker()
+    except ServiceError as exc:
+        if os.environ.get(URL_ENV):
+            pytest.skip(f"no mosquitto binary for a private broker: {exc}")
+        raise
+    with broker:
+        yield broker
+
+
+def test_a_killed_broker_starts_again_on_its_port(private_mosquitto: MosquittoBroker) -> None:
+    port = private_mosquitto.port
+    private_mosquitto.kill()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT).close()
+    private_mosquitto.start()
+    assert private_mosquitto.port == port
+    with session(plain_client(), "127.0.0.1", port) as s:
+        assert s.connack() == 0
+
+
+def test_a_server_that_cannot_start_says_why_with_its_log(
+    private_mosquitto: MosquittoBroker,
+) -> None:
+    taken = private_mosquitto.port  # held by the running private broker
+    broker = MosquittoBroker(port=taken)
+    try:
+        with pytest.raises(ServiceError, match="exited with code") as failed:
+            broker.start()
+        assert "Address already in use" in str(failed.value)
+        assert str(broker.log_path) in str(failed.value)
+        broker.close()
+        assert broker.log_path.exists()  # kept for whoever debugs the failure
+    finally:
+        shutil.rmtree(broker.directory, ignore_errors=True)
 
 
 # MQTT, secured ----------------------------------------------------------------------------
@@ -251,4 +308,4 @@ async def test_kafka_produce_and_consume_through_a_consumer_group(
     assert sum(committed.values()) == 30
     assert all(tp.topic == topic for tp in partitions)
     assert isinstance(next(iter(partitions)), TopicPartition)
-    assert VERSION.match(kafka_namespace.broker.version) or not kafka_namespace.broker.managed
+    assert VERSION.search(kafka_namespace.broker.version) or not kafka_namespace.broker.managed

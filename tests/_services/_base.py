@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, ClassVar, Self
 
@@ -48,6 +48,30 @@ def accepts_tcp(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def listens_on(pid: int, host: str, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on ``host:port`` (Linux ``/proc``).
+
+    A connect test alone can be answered by whoever else got the port first.
+    """
+    want = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    inodes = set()
+    try:
+        with open("/proc/net/tcp", encoding="ascii") as table:
+            next(table)
+            for line in table:
+                fields = line.split()
+                if fields[1] == want and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return not os.path.exists("/proc/net/tcp")  # no /proc: cannot tell, trust the caller
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -119,11 +143,11 @@ class ChildProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def terminate(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; waits until the process is gone."""
+    def terminate(self, timeout: float = STOP_TIMEOUT, *, abrupt: bool = False) -> None:
+        """SIGTERM (SIGKILL if ``abrupt``), SIGKILL after ``timeout``; waits until gone."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGKILL if abrupt else signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -172,6 +196,12 @@ class Server:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """Stop abruptly, like a crash or power cut (SIGKILL; PostgreSQL: immediate mode)."""
+        self._require_managed("kill")
+        if self._running():
+            self._kill()
+
     def close(self) -> None:
         """Stop for good and remove the directory (unless a start failed or KEEP_ENV is set)."""
         if self._closed:
@@ -201,19 +231,50 @@ class Server:
 
     # for subclasses --------------------------------------------------------------------
     _failed = False
+    #: the server process, for servers that run as a child of the test process
+    _process: ChildProcess | None = None
 
     def _start(self) -> None:
         raise NotImplementedError
 
-    def _stop(self) -> None:
-        raise NotImplementedError
+    def _spawn(
+        self,
+        argv: Sequence[str],
+        ready: Callable[[], bool],
+        what: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start ``argv`` as the server process (log in ``server.log``) and wait for ``ready``."""
+        if self.directory is None or self.log_path is None:
+            raise ServiceError(f"{self.kind}: a server process needs a directory of its own")
+        process = ChildProcess(argv, log_path=self.log_path, cwd=self.directory, env=env)
+        self._process = process
+        process.spawn()
 
-    def _running(self) -> bool:
-        raise NotImplementedError
+        def ours_and_ready() -> bool:
+            pid = process.pid
+            return pid is not None and listens_on(pid, self.host, self.port) and ready()
+
+        try:
+            self._wait_until(ours_and_ready, what, exited=process.exit_code)
+        except BaseException:
+            process.terminate(abrupt=True)
+            self._process = None
+            raise
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process = None
 
     def _kill(self) -> None:
-        """Last resort at interpreter exit: stop without ceremony."""
-        self._stop()
+        """Stop without ceremony: for ``kill()`` and as the last resort at interpreter exit."""
+        if self._process is not None:
+            self._process.terminate(abrupt=True)
+            self._process = None
+
+    def _running(self) -> bool:
+        return self._process is not None and self._process.running()
 
     def _require_managed(self, action: str) -> None:
         if not self.managed:
@@ -258,13 +319,3 @@ def _stop_leftovers() -> None:
         with contextlib.suppress(Exception):
             server._kill()
     _LIVE.clear()
-
-
-@contextlib.contextmanager
-def kept_on_error(server: Server) -> Iterator[None]:
-    """Mark the server failed (its directory and log stay) if the block raises."""
-    try:
-        yield
-    except BaseException:
-        server._failed = True
-        raise

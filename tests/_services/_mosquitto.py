@@ -19,8 +19,6 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from ._base import (
-    START_TIMEOUT,
-    ChildProcess,
     Server,
     ServiceError,
     accepts_tcp,
@@ -140,7 +138,6 @@ class MosquittoBroker(MqttServer):
         self.version = mosquitto_version(self.binary)
         self.listener_config = listener_config or ["allow_anonymous true"]
         self.config_path = self.directory / "mosquitto.conf"
-        self._process: ChildProcess | None = None
 
     def _config(self) -> str:
         lines = [
@@ -164,26 +161,11 @@ class MosquittoBroker(MqttServer):
         self.config_path.write_text(self._config(), encoding="utf-8")
         if is_root() and (owner := system_user("mosquitto")):
             chown_tree(self.directory, owner)
-        self._process = ChildProcess(
+        self._spawn(
             [str(self.binary), "-c", str(self.config_path)],
-            log_path=self.log_path,
-            cwd=self.directory,
-        )
-        self._process.spawn()
-        self._wait_until(
             lambda: accepts_tcp(self.host, self.port),
             "listening",
-            exited=self._process.exit_code,
-            timeout=START_TIMEOUT,
         )
-
-    def _stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process = None
-
-    def _running(self) -> bool:
-        return self._process is not None and self._process.running()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._base import ChildProcess, Server, ServiceError, free_port, make_server_dir
+from ._base import Server, ServiceError, free_port, make_server_dir
 
 BOOTSTRAP_ENV = "GUANTONG_TEST_KAFKA"
 INSTALL_HINT = (
@@ -101,7 +101,6 @@ class TansuBroker(KafkaServer):
             [self.binary, "--version"], capture_output=True, text=True, check=False
         ).stdout.split()
         self.version = out[-1] if out else "unknown"
-        self._process: ChildProcess | None = None
 
     def _start(self) -> None:
         listener = f"tcp://{self.host}:{self.port}"
@@ -115,26 +114,7 @@ class TansuBroker(KafkaServer):
             "--advertised-listener-url", listener,
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-        self._process = ChildProcess(
-            argv,
-            log_path=self.log_path,
-            cwd=self.directory,
-            env=env,
-        )
-        self._process.spawn()
-        self._wait_until(
-            lambda: answers_api_versions(self.host, self.port),
-            "answering ApiVersions",
-            exited=self._process.exit_code,
-        )
-
-    def _stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process = None
-
-    def _running(self) -> bool:
-        return self._process is not None and self._process.running()
+        self._spawn(argv, lambda: answers_api_versions(self.host, self.port), "answering", env)
 
 
 @dataclass(frozen=True)
