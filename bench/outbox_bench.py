@@ -26,7 +26,7 @@ def run(path: Path, sync: str, batch: int, size: int, seconds: float) -> tuple[f
     with Outbox(path, max_bytes=64 << 20, synchronous=sync) as box:  # type: ignore[arg-type]
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
-            rows = [(seq + i + 1, "t", data) for i in range(batch)]
+            rows = [(seq + i + 1, "t", data, 1) for i in range(batch)]
             seq += batch
             box.append(rows, Head(seq, digest))
             box.ack(e.id for e in box.peek(batch))
@@ -39,7 +39,7 @@ def overhead(path: Path, size: int) -> float:
     data = os.urandom(size)
     with Outbox(path, max_bytes=max_bytes, synchronous="NORMAL") as box:
         for seq in range(1, 3 * max_bytes // size):
-            box.append([(seq, "t", data)], Head(seq, b"x"))
+            box.append([(seq, "t", data, 1)], Head(seq, b"x"))
         assert box._db is not None
         box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return path.stat().st_size / max_bytes

@@ -7,10 +7,15 @@ no sequence number is used twice and none is skipped without a record. Entries l
 the broker has acknowledged them (:meth:`Outbox.ack`).
 
 The outbox is bounded by the bytes of the envelopes it holds. When a new envelope does not fit,
-the oldest are dropped and reported back to the caller as :class:`Dropped` ranges, so that the
-gateway can queue a signed loss record: a gap is declared, never hidden. The SQLite file itself
-is a little larger than the payload bound (1.02–1.03 × ``max_bytes`` for 2–20 kB envelopes,
-``bench/outbox_bench.py``), plus the WAL between checkpoints.
+the oldest are dropped; the dropped ranges are returned and, in the same transaction, recorded
+as pending losses (a range contiguous with a pending one extends it) that stay until the
+gateway commits the signed loss envelope declaring them (``append(..., settles=...)``). A
+crash between the drop and the declaration therefore cannot hide a gap. Entries without
+samples (the loss declarations themselves) are never dropped: they are what makes a drop
+visible, and they are few.
+
+The SQLite file itself is a little larger than the payload bound (1.02–1.03 × ``max_bytes``
+for 2–20 kB envelopes, ``bench/outbox_bench.py``), plus the WAL between checkpoints.
 
 Errors::
 
@@ -32,7 +37,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     seq INTEGER NOT NULL,
     topic TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    samples INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS loss (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    samples INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS head (
     one INTEGER PRIMARY KEY CHECK (one = 1),
@@ -75,6 +88,7 @@ class Dropped:
     last: int
     count: int
     bytes: int
+    samples: int = 0
 
 
 class Outbox:
@@ -155,13 +169,21 @@ class Outbox:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def append(self, items: Iterable[tuple[int, str, bytes]], head: Head) -> list[Dropped]:
-        """Commit envelopes ``(seq, topic, payload)`` and the new chain head in one transaction.
+    def append(
+        self,
+        items: Iterable[tuple[int, str, bytes, int]],
+        head: Head,
+        *,
+        settles: Iterable[Dropped] = (),
+    ) -> list[Dropped]:
+        """Commit envelopes ``(seq, topic, payload, samples)`` and the new chain head at once.
 
-        Returns the ranges dropped to stay within ``max_bytes`` (oldest first).
+        Returns the ranges dropped to stay within ``max_bytes`` (oldest first); they are also
+        recorded as pending losses until an append ``settles`` them, i.e. commits the loss
+        envelope that declares them.
         """
         rows = list(items)
-        incoming = sum(len(p) for _, _, p in rows)
+        incoming = sum(len(p) for _, _, p, _ in rows)
         if incoming > self.max_bytes:
             raise OutboxError(self.path, f"{incoming} bytes do not fit in {self.max_bytes}")
         with self._lock:
@@ -171,13 +193,18 @@ class Outbox:
                 used = self._bytes()
                 dropped = self._make_room(used + incoming - self.max_bytes)
                 used -= sum(d.bytes for d in dropped)
-                db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT INTO outbox (seq, topic, payload, samples) VALUES (?, ?, ?, ?)", rows
+                )
                 db.execute(
                     "INSERT INTO head (one, seq, hash, bytes) VALUES (1, ?, ?, ?) "
                     "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
                     "bytes = excluded.bytes",
                     (head.seq, head.hash, used + incoming),
                 )
+                db.executemany("DELETE FROM loss WHERE first = ?", [(d.first,) for d in settles])
+                for d in dropped:
+                    self._record_loss(d)
                 db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if db.in_transaction:
@@ -185,27 +212,51 @@ class Outbox:
                 raise OutboxError(self.path, str(exc)) from exc
         return dropped
 
+    def _record_loss(self, d: Dropped) -> None:
+        extended = self._conn.execute(
+            "UPDATE loss SET last = ?, count = count + ?, bytes = bytes + ?, samples = samples + ? "
+            "WHERE last = ? RETURNING first",
+            (d.last, d.count, d.bytes, d.samples, d.first - 1),
+        ).fetchone()
+        if extended is None:
+            self._conn.execute(
+                "INSERT INTO loss (first, last, count, bytes, samples) VALUES (?, ?, ?, ?, ?)",
+                (d.first, d.last, d.count, d.bytes, d.samples),
+            )
+
+    def losses(self) -> list[Dropped]:
+        """Dropped ranges that no committed loss envelope declares yet, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT first, last, count, bytes, samples FROM loss ORDER BY first"
+            ).fetchall()
+        return [Dropped(*row) for row in rows]
+
     def _make_room(self, excess: int) -> list[Dropped]:
         """Delete the oldest entries until ``excess`` bytes are freed; inside a transaction."""
         if excess <= 0:
             return []
-        victims: list[tuple[int, int, int]] = []
+        victims: list[tuple[int, int, int, int]] = []
         freed = 0
-        for row_id, seq, size in self._conn.execute(
-            "SELECT id, seq, length(payload) FROM outbox ORDER BY id"
+        for row_id, seq, size, samples in self._conn.execute(
+            "SELECT id, seq, length(payload), samples FROM outbox WHERE samples > 0 ORDER BY id"
         ):
-            victims.append((row_id, seq, size))
+            victims.append((row_id, seq, size, samples))
             freed += size
             if freed >= excess:
                 break
-        self._conn.execute("DELETE FROM outbox WHERE id <= ?", (victims[-1][0],))
+        if freed < excess:
+            raise OutboxError(self.path, "full of loss declarations: nothing left to drop")
+        self._conn.execute("DELETE FROM outbox WHERE samples > 0 AND id <= ?", (victims[-1][0],))
         ranges: list[Dropped] = []
-        for _, seq, size in victims:
+        for _, seq, size, samples in victims:
             last = ranges[-1] if ranges else None
             if last is not None and seq == last.last + 1:
-                ranges[-1] = Dropped(last.first, seq, last.count + 1, last.bytes + size)
+                ranges[-1] = Dropped(
+                    last.first, seq, last.count + 1, last.bytes + size, last.samples + samples
+                )
             else:
-                ranges.append(Dropped(seq, seq, 1, size))
+                ranges.append(Dropped(seq, seq, 1, size, samples))
         return ranges
 
     # -- reading and acknowledging --------------------------------------------------------------

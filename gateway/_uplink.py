@@ -35,7 +35,12 @@ class MqttSettings:
     client_id: str = ""
     username: str | None = None
     password: str | None = None
+    #: MQTT version: "5" or "3.1.1"
+    protocol: str = "5"
+    #: TLS is on when ``ca_file`` is set; ``cert_file``/``key_file`` add a client certificate
     ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
     keepalive: int = 30
     #: QoS 1 messages in flight; ~100 gives the best loopback throughput (docs/FINDINGS)
     inflight: int = 100
@@ -134,17 +139,23 @@ class Uplink:
 
     def _connect(self) -> _Connection:
         s = self._settings
+        v5 = s.protocol == "5"
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else True,  # v5: a fresh client starts clean by default
         )
         client.max_inflight_messages_set(s.inflight)
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.ca_file is not None:
-            client.tls_set(ca_certs=s.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            client.tls_set(
+                ca_certs=s.ca_file,
+                certfile=s.cert_file,
+                keyfile=s.key_file,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
         if self._status is not None:
             client.will_set(self._status.topic, self._status.will, qos=1, retain=True)
         conn = _Connection(client)

@@ -1,38 +1,144 @@
-"""The gateway config file (``kind: gateway``): who the gateway is and which devices it reads.
+"""The gateway config file (``kind: gateway``): who the gateway is, which devices it reads,
+how it batches samples into envelopes, where its outbox lives and which broker it publishes to.
 
-Uplink, outbox and signing settings join this model with issue #6.
+Everything but the identity and the devices has a default, so a config generated for the
+simulators, or written by a technician in a hurry, runs as it is.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 import identifiers
 from edge import Device, StrictModel
-from edge._model import IdentifierStr, non_empty
+from edge._model import Duration, IdentifierStr, non_empty
+from gateway.protocol import MAX_PAYLOAD_BYTES, MAX_SAMPLES
+
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}  # fmt: skip
+
+
+def parse_size(value: object) -> int:
+    """``"1GiB"``, ``"512 MiB"``, ``"500MB"`` or a number of bytes → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
+    if match is None or match.group(2).lower() not in _UNITS:
+        raise ValueError("a size is a number of bytes or a string like '1GiB' or '500MB'")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+#: a path in the config file, relative to the file's folder
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class GatewayIdentity(StrictModel):
     id: IdentifierStr = Field(description="the gateway's own identifier")
     enterprise: IdentifierStr = Field(description="identifier of the firm that runs the gateway")
-    key_file: Path = Field(
+    key_file: ConfigPath = Field(
         description="Ed25519 private key of the gateway; relative to the config file"
     )
 
-    @field_validator("key_file")
+
+class TlsSettings(StrictModel):
+    ca_file: ConfigPath = Field(description="CA certificate(s) that signed the broker's cert")
+    cert_file: ConfigPath | None = Field(None, description="client certificate (PEM)")
+    key_file: ConfigPath | None = Field(None, description="client certificate's key (PEM)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class UplinkSettings(StrictModel):
+    broker: str = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt://host:port, or mqtts://host:port for TLS"
+    )
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version")
+    client_id: str | None = Field(None, description="MQTT client id; default: the gateway id")
+    username: str | None = None
+    password_file: ConfigPath | None = Field(
+        None, description="file holding the MQTT password (kept out of the config)"
+    )
+    tls: TlsSettings | None = None
+    keepalive: Duration = Field(30.0, description="MQTT keepalive")
+    inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK")
+
+    @field_validator("broker")
     @classmethod
-    def _relative_to_config(cls, value: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        return value if value.is_absolute() or base is None else Path(base) / value
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("broker must look like mqtt://host:port or mqtts://host:port")
+        if parts.path not in ("", "/") or parts.query or parts.username:
+            raise ValueError("broker is host and port only; credentials go in username and "
+                             "password_file")  # fmt: skip
+        _ = parts.port  # raises ValueError for a port out of range
+        return value
+
+    @model_validator(mode="after")
+    def _tls_scheme(self) -> UplinkSettings:
+        if (urlsplit(self.broker).scheme == "mqtts") != (self.tls is not None):
+            raise ValueError("use mqtts:// together with a tls section, mqtt:// without one")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.broker)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+
+class EnvelopeSettings(StrictModel):
+    max_samples: int = Field(
+        500, ge=1, le=MAX_SAMPLES, description="an envelope is sent once it holds this many"
+    )
+    max_delay: Duration = Field(
+        0.2, gt=0, le=60, description="…or once its oldest sample has waited this long"
+    )
+
+
+class OutboxSettings(StrictModel):
+    path: ConfigPath = Field(
+        Path("outbox.db"), validate_default=True, description="SQLite file; relative to the config"
+    )
+    max_bytes: Size = Field(
+        1 << 30, ge=16 * MAX_PAYLOAD_BYTES, description="bound on the envelopes it holds"
+    )
 
 
 class GatewayConfig(StrictModel):
     kind: Literal["gateway"]
     gateway: GatewayIdentity
     devices: Annotated[tuple[Device, ...], AfterValidator(non_empty)]
+    uplink: UplinkSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    envelope: EnvelopeSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _one_firm(self) -> GatewayConfig:

@@ -8,7 +8,6 @@ Infinity literals, a size limit checked before parsing. Every refusal is a
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -129,7 +128,7 @@ def _signature(text: object) -> bytes:
         raise MalformedEnvelope("sig", "must be a base64 string")
     try:
         signature = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or non-ASCII text
         raise MalformedEnvelope("sig", "is not valid base64") from None
     if len(signature) != SIGNATURE_BYTES:
         raise MalformedEnvelope("sig", f"must be {SIGNATURE_BYTES} bytes, not {len(signature)}")

@@ -1,0 +1,269 @@
+"""From edge batches to signed envelopes committed in the outbox.
+
+Samples are gathered per device; an envelope is cut when a device has ``max_samples`` waiting
+or its oldest waiting sample is ``max_delay`` old. One committer task numbers, chains, signs and
+commits everything that is ready in one outbox transaction, so a busy gateway pays one fsync
+for many envelopes, and the chain head advances in the same transaction as the envelopes
+(a crash can neither reuse nor skip a sequence number).
+
+When the outbox is full it drops its oldest envelopes and records the dropped range; the
+writer declares it in a signed loss envelope once the dropping stops, and at least every
+``declare_every`` seconds while it goes on (so a long outage yields a few loss envelopes, not
+one per commit), and at every start and stop. Until a declaration is committed the range stays
+recorded in the outbox, so a crash in between only delays the declaration.
+
+Backpressure: at most ``max_ready`` envelopes wait for the committer; beyond that the
+consumer stops taking batches from the sample stream, whose producers (the drivers) then wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge import Batch, ConnectivityEvent, SampleStream
+from edge import Quality as EdgeQuality
+from edge import Sample as EdgeSample
+from gateway import protocol
+from gateway._outbox import Dropped, Head, Outbox
+
+logger = logging.getLogger(__name__)
+
+_QUALITY = {q: protocol.Quality[q.name] for q in EdgeQuality}
+#: the chain head of a gateway that has committed nothing yet
+_ORIGIN = Head(0, protocol.GENESIS)
+
+
+def to_wire(sample: EdgeSample) -> protocol.Sample:
+    """The envelope form of an edge sample (docs/protocol.md: numbers are doubles, no NaN)."""
+    value = sample.value
+    quality = _QUALITY[sample.quality]
+    if isinstance(value, bytes):
+        value = value.hex()
+    elif isinstance(value, float) and not math.isfinite(value):
+        value = None
+        quality = max(quality, protocol.Quality.UNCERTAIN)
+    elif type(value) is int and abs(value) > protocol.MAX_EXACT_INT:
+        value = str(value)
+    return protocol.Sample(sample.tag, sample.ts // 1000, value, quality)
+
+
+@dataclass
+class WriterStats:
+    envelopes: int = 0
+    samples: int = 0
+    commits: int = 0
+    losses: int = 0
+    dropped_envelopes: int = 0
+    device_events: int = 0
+
+
+class EnvelopeWriter:
+    """Async context manager: while open, :meth:`consume` turns batches into outbox entries."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        key: Ed25519PrivateKey,
+        gateway: str,
+        devices: Mapping[str, str],
+        *,
+        max_samples: int = 500,
+        max_delay: float = 0.2,
+        max_ready: int = 256,
+        declare_every: float = 60.0,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._outbox = outbox
+        self._key = key
+        self._gateway = gateway
+        self._devices = dict(devices)  # device name in the config → identifier
+        self._max_samples = max_samples
+        self._max_delay = max_delay
+        self._max_ready = max_ready
+        self._declare_every = declare_every
+        self._declared_at = -math.inf
+        self._on_commit = on_commit
+        self._buffers: dict[str, list[protocol.Sample]] = {}
+        self._since: dict[str, float] = {}  # device → monotonic time of its oldest sample
+        self._ready: list[tuple[str, list[protocol.Sample]]] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._head = _ORIGIN  # the last envelope sealed
+        self._committed = _ORIGIN  # the last envelope committed
+        self._dropping = False
+        self._closing = False
+        self.stats = WriterStats()
+
+    async def __aenter__(self) -> EnvelopeWriter:
+        self._head = self._committed = await asyncio.to_thread(self._outbox.head) or _ORIGIN
+        await asyncio.to_thread(self._settle_losses)
+        self._task = asyncio.create_task(self._commit_loop(), name="envelope-committer")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Commit everything still buffered (a clean stop loses nothing), then stop.
+
+        The committer finishes on its own rather than being cancelled: a commit already handed
+        to a worker thread cannot be called back, and a second one must not run beside it.
+        """
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def consume(self, stream: SampleStream) -> None:
+        """Take batches until the stream is closed and drained."""
+        async for item in stream:
+            if isinstance(item, ConnectivityEvent):
+                self.stats.device_events += 1
+                continue
+            self.add(item)
+            while len(self._ready) >= self._max_ready:
+                self._room.clear()
+                await self._room.wait()
+
+    def add(self, batch: Batch) -> None:
+        device = self._devices[batch.device]
+        buffer = self._buffers.setdefault(device, [])
+        if not buffer:
+            self._since[device] = time.monotonic()
+        buffer.extend(to_wire(s) for s in batch.samples)
+        if len(buffer) >= self._max_samples:
+            self._cut(device, whole_only=True)
+
+    def _cut(self, device: str, *, whole_only: bool = False) -> None:
+        """Move the device's samples to the committer in envelopes of ``max_samples``.
+
+        ``whole_only`` keeps a remainder buffered, to be filled up by the next batches.
+        """
+        buffer = self._buffers.pop(device, [])
+        size = self._max_samples
+        end = len(buffer) - len(buffer) % size if whole_only else len(buffer)
+        for start in range(0, end, size):
+            self._ready.append((device, buffer[start : start + size]))
+        if end < len(buffer):
+            self._buffers[device] = buffer[end:]  # its oldest sample's clock keeps running
+        else:
+            self._since.pop(device, None)
+        self._wake.set()
+
+    def _take_ready(self) -> list[tuple[str, list[protocol.Sample]]]:
+        ready, self._ready = self._ready, []
+        self._room.set()
+        return ready
+
+    async def _commit_loop(self) -> None:
+        while True:
+            now = time.monotonic()
+            for device, since in list(self._since.items()):
+                if self._closing or now - since >= self._max_delay:
+                    self._cut(device)
+            if self._ready:
+                await asyncio.to_thread(self._commit, self._take_ready())
+                self._on_commit()
+            if self._closing and not self._ready and not self._buffers:
+                await asyncio.to_thread(self._settle_losses)
+                return
+            oldest = min(self._since.values(), default=None)
+            timeout = self._max_delay if oldest is None else oldest + self._max_delay - now
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.001))
+
+    # -- in a worker thread: build, sign, commit --------------------------------------------------
+
+    def _seal(self, envelope: protocol.Envelope, samples: int) -> tuple[int, str, bytes, int]:
+        payload = protocol.encode_json(protocol.sign(envelope, self._key))
+        self._head = Head(envelope.seq, envelope.digest)
+        return envelope.seq, protocol.envelope_topic(envelope), payload, samples
+
+    def _data_rows(
+        self, device: str, samples: list[protocol.Sample]
+    ) -> list[tuple[int, str, bytes, int]]:
+        """Envelopes for ``samples``, halved until each encodes within the payload limit."""
+        created = time.time_ns() // 1000
+        head = self._head
+        envelope = protocol.Envelope(
+            self._gateway, head.seq + 1, head.hash, created, device, tuple(samples)
+        )
+        try:
+            return [self._seal(envelope, len(samples))]
+        except protocol.EnvelopeTooLarge:
+            if len(samples) == 1:
+                raise
+        half = len(samples) // 2
+        return self._data_rows(device, samples[:half]) + self._data_rows(device, samples[half:])
+
+    def _commit(self, ready: list[tuple[str, list[protocol.Sample]]]) -> None:
+        """Seal ``ready`` and commit it in transactions of at most a quarter of the outbox."""
+        rows: list[tuple[int, str, bytes, int]] = []
+        size = 0
+        for device, samples in ready:
+            for row in self._data_rows(device, samples):
+                rows.append(row)
+                size += len(row[2])
+                if size > self._outbox.max_bytes // 4:
+                    self._append(rows)
+                    rows, size = [], 0
+        if rows:
+            self._append(rows)
+        if self._outbox.losses() and (
+            not self._dropping or time.monotonic() - self._declared_at >= self._declare_every
+        ):
+            self._settle_losses()
+
+    def _append(self, rows: list[tuple[int, str, bytes, int]]) -> None:
+        try:
+            dropped = self._outbox.append(rows, self._head)
+        except BaseException:
+            self._head = self._committed  # nothing was committed: the numbers are free again
+            raise
+        self._committed = self._head
+        self._dropping = bool(dropped)
+        self.stats.commits += 1
+        self.stats.envelopes += len(rows)
+        self.stats.samples += sum(r[3] for r in rows)
+
+    def _settle_losses(self) -> None:
+        """Commit one loss envelope for every dropped range not yet declared."""
+        pending = self._outbox.losses()
+        if not pending:
+            return
+        rows = [self._loss_row(d) for d in pending]
+        try:
+            self._outbox.append(rows, self._head, settles=pending)
+        except BaseException:
+            self._head = self._committed
+            raise
+        self._committed = self._head
+        self._declared_at = time.monotonic()
+        for d in pending:
+            logger.error(
+                "outbox full: dropped envelopes %d..%d (%d samples), declared as lost",
+                d.first,
+                d.last,
+                d.samples,
+            )
+        self.stats.losses += len(pending)
+        self.stats.dropped_envelopes += sum(d.count for d in pending)
+
+    def _loss_row(self, dropped: Dropped) -> tuple[int, str, bytes, int]:
+        loss = protocol.Loss(dropped.first, dropped.last, dropped.samples, "outbox full")
+        head, created = self._head, time.time_ns() // 1000
+        envelope = protocol.Envelope(self._gateway, head.seq + 1, head.hash, created, loss=loss)
+        return self._seal(envelope, 0)
