@@ -17,13 +17,15 @@ Exceptions::
     ValueError
     └── IdentifierError             malformed identifier text (.value, .part, .reason)
     HandleError                     a Handle response code other than success (.code, .handle)
+    ├── ProtocolError               4: no such endpoint or method
     ├── HandleNotFound              100
     ├── HandleExists                101
     ├── InvalidHandle               102
     ├── ValuesNotFound              200
     ├── ValueExists                 201
     ├── InvalidValue                202
-    ├── NotResponsible              301 (.referral: the node that serves the prefix, if known)
+    ├── NotResponsible              301: the node neither serves the prefix nor knows who does
+    │   └── ServiceReferral         302 (.referral: the node that serves the prefix)
     ├── ReferralError               301: referrals loop or go too deep
     ├── InsufficientPermissions     401: the token is for another prefix
     ├── AuthenticationNeeded        402: writing without a token
@@ -61,9 +63,11 @@ from identifiers._errors import (
     InvalidValue,
     NodeUnavailable,
     NotResponsible,
+    ProtocolError,
     Referral,
     ReferralError,
     ServerError,
+    ServiceReferral,
     ValueExists,
     ValuesNotFound,
 )
@@ -71,6 +75,7 @@ from identifiers._errors import (
 if TYPE_CHECKING:
     from identifiers._client import BATCH_LIMIT, CacheStats, Client
     from identifiers._config import NodeConfig
+    from identifiers._node import Node
     from identifiers._records import (
         DEFAULT_TTL,
         MAX_CACHE_TTL,
@@ -81,7 +86,7 @@ if TYPE_CHECKING:
         ValueData,
         string_value,
     )
-    from identifiers._service import Node, create_app
+    from identifiers._service import create_app
     from identifiers._store import Registry, Token
     from identifiers._templates import (
         PUBKEY_INDEX,
@@ -96,7 +101,8 @@ _LAZY = {
     "identifiers._config": ("NodeConfig",),
     "identifiers._records": ("DEFAULT_TTL", "MAX_CACHE_TTL", "NON_PUBLIC_TYPES", "AdminRef",
                              "HandleRecord", "HandleValue", "ValueData", "string_value"),
-    "identifiers._service": ("Node", "create_app"),
+    "identifiers._node": ("Node",),
+    "identifiers._service": ("create_app",),
     "identifiers._store": ("Registry", "Token"),
     "identifiers._templates": ("PUBKEY_INDEX", "DeviceRecord", "EnterpriseRecord",
                                "GatewayRecord", "usci_check_char"),
@@ -144,10 +150,12 @@ __all__ = [
     "NodeConfig",
     "NodeUnavailable",
     "NotResponsible",
+    "ProtocolError",
     "Referral",
     "ReferralError",
     "Registry",
     "ServerError",
+    "ServiceReferral",
     "Token",
     "ValueData",
     "ValueExists",

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from identifiers._codec import parse, parse_prefix
 from identifiers._errors import (
-    SERVER_NOT_RESPONSIBLE,
+    SERVICE_REFERRAL,
     SUCCESS,
     VALUES_NOT_FOUND,
     HandleError,
@@ -220,7 +220,7 @@ class Client:
                 except (KeyError, ValidationError) as exc:
                     raise ServerError(name, f"{url} answered a malformed record: {exc}") from None
             referral = body.get("referral")
-            if code == SERVER_NOT_RESPONSIBLE and isinstance(referral, dict):
+            if code == SERVICE_REFERRAL and isinstance(referral, dict):
                 target = str(referral.get("url", "")).rstrip("/")
                 if not target.startswith(("http://", "https://")):
                     raise ReferralError(name, f"{url} referred to {target!r}, not an HTTP URL")
@@ -259,7 +259,7 @@ class Client:
             body = response.json()
         except ValueError:
             raise NodeUnavailable(name, url, f"HTTP {response.status_code}, not JSON") from None
-        if not isinstance(body, dict) or "responseCode" not in body:
+        if not isinstance(body, dict) or not isinstance(body.get("responseCode"), int):
             raise NodeUnavailable(name, url, f"HTTP {response.status_code}, not a Handle answer")
         return body
 

@@ -2,7 +2,8 @@
 
 One exception per Handle response code the node and its client use, so a caller can catch
 ``HandleNotFound`` instead of comparing numbers, and the service can turn any of them into the
-Handle.Net REST answer (code in the body, HTTP status as the Handle.Net server maps it).
+Handle.Net REST answer: the code in the body, the HTTP status as the Handle.Net server maps it
+(``BaseHandleRequestProcessingServlet.statusCodeFromResponse`` in Handle.Net 9).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import ClassVar
 #: Handle protocol response codes (RFC 3652 §2.2.2.1, Handle.Net REST API)
 SUCCESS = 1
 ERROR = 2
+PROTOCOL_ERROR = 4
 HANDLE_NOT_FOUND = 100
 HANDLE_ALREADY_EXISTS = 101
 INVALID_HANDLE = 102
@@ -19,14 +21,16 @@ VALUES_NOT_FOUND = 200
 VALUE_ALREADY_EXISTS = 201
 INVALID_VALUE = 202
 SERVER_NOT_RESPONSIBLE = 301
+SERVICE_REFERRAL = 302
 INSUFFICIENT_PERMISSIONS = 401
 AUTHENTICATION_NEEDED = 402
 AUTHENTICATION_FAILED = 403
 
-#: HTTP status of each code, as the Handle.Net REST API answers it
+#: HTTP status of each code, as the Handle.Net server answers it; any other code is 500
 HTTP_STATUS = {
-    SUCCESS: 200,
+    SUCCESS: 200,  # 201 when a record was created
     ERROR: 500,
+    PROTOCOL_ERROR: 400,  # 404/405 for an unknown endpoint or method
     HANDLE_NOT_FOUND: 404,
     HANDLE_ALREADY_EXISTS: 409,
     INVALID_HANDLE: 400,
@@ -34,6 +38,7 @@ HTTP_STATUS = {
     VALUE_ALREADY_EXISTS: 409,
     INVALID_VALUE: 400,
     SERVER_NOT_RESPONSIBLE: 400,
+    SERVICE_REFERRAL: 300,
     INSUFFICIENT_PERMISSIONS: 403,
     AUTHENTICATION_NEEDED: 401,
     AUTHENTICATION_FAILED: 403,
@@ -52,7 +57,7 @@ class HandleError(Exception):
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 400)
+        return HTTP_STATUS.get(self.code, 500)
 
 
 class HandleNotFound(HandleError):
@@ -79,14 +84,26 @@ class InvalidValue(HandleError):
     code = INVALID_VALUE
 
 
+class ProtocolError(HandleError):
+    """A request the API does not have: unknown endpoint or method."""
+
+    code = PROTOCOL_ERROR
+
+
 class NotResponsible(HandleError):
-    """The node does not serve the handle's prefix; ``referral`` names the node that does."""
+    """The node does not serve the handle's prefix and knows no node that does."""
 
     code = SERVER_NOT_RESPONSIBLE
 
     def __init__(self, handle: str, message: str, referral: Referral | None = None) -> None:
         self.referral = referral
         super().__init__(handle, message)
+
+
+class ServiceReferral(NotResponsible):
+    """The node does not serve the handle's prefix; ``referral`` names the node that does."""
+
+    code = SERVICE_REFERRAL
 
 
 class InsufficientPermissions(HandleError):
@@ -140,6 +157,7 @@ class Referral:
 _BY_CODE: dict[int, type[HandleError]] = {
     cls.code: cls
     for cls in (
+        ProtocolError,
         HandleNotFound,
         HandleExists,
         InvalidHandle,
@@ -147,6 +165,7 @@ _BY_CODE: dict[int, type[HandleError]] = {
         ValueExists,
         InvalidValue,
         NotResponsible,
+        ServiceReferral,
         InsufficientPermissions,
         AuthenticationNeeded,
         AuthenticationFailed,

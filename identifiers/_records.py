@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 #: TTL of a value when the writer gives none (Handle.Net's default, one day)
 DEFAULT_TTL = 86400
@@ -27,6 +27,24 @@ ADMIN_INDEX = 100
 _TYPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,63}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 _INT32 = 2**31 - 1
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """Refuse text that UTF-8 or PostgreSQL cannot hold, so it is a 202 and not a failed write.
+
+    JSON can carry both ``\\u0000`` and an unpaired surrogate such as ``\\ud800``; neither is
+    valid in a PostgreSQL text or jsonb value, and a surrogate is not even encodable as UTF-8.
+    """
+    bad = _UNSTORABLE.search(text)
+    if bad is None:
+        return text
+    if bad.group() == "\x00":
+        raise ValueError("text must not contain U+0000")
+    raise ValueError(f"text holds an unpaired surrogate U+{ord(bad.group()):04X}, not Unicode")
+
+
+Storable = Annotated[str, AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -36,7 +54,7 @@ class _Strict(BaseModel):
 class AdminRef(_Strict):
     """``HS_ADMIN`` data: who may change the record (a handle and index of its key)."""
 
-    handle: str = Field(min_length=1, max_length=255)
+    handle: Storable = Field(min_length=1, max_length=255)
     index: int = Field(ge=1, le=_INT32)
     permissions: Annotated[str, Field(pattern=r"^[01]{12}$")] = "011111110011"
 
@@ -53,6 +71,7 @@ class ValueData(_Strict):
             return self
         if not isinstance(self.value, str):
             raise ValueError(f"format {self.format!r} needs a string value")
+        _storable(self.value)
         if self.format == "base64":
             try:
                 base64.b64decode(self.value, validate=True)

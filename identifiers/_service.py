@@ -1,32 +1,31 @@
-"""The resolution service: Handle.Net-shaped REST API over the registry, and :class:`Node`.
+"""The resolution service: the Handle.Net-shaped REST API over the registry.
 
 Every answer carries a Handle response code in its body and the HTTP status Handle.Net maps it
-to. Handles are read from the raw request path and percent-decoded here, strictly, so that
-``%2F`` means ``/`` (as in Handle.Net), invalid UTF-8 is a 102 rather than a replacement
-character, and nothing a client or proxy does to the path is trusted.
+to, including the answers to requests the API does not have (code 4, as Handle.Net). Handles
+are read from the raw request path and percent-decoded here, strictly, so that ``%2F`` means
+``/`` (as in Handle.Net), invalid UTF-8 is a 102 rather than a replacement character, and
+nothing a client or proxy does to the path is trusted.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
-import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
 
 from identifiers._codec import IdentifierError, parse, parse_prefix
 from identifiers._config import NodeConfig, covers
 from identifiers._errors import (
     ERROR,
+    PROTOCOL_ERROR,
     SUCCESS,
     VALUES_NOT_FOUND,
     AuthenticationFailed,
@@ -37,6 +36,7 @@ from identifiers._errors import (
     InvalidValue,
     NotResponsible,
     Referral,
+    ServiceReferral,
 )
 from identifiers._records import MAX_CACHE_TTL, NON_PUBLIC_TYPES, HandleValue, admin_value
 from identifiers._store import Registry, Token
@@ -44,6 +44,8 @@ from identifiers._store import Registry, Token
 logger = logging.getLogger(__name__)
 
 _HANDLES = "/api/handles/"
+#: bound of integer query parameters, so that page * size stays far inside PostgreSQL's bigint
+_INT32 = 2**31 - 1
 _VALUES = TypeAdapter(list[HandleValue])
 _VALUES_SCHEMA = {
     "type": "object",
@@ -71,12 +73,12 @@ class Routing:
         )
 
     def local(self, handle: str, prefix: str) -> None:
-        """Return if this node serves ``prefix``; raise 301 (with a referral if known) if not."""
+        """Return if this node serves ``prefix``; else raise 302 naming who does, or 301."""
         for entry, referral in self._entries:
             if entry == "88" or covers(entry, prefix):
                 if referral is None:
                     return
-                raise NotResponsible(handle, f"prefix {prefix} is served elsewhere", referral)
+                raise ServiceReferral(handle, f"prefix {prefix} is served elsewhere", referral)
         raise NotResponsible(handle, f"this node does not serve prefix {prefix} nor knows who does")
 
 
@@ -127,6 +129,8 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         title="Guantong identifier node",
         summary="Industrial Internet identifiers, resolved in the shape of the Handle.Net REST API",
         version="1",
+        # a redirect answers with no Handle code; an unknown path is a protocol error (code 4)
+        redirect_slashes=False,
     )
 
     @app.exception_handler(HandleError)
@@ -137,6 +141,13 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
     async def _on_bug(request: Request, exc: Exception) -> JSONResponse:
         logger.error("%s %s failed: %r", request.method, request.url.path, exc)
         return _answer(ERROR, 500, message="internal error of the identifier node")
+
+    @app.exception_handler(HTTPException)
+    async def _on_no_route(request: Request, exc: HTTPException) -> JSONResponse:
+        message = f"no API endpoint {request.method} {request.url.path}"
+        response = _answer(PROTOCOL_ERROR, exc.status_code, message=message)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _on_bad_query(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -246,8 +257,8 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         values = [v for v in await registry.get(name) if admin or v["type"] not in NON_PUBLIC_TYPES]
         if index or type:
             values = [v for v in values if v["index"] in index or v["type"] in type]
-            if not values:
-                return _answer(VALUES_NOT_FOUND, 200, handle=name, values=[])
+        if not values:  # nothing matches the filters, or nothing of the record is public
+            return _answer(VALUES_NOT_FOUND, 200, handle=name, values=[])
         response = _answer(SUCCESS, 200, handle=name, values=values)
         # HTTP caches in front of the node keep a public answer as long as Handle clients may
         if token is None:
@@ -278,7 +289,9 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         token = await writer(request, name, prefix)
         values = values_of(name, await body_of(request, name))
         if index:
-            status = await registry.merge(name, values, overwrite=overwrite)
+            status = await registry.merge(
+                name, values, overwrite=overwrite, max_values=limits.values_per_handle
+            )
         else:
             if not values:
                 raise InvalidValue(name, "a record needs at least one value")
@@ -308,7 +321,7 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
     async def list_handles(
         request: Request,
         prefix: str,
-        page: Annotated[int, Query(ge=0)] = 0,
+        page: Annotated[int, Query(ge=0, le=_INT32)] = 0,
         pageSize: Annotated[int | None, Query(ge=1)] = None,
     ) -> JSONResponse:
         try:
@@ -376,101 +389,3 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         return _answer(SUCCESS, 201 if counts["created"] else 200, results=results, **counts)
 
     return app
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server without its signal handling: a node is one component among others,
-    so whoever runs the process decides what SIGINT/SIGTERM do (the CLI calls ``stop``)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class Node:
-    """A running identifier node: registry (migrated) plus HTTP service on a bound socket.
-
-    An async context manager; ``url`` is known once entered, even when the config asks for
-    port 0. :meth:`stop` asks it to finish the requests in flight and stop.
-    """
-
-    def __init__(self, config: NodeConfig, *, migrate: bool = True) -> None:
-        self.config = config
-        self._migrate = migrate
-        self._registry = Registry(
-            config.database.dsn,
-            min_size=config.database.pool_min,
-            max_size=config.database.pool_max,
-        )
-        self._socket: socket.socket | None = None
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.url = ""
-
-    @property
-    def registry(self) -> Registry:
-        return self._registry
-
-    async def __aenter__(self) -> Node:
-        await self._registry.__aenter__()
-        try:
-            if self._migrate:
-                await self._registry.migrate()
-            await self._start()
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
-        return self
-
-    async def _start(self) -> None:
-        listen = self.config.listen
-        family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says
-        # TCP, and a socket made with proto 0 answers every request ~40 ms late (Nagle meets
-        # delayed ACK), measured here.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket = sock
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((listen.host, listen.port))
-        host, port = sock.getsockname()[:2]
-        self.url = (
-            f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
-        )
-        app = create_app(self.config, self._registry)
-        config = uvicorn.Config(
-            app, lifespan="off", ws="none", log_config=None, access_log=False,
-            timeout_graceful_shutdown=5, server_header=False,
-        )  # fmt: skip
-        self._server = _Server(config)
-        self._task = asyncio.create_task(
-            self._server.serve(sockets=[sock]), name="identifiers-http"
-        )
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # raises what stopped it
-                raise RuntimeError(f"identifier node on {self.url} stopped while starting")
-            await asyncio.sleep(0.01)
-        logger.info(
-            "identifier node serving %s on %s", ", ".join(self.config.authoritative), self.url
-        )
-
-    async def wait(self) -> None:
-        """Serve until the server is told to exit (a signal, or :meth:`stop`)."""
-        if self._task is not None:
-            await self._task
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            if self._task is not None:
-                self.stop()
-                await self._task
-        finally:
-            self._task = None
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-            await self._registry.__aexit__(None, None, None)

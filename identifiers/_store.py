@@ -20,7 +20,13 @@ from typing import Any, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from identifiers._errors import HandleExists, HandleNotFound, ValueExists, ValuesNotFound
+from identifiers._errors import (
+    HandleExists,
+    HandleNotFound,
+    InvalidValue,
+    ValueExists,
+    ValuesNotFound,
+)
 from identifiers._records import HandleValue
 
 logger = logging.getLogger(__name__)
@@ -234,8 +240,19 @@ class Registry:
                 )
         return [statuses[r[0]] for r in records]
 
-    async def merge(self, handle: str, values: Sequence[HandleValue], *, overwrite: bool) -> Status:
-        """Add or replace single values of an existing record (``PUT ?index=``), keeping others."""
+    async def merge(
+        self,
+        handle: str,
+        values: Sequence[HandleValue],
+        *,
+        overwrite: bool,
+        max_values: int | None = None,
+    ) -> Status:
+        """Add or replace single values of an existing record (``PUT ?index=``), keeping others.
+
+        ``max_values`` bounds the merged record, so values added one call at a time cannot grow
+        a record past the limit a whole write is held to.
+        """
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT vals FROM identifiers.handles WHERE handle = %s FOR UPDATE", [handle]
@@ -249,6 +266,8 @@ class Registry:
             if clash and not overwrite:
                 raise ValueExists(handle, f"value with index {clash[0]} already exists")
             kept = [HandleValue.model_validate(v) for v in old if v["index"] not in given]
+            if max_values is not None and len(kept) + len(values) > max_values:
+                raise InvalidValue(handle, f"the record would hold more than {max_values} values")
             doc = _stamp([*kept, *values], old)
             if _same(old, doc):
                 return "unchanged"

@@ -76,20 +76,12 @@ def _fail(code: int, message: str) -> NoReturn:
 
 
 def _load(path: str, kind: str) -> Any:
-    # `kind: identifiers` belongs in guantong._configfile.KINDS (identifiers.NodeConfig); until
-    # it is registered there, lend it for this one load so the node's errors read the same.
-    lent = kind == "identifiers" and kind not in _configfile.KINDS
-    if lent:
-        _configfile.KINDS[kind] = identifiers.NodeConfig
     try:
         return _configfile.load(path, kind)
     except _configfile.ConfigFileError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(_exit.INVALID)
-    finally:
-        if lent:
-            del _configfile.KINDS[kind]
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psycopg
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -78,7 +79,7 @@ def write_gateway(tmp_path: Path, *, location: str) -> tuple[Path, bytes]:
 
 
 async def test_register_gateway_is_idempotent(
-    node: identifiers.Node, token: str, tmp_path: Path
+    node: identifiers.Node, token: str, tmp_path: Path, pg_dsn: str
 ) -> None:
     config, public_key = write_gateway(tmp_path, location="workshop 2")
     (tmp_path / "token").write_text(token + "\n")
@@ -108,10 +109,23 @@ async def test_register_gateway_is_idempotent(
     )
     assert kiln.url == "https://evidence.example.org/devices/88.709.911/dev.kiln.01"
 
+    async def stored() -> list[object]:
+        """Every record with its values, and when the database row last changed."""
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+            cur = await conn.execute(
+                "SELECT handle, vals, created, updated FROM identifiers.handles ORDER BY handle"
+            )
+            return list(await cur.fetchall())
+
+    first = await stored()
+    assert [row[0] for row in first] == [
+        "88.709.911/dev.kiln.01", "88.709.911/dev.meter.01", "88.709.911/gw.1",
+    ]  # fmt: skip
     code, out, err = await guantong(*args)
     assert code == 0, err
     assert set(out.split()[::2]) == {"unchanged"}
     assert "nothing changed: all 3 records already registered" in err
+    assert await stored() == first  # not one row written again
 
     # a changed location updates that one record only; the token can come from the environment
     write_gateway(tmp_path, location="workshop 3")

@@ -79,6 +79,19 @@ async def test_create_resolve_and_admin_values_stay_private(
     assert again.json()["status"] == "unchanged"
     assert (await http.get(f"/api/handles/{H}")).json() == body
 
+    # a record whose only values are admin values has nothing public: values not found
+    admin_only = [v(100, "HS_ADMIN", {"handle": "0.NA/88.709.911", "index": 300}, "admin")]
+    put = await http.put(
+        f"/api/handles/{H}.adm", json={"values": admin_only}, headers=bearer(token)
+    )
+    assert put.status_code == 201
+    hidden = await http.get(f"/api/handles/{H}.adm")
+    assert (hidden.status_code, hidden.json()) == (
+        200, {"responseCode": 200, "handle": f"{H}.adm", "values": []},
+    )  # fmt: skip
+    seen = (await http.get(f"/api/handles/{H}.adm", headers=bearer(token))).json()
+    assert [x["data"]["value"]["index"] for x in seen["values"]] == [300]
+
     # a prefix typed in upper case and a percent-encoded slash name the same handle
     same = await http.get("/api/handles/88.709.911%2Fdev.kiln.01")
     assert same.json() == body
@@ -98,6 +111,7 @@ async def test_type_and_index_filters(http: httpx.AsyncClient, token: str) -> No
     assert await indexes("index=300&index=2") == (200, 1, [2, 300])
     assert await indexes("type=GT_RAW&index=1") == (200, 1, [1, 5])  # union, as Handle.Net
     assert await indexes("type=HS_ADMIN") == (200, 200, [])  # not public: values not found
+    assert await indexes("index=100") == (200, 200, [])
     assert await indexes("index=999") == (200, 200, [])
 
 
@@ -147,6 +161,27 @@ async def test_overwrite_semantics_and_value_merge(http: httpx.AsyncClient, toke
     assert missing.json()["responseCode"] == 100
 
 
+async def test_value_merges_cannot_grow_a_record_past_the_limit(make_node: NodeFactory) -> None:
+    async with make_node(["88.709"], limits={"values_per_handle": 3}) as node:
+        _, token = await node.registry.create_token("88.709.911", days=1)
+        async with httpx.AsyncClient(base_url=node.url, headers=bearer(token)) as http:
+            # two values plus the admin value the node adds: the record is full
+            full = await http.put(f"/api/handles/{H}", json={"values": RECORD[:2]})
+            assert full.status_code == 201
+            before = (await http.get(f"/api/handles/{H}")).json()
+            more = await http.put(
+                f"/api/handles/{H}?index=various", json={"values": [v(7, "GT_SERIAL", "K")]}
+            )
+            assert (more.status_code, more.json()["responseCode"]) == (400, 202)
+            assert "more than 3 values" in more.json()["message"]
+            assert (await http.get(f"/api/handles/{H}")).json() == before
+            # replacing a value in place keeps the count and is allowed
+            same_count = await http.put(
+                f"/api/handles/{H}?index=various", json={"values": [v(1, "URL", "https://b")]}
+            )
+            assert same_count.json()["status"] == "updated"
+
+
 async def test_delete_values_and_records(http: httpx.AsyncClient, token: str) -> None:
     auth = bearer(token)
     await http.put(f"/api/handles/{H}", json={"values": RECORD}, headers=auth)
@@ -187,10 +222,14 @@ async def test_batch_of_2000_is_one_transaction(http: httpx.AsyncClient, token: 
     assert len(listed.json()["handles"]) == 500
     assert (await http.get("/api/handles?prefix=88.709.911")).status_code == 401
 
-    too_many = [*records, {"handle": "88.709.911/dev.x", "values": [v(1, "URL", "x")]}]
+    # 2,001 new, valid records: refused whole, before anything is written
+    too_many = [{"handle": f"88.709.911/over.{i}", "values": [v(1, "URL", "x")]}
+                for i in range(2001)]  # fmt: skip
     over = await http.post("/api/batch", json={"records": too_many}, headers=auth)
     assert over.status_code == 400
     assert over.json()["responseCode"] == 202
+    assert "more than 2000 records" in over.json()["message"]
+    assert (await http.get("/api/handles/88.709.911/over.0")).status_code == 404
 
     # one bad record at the end: nothing of the batch is written
     fresh = [{"handle": f"88.709.911/new.{i}", "values": [v(1, "URL", "x")]} for i in range(10)]
@@ -280,9 +319,10 @@ async def test_referrals_for_prefixes_served_elsewhere(make_node: NodeFactory) -
         make_node(["88.709"], referrals=referrals) as node,
         httpx.AsyncClient(base_url=node.url) as http,
     ):
+        # a service referral is 302, which Handle.Net answers with HTTP 300 Multiple Choices
         referred = await http.get("/api/handles/88.710.5/dev.1")
-        assert referred.status_code == 400
-        assert referred.json()["responseCode"] == 301
+        assert referred.status_code == 300
+        assert referred.json()["responseCode"] == 302
         assert referred.json()["referral"] == {"prefix": "88.710", "url": "http://127.0.0.1:9"}
         unknown = await http.get("/api/handles/88.999.5/dev.1")
         assert unknown.status_code == 400
@@ -293,8 +333,10 @@ async def test_referrals_for_prefixes_served_elsewhere(make_node: NodeFactory) -
             "/api/handles/88.710.5/dev.1", json={"values": [v(1, "URL", "x")]},
             headers=bearer(token),
         )  # fmt: skip
-        assert write.status_code == 400
-        assert write.json()["responseCode"] == 301
+        assert write.status_code == 300
+        assert write.json()["responseCode"] == 302
+        with pytest.raises(identifiers.HandleNotFound):
+            await node.registry.get("88.710.5/dev.1")
         info = (await http.get("/api")).json()
         assert info["authoritative"] == ["88.709"]
 
@@ -350,6 +392,32 @@ BAD_INPUT = [
     (_put("/api/batch", {"records": []}), 400, 202),
     (_put("/api/batch", {"records": [{"handle": 5, **_OK}]}), 400, 102),
     (_put("/api/batch", {"records": [{"handle": "88.709.911/a"}], "x": 1}), 400, 202),
+    # text PostgreSQL or UTF-8 cannot hold: refused as invalid values, not a failed write
+    (_put("/api/handles/88.709.911/x", {"values": [v(1, "URL", "a\x00b")]}), 400, 202),
+    (_put("/api/handles/88.709.911/x", {"values": [v(1, "URL", "a\ud800")]}), 400, 202),
+    (
+        _put(
+            "/api/handles/88.709.911/x",
+            {"values": [v(9, "X", {"handle": "0.NA/\x00", "index": 1}, "admin")]},
+        ),
+        400,
+        202,
+    ),
+    (
+        _put(
+            "/api/batch", {"records": [{"handle": "88.709.911/a", "values": [v(1, "URL", "\x00")]}]}
+        ),
+        400,
+        202,
+    ),
+    (_put("/api/handles/88.709.911/x", {"values": [v(1, "A" * 65, "x")]}), 400, 202),
+    (("GET", "/api/handles?prefix=88.709.911&page=10000000000000000", b""), 400, 202),
+    (("GET", "/api/handles?prefix=88.709.911&pageSize=0", b""), 400, 202),
+    (("DELETE", "/api/handles/88.709.911/x?index=1.5", b""), 400, 202),
+    # requests the API does not have: Handle.Net's protocol error, with 404 or 405
+    (("POST", "/api/handles/88.709.911/x", b"{}"), 405, 4),
+    (("GET", "/api/nothing", b""), 404, 4),
+    (("DELETE", "/api/batch", b""), 405, 4),
 ]
 
 
@@ -363,7 +431,7 @@ async def test_bad_input_gets_4xx_with_handle_code_and_writes_nothing(  # noqa: 
     code: int,
 ) -> None:
     method, target, body = request_
-    if target == "/api/batch":
+    if target == "/api/batch" and method == "PUT":
         method = "POST"
     got_status, got = await raw(node.url, method, target, body, bearer(token))
     assert (got_status, got["responseCode"]) == (status, code), got
