@@ -19,7 +19,9 @@ NS = 1_764_000_000_000_000_000
 
 
 def batch(device: str, start: int, count: int) -> Batch:
-    samples = tuple(Sample(f"t{i}", float(i), Quality.GOOD, NS + i * 1000) for i in range(start, start + count))  # fmt: skip
+    samples = tuple(
+        Sample(f"t{i}", float(i), Quality.GOOD, NS + i * 1000) for i in range(start, start + count)
+    )
     return Batch(device, "g", samples)
 
 

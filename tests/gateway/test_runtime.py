@@ -1,0 +1,192 @@
+"""The gateway against a real Mosquitto: signed chain delivered, outages survived, status kept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from _services import MosquittoBroker, MqttServer
+
+import gateway.protocol as p
+from edge import Batch, Quality, Sample
+from gateway._keys import create_key
+from gateway._runtime import Gateway, GatewayError
+from gateway.config import GatewayConfig
+
+FIRM = "88.709.911"
+NS = 1_764_000_000_000_000_000
+
+
+def make_config(tmp_path: Path, port: int, firm_gw: str, **uplink: Any) -> GatewayConfig:
+    doc = {
+        "kind": "gateway",
+        "gateway": {"id": f"{FIRM}/{firm_gw}", "enterprise": f"{FIRM}/firm", "key_file": "gw.key"},
+        "devices": [
+            {
+                "name": name,
+                "id": f"{FIRM}/dev.{name}",
+                "connection": {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": 1502},
+                "groups": [
+                    {
+                        "name": "g",
+                        "interval": "1s",
+                        "tags": [{"name": "t0", "address": "hr:0", "type": "uint16"}],
+                    }
+                ],
+            }
+            for name in ("kiln", "press")
+        ],
+        "uplink": {"broker": f"mqtt://127.0.0.1:{port}", **uplink},
+        "envelope": {"max_samples": 200, "max_delay": "50ms"},
+    }
+    return GatewayConfig.model_validate(doc, context={"base_dir": tmp_path})
+
+
+class Subscriber:
+    """A real MQTT subscriber with a persistent session, collecting what the gateway sends."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"sub-{uuid.uuid4().hex[:8]}",
+            clean_session=False,
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert self.subscribed.wait(10)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def envelopes(self) -> list[p.SignedEnvelope]:
+        with self.lock:
+            msgs = list(self.messages)
+        out = []
+        for topic, payload, _ in msgs:
+            if p.parse_topic(topic).kind == "status":
+                continue
+            signed = p.decode_json(payload)
+            p.check_topic(topic, signed.envelope)
+            out.append(signed)
+        return out
+
+    def statuses(self) -> list[tuple[dict[str, Any], bool]]:
+        with self.lock:
+            msgs = list(self.messages)
+        return [(json.loads(pl), r) for t, pl, r in msgs if p.parse_topic(t).kind == "status"]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextmanager
+def subscriber(server: MqttServer, topic: str) -> Iterator[Subscriber]:
+    sub = Subscriber(server.host, server.port, topic)
+    try:
+        yield sub
+    finally:
+        sub.close()
+
+
+def batch(device: str, n: int, size: int = 10) -> Batch:
+    return Batch(
+        device,
+        "g",
+        tuple(Sample(f"t{i}", n * size + i, Quality.GOOD, NS + n * 1_000_000) for i in range(size)),
+    )
+
+
+def check_delivery(envelopes: list[p.SignedEnvelope], public: bytes, batches: int) -> None:
+    """Every envelope verifies; after dedupe by seq the chain is whole and no sample is missing."""
+    by_seq: dict[int, p.Envelope] = {}
+    for signed in envelopes:
+        signed.verify(public)
+        by_seq.setdefault(signed.envelope.seq, signed.envelope)
+    seqs = sorted(by_seq)
+    assert seqs == list(range(1, len(seqs) + 1))
+    for seq in seqs[1:]:
+        assert by_seq[seq].prev == by_seq[seq - 1].digest
+    values = sorted(s.value for e in by_seq.values() for s in e.samples)  # type: ignore[type-var]
+    per_device = batches * 10
+    assert values == sorted(list(range(per_device)) * 2)
+
+
+async def test_envelopes_reach_the_broker_signed_chained_with_birth_and_offline_status(
+    tmp_path: Path, mqtt_broker: MqttServer
+) -> None:
+    config = make_config(tmp_path, mqtt_broker.port, f"gw.{uuid.uuid4().hex[:8]}")
+    key = create_key(config.gateway.key_file)
+    base = p.status_topic(config.gateway.id).rsplit("/", 1)[0]
+    with subscriber(mqtt_broker, base + "/#") as sub:
+        async with Gateway(config) as gw:
+            for n in range(30):
+                await gw.stream.put(batch("kiln", n))
+                await gw.stream.put(batch("press", n))
+        check_delivery(sub.envelopes(), p.public_key_bytes(key), 30)
+        await asyncio.sleep(0.2)
+        statuses = sub.statuses()
+    assert statuses[0][0]["online"] is True
+    assert statuses[0][0]["key"] == p.fingerprint(p.public_key_bytes(key))
+    assert [d["id"] for d in statuses[0][0]["devices"]] == [f"{FIRM}/dev.kiln", f"{FIRM}/dev.press"]
+    assert statuses[-1][0] == {"online": False, "gateway": config.gateway.id}
+
+
+@pytest.mark.slow
+async def test_a_broker_outage_loses_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "mosquitto-data"
+    store.mkdir()
+    durable = ["allow_anonymous true", "persistence true", f"persistence_location {store}/"]
+    with MosquittoBroker(listener_config=durable) as broker:
+        config = make_config(tmp_path, broker.port, "gw.outage")
+        key = create_key(config.gateway.key_file)
+        with subscriber(broker, "gt/v1/#") as sub:
+            async with Gateway(config, drain_timeout=30) as gw:
+                start = time.monotonic()
+                n = 0
+                stopped = restarted = False
+                while time.monotonic() - start < 6:
+                    await gw.stream.put(batch("kiln", n))
+                    await gw.stream.put(batch("press", n))
+                    n += 1
+                    elapsed = time.monotonic() - start
+                    if elapsed > 1.5 and not stopped:
+                        await asyncio.to_thread(broker.stop)
+                        stopped = True
+                    if elapsed > 4 and not restarted:
+                        await asyncio.to_thread(broker.start)
+                        restarted = True
+                    await asyncio.sleep(0.01)
+                assert gw.uplink.stats.connects >= 2
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                got = {s.envelope.seq for s in sub.envelopes()}
+                if len(got) == gw.writer.stats.envelopes:
+                    break
+                await asyncio.sleep(0.1)
+            check_delivery(sub.envelopes(), p.public_key_bytes(key), n)
+
+
+def test_a_key_readable_by_others_is_refused(tmp_path: Path, mqtt_broker: MqttServer) -> None:
+    config = make_config(tmp_path, mqtt_broker.port, "gw.open-key")
+    create_key(config.gateway.key_file)
+    config.gateway.key_file.chmod(0o644)
+    with pytest.raises(GatewayError, match="chmod 600"):
+        Gateway(config)
