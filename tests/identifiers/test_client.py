@@ -65,6 +65,17 @@ async def test_referral_across_two_nodes_then_direct(make_node: NodeFactory) -> 
                     await client.resolve("88.999.1/x")
                 assert nobody.value.code == 301
 
+            # the token goes to the home node only: node B (sharing the token table here, so it
+            # would honour it) shows the admin value to its holder but not through a referral
+            _, token_b = await city_b.registry.create_token("88.710.5", days=1)
+            async with identifiers.Client(city_b.url, token=token_b) as at_b:
+                assert (await at_b.resolve("88.710.5/dev.1")).first("HS_ADMIN") is not None
+            async with identifiers.Client(city_a.url, token=token_b) as via_a:
+                referred = await via_a.resolve("88.710.5/dev.1")
+                assert via_a.stats.referrals == 1
+                assert referred.first("GT_SERIAL") is not None
+                assert referred.first("HS_ADMIN") is None
+
 
 async def test_referral_loop_is_an_error(make_node: NodeFactory) -> None:
     port_a = free_port()

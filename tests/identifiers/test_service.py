@@ -279,6 +279,18 @@ async def test_token_scope_expiry_and_hashing(
     assert mixed.json()["responseCode"] == 401
     assert (await http.get(f"/api/handles/{H}")).status_code == 404  # nothing written
 
+    # another firm's token reads only what is public, and may not list this firm's handles
+    await http.put(f"/api/handles/{H}", json=body, headers=bearer(token))
+    _, other = await node.registry.create_token("88.709.912", days=1)
+    seen = (await http.get(f"/api/handles/{H}", headers=bearer(other))).json()
+    assert [x["type"] for x in seen["values"]] == ["URL"]
+    owner = (await http.get(f"/api/handles/{H}", headers=bearer(token))).json()
+    assert [x["type"] for x in owner["values"]] == ["URL", "HS_ADMIN"]
+    listing = await http.get("/api/handles?prefix=88.709.911", headers=bearer(other))
+    assert (listing.status_code, listing.json()["responseCode"]) == (403, 401)
+    assert (await http.delete(f"/api/handles/{H}", headers=bearer(other))).status_code == 403
+    assert (await http.delete(f"/api/handles/{H}", headers=bearer(token))).status_code == 200
+
     # a sub-prefix of the firm is the firm's
     sub = await http.put("/api/handles/88.709.911.2/dev.1", json=body, headers=bearer(token))
     assert sub.status_code == 201
@@ -309,7 +321,11 @@ async def test_token_scope_expiry_and_hashing(
         dump = json.dumps([[r[0], r[1].hex(), r[2]] for r in rows])
     assert secret not in dump
     assert hashlib.sha256(secret.encode()).hexdigest() in dump
-    assert {t.prefix for t in await node.registry.tokens()} == {"88.709.911", "88.709"}
+    assert {t.prefix for t in await node.registry.tokens()} == {
+        "88.709.911",
+        "88.709",
+        "88.709.912",
+    }
     assert short.prefix == "88.709.911"
 
 
