@@ -53,6 +53,11 @@ def services(pytestconfig: pytest.Config) -> Iterator[Services]:
     registry.close()
 
 
+@pytest.fixture(autouse=True)
+def _session_servers_running(services: Services) -> None:
+    services.ensure_running()
+
+
 @pytest.fixture(scope="session")
 def pg_server(services: Services) -> PostgresServer:
     """The session's PostgreSQL: ``GUANTONG_TEST_PG_DSN`` or a throwaway cluster."""

@@ -23,6 +23,7 @@ from _services import (
     PostgresServer,
     SecureMqtt,
     ServiceError,
+    Services,
 )
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.reasoncodes import ReasonCode
@@ -158,6 +159,19 @@ def test_mosquitto_restart_keeps_port_and_clients_reconnect(
         s.publish(topic, b"back")
         assert s.next_message().payload == b"back"
     assert mqtt_broker.port == port
+
+
+def test_a_session_server_left_stopped_is_started_for_the_next_test(
+    services: Services, mqtt_broker: MqttServer
+) -> None:
+    if not mqtt_broker.managed:
+        pytest.skip("the broker given by GUANTONG_TEST_MQTT_URL cannot be stopped")
+    mqtt_broker.stop()
+    assert not mqtt_broker.running
+    services.ensure_running()  # what the autouse fixture does before each test
+    assert mqtt_broker.running
+    with session(plain_client(), mqtt_broker.host, mqtt_broker.port) as s:
+        assert s.connack() == 0
 
 
 @pytest.fixture

@@ -196,6 +196,10 @@ class Server:
         self.stop()
         self.start()
 
+    @property
+    def running(self) -> bool:
+        return self._running()
+
     def kill(self) -> None:
         """Stop abruptly, like a crash or power cut (SIGKILL; PostgreSQL: immediate mode)."""
         self._require_managed("kill")

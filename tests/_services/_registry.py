@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -13,6 +14,7 @@ from ._postgres import DSN_ENV, ExternalPostgres, PostgresCluster, PostgresServe
 from ._tansu import BOOTSTRAP_ENV, ExternalKafka, KafkaServer, TansuBroker
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class Services:
@@ -27,6 +29,7 @@ class Services:
         self._made: dict[str, object] = {}
         self._errors: dict[str, ServiceError] = {}
         self._servers: list[Server] = []
+        self._started: list[Server] = []
         #: one line per server used, kept after the servers stop (for the terminal summary)
         self.used: list[str] = []
 
@@ -40,12 +43,23 @@ class Services:
                 if server.managed:
                     self._servers.append(server)
                     server.start()
+                    self._started.append(server)
             except ServiceError as exc:
                 self._errors[name] = exc
                 raise
             self._made[name] = made
             self.used.append(server.describe())
         return self._made[name]  # type: ignore[return-value]
+
+    def ensure_running(self) -> None:
+        """Start again any session server an earlier test stopped and did not bring back.
+
+        That test is wrong, but the tests after it should not all fail for it.
+        """
+        for server in self._started:
+            if not server.running:
+                logger.warning("%s was left stopped by a test: starting it again", server.kind)
+                server.start()
 
     def postgres(self) -> PostgresServer:
         def make() -> PostgresServer:
@@ -82,6 +96,6 @@ class Services:
 
     def close(self) -> None:
         """Stop every server this registry started (idempotent)."""
-        servers, self._servers = self._servers, []
+        servers, self._servers, self._started = self._servers, [], []
         for server in reversed(servers):
             server.close()
