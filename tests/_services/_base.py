@@ -320,6 +320,9 @@ _LIVE: set[Server] = set()
 def _stop_leftovers() -> None:
     """Servers still running when the interpreter exits (a crash, an interrupted session)."""
     for server in list(_LIVE):
-        with contextlib.suppress(Exception):
-            server._kill()
+        try:
+            server.close()
+        except Exception:  # at exit, a kill is all that is left
+            with contextlib.suppress(Exception):
+                server._kill()
     _LIVE.clear()

@@ -226,8 +226,9 @@ ACL_RULE = "pattern readwrite guantong/%u/#"
 
 def secure_mosquitto(port: int | None = None) -> SecureMqtt:
     """Build the PKI, password and ACL files, and start a TLS-only Mosquitto on them."""
-    directory = make_server_dir("mqtts")
+    binary = find_binary("mosquitto")
     passwd_tool = find_binary("mosquitto_passwd")
+    directory = make_server_dir("mqtts")
     pki = directory / "pki"
     pki.mkdir()
     ca = CertificateAuthority(pki)
@@ -271,6 +272,7 @@ def secure_mosquitto(port: int | None = None) -> SecureMqtt:
     broker = MosquittoBroker(
         directory=directory,
         port=port,
+        binary=binary,
         listener_config=[
             f"cafile {ca.cert_path}",
             f"certfile {server_cert.cert}",

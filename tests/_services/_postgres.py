@@ -77,6 +77,8 @@ class PostgresServer(Server):
         try:
             yield with_database(self.admin_dsn, name)
         finally:
+            if self.managed and not self.running:  # a fault test stopped it and failed
+                self.start()
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -150,19 +152,19 @@ class PostgresCluster(PostgresServer):
     """
 
     def __init__(self, bindir: Path | None = None, port: int | None = None) -> None:
+        self.bindir = bindir or find_bindir()
+        owner = system_user("postgres") if is_root() else None
+        if is_root() and owner is None:
+            raise ServiceError(
+                "running as root, the test cluster must run as the 'postgres' user, "
+                f"which does not exist: {INSTALL_HINT}"
+            )
         host = "127.0.0.1"
         super().__init__(host=host, port=port or free_port(host), directory=make_server_dir("pg"))
-        self.bindir = bindir or find_bindir()
         self.admin_dsn = f"postgresql://postgres@{host}:{self.port}/postgres"
         self._data = self.directory / "data"
         self._as: list[str] = []
-        if is_root():
-            owner = system_user("postgres")
-            if owner is None:
-                raise ServiceError(
-                    "running as root, the test cluster must run as the 'postgres' user, "
-                    f"which does not exist: {INSTALL_HINT}"
-                )
+        if owner is not None:
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
 
