@@ -16,9 +16,11 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config import GatewayConfig
 from identifiers import NodeConfig
+from simulators import FactoryConfig
 
 #: config kinds by the value of their top-level ``kind`` field
 KINDS: dict[str, type[BaseModel]] = {
+    "factory": FactoryConfig,
     "gateway": GatewayConfig,
     "identifiers": NodeConfig,
 }

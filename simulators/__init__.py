@@ -21,6 +21,11 @@ Exceptions::
     └── FaultError          (also ValueError) a fault that cannot be applied
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from simulators._exceptions import (
     EndpointError,
     FactoryFileError,
@@ -30,11 +35,36 @@ from simulators._exceptions import (
     UnknownProfile,
     UnknownTag,
 )
+from simulators._factory import FactoryConfig, load_factory
 from simulators._machine import MODBUS_EXCEPTIONS, Machine, MachineFaults, faulty
-from simulators._modbus import ModbusEndpoint
 from simulators._profiles import PROFILES, Profile, TagSpec, Value, profile, state, value, values
 from simulators._registers import decode, encode
 from simulators._values import EPOCH, SEGMENT, TICK, State
+
+if TYPE_CHECKING:
+    from simulators._faults import Faults
+    from simulators._modbus import ModbusEndpoint
+    from simulators._opcua import OpcUaEndpoint
+    from simulators._simulator import Simulator
+
+#: the servers load pymodbus, asyncua and FastAPI: only on first use, so that reading a
+#: factory file or computing values stays light
+_LAZY = {
+    "Faults": "simulators._faults",
+    "ModbusEndpoint": "simulators._modbus",
+    "OpcUaEndpoint": "simulators._opcua",
+    "Simulator": "simulators._simulator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'simulators' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EPOCH",
@@ -43,12 +73,16 @@ __all__ = [
     "SEGMENT",
     "TICK",
     "EndpointError",
+    "FactoryConfig",
     "FactoryFileError",
     "FaultError",
+    "Faults",
     "Machine",
     "MachineFaults",
     "ModbusEndpoint",
+    "OpcUaEndpoint",
     "Profile",
+    "Simulator",
     "SimulatorError",
     "State",
     "TagSpec",
@@ -59,6 +93,7 @@ __all__ = [
     "decode",
     "encode",
     "faulty",
+    "load_factory",
     "profile",
     "state",
     "value",

@@ -64,7 +64,12 @@ class MachineFaults:
     values: ValueFault | None = None
 
     def active(self) -> dict[str, object]:
-        return {k: v for k, v in vars(self).items() if v is not None}
+        """The faults that are on, named as the fault interface names them."""
+        names = {code: name for name, code in MODBUS_EXCEPTIONS.items()}
+        out: dict[str, object] = {k: v for k, v in vars(self).items() if v is not None}
+        if self.exception is not None:
+            out["exception"] = names.get(self.exception, self.exception)
+        return out
 
 
 @dataclass

@@ -11,6 +11,7 @@ from guantong.cli import config as config_cmd
 from guantong.cli import edge as edge_cmd
 from guantong.cli import gateway as gateway_cmd
 from guantong.cli import identifiers as identifiers_cmd
+from guantong.cli import sim as sim_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +31,7 @@ cli.add_command(config_cmd.group)
 cli.add_command(edge_cmd.group)
 cli.add_command(gateway_cmd.group)
 cli.add_command(identifiers_cmd.group)
+cli.add_command(sim_cmd.group)
 
 
 def main() -> None:
