@@ -82,6 +82,10 @@ class DeviceReader:
     def name(self) -> str:
         return self.plan.name
 
+    def requests(self, group: str) -> tuple[Request, ...]:
+        """The requests a poll of ``group`` sends now, splits learnt so far included."""
+        return tuple(self._requests[group])
+
     async def poll(self, group: GroupPlan) -> tuple[list[Sample], ConnectivityEvent | None]:
         """One poll of a group: its samples (Bad for what could not be read) and the
         connectivity event it caused, if the device went down or came back."""
