@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -64,6 +64,8 @@ class WriterStats:
     losses: int = 0
     dropped_envelopes: int = 0
     device_events: int = 0
+    #: per device name: False after a "down" event, True after an "up" event
+    device_up: dict[str, bool] = field(default_factory=dict)
 
 
 class EnvelopeWriter:
@@ -126,11 +128,16 @@ class EnvelopeWriter:
         if self._task is not None:
             await self._task
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def consume(self, stream: SampleStream) -> None:
         """Take batches until the stream is closed and drained."""
         async for item in stream:
             if isinstance(item, ConnectivityEvent):
                 self.stats.device_events += 1
+                self.stats.device_up[item.device] = item.up
                 continue
             self.add(item)
             while len(self._ready) >= self._max_ready:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from edge import SampleStream
 from gateway import protocol
 from gateway._envelopes import EnvelopeWriter
+from gateway._health import HealthServer, create_app
 from gateway._keys import load_key
 from gateway._outbox import Outbox
 from gateway._uplink import MqttSettings, Status, Uplink
@@ -116,6 +117,7 @@ class Gateway:
             max_delay=config.envelope.max_delay,
             on_commit=self.uplink.notify,
         )
+        self.health: HealthServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._consumer: asyncio.Task[None] | None = None
 
@@ -129,6 +131,10 @@ class Gateway:
                 self.writer.consume(self.stream), name="envelope-consumer"
             )
             stack.push_async_callback(self._stop_consumer)
+            if self.config.health is not None:
+                host, port = self.config.health.address
+                app = create_app(self, lambda: self.writer.running and self.uplink.running)
+                self.health = await stack.enter_async_context(HealthServer(app, host, port))
             self._stack = stack.pop_all()
         logger.info(
             "gateway %s started: %d devices, key %s",

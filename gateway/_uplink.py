@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import ssl
+import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -63,6 +64,9 @@ class UplinkStats:
     published: int = 0
     acked: int = 0
     inflight: int = 0
+    #: publish → PUBACK time, summed over ``acks_timed`` acknowledgements
+    ack_seconds: float = 0.0
+    acks_timed: int = 0
     last_error: str | None = None
 
 
@@ -70,7 +74,7 @@ class UplinkStats:
 class _Connection:
     client: mqtt.Client
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
-    inflight: dict[int, int] = field(default_factory=dict)  # mid → outbox id
+    inflight: dict[int, tuple[int, float]] = field(default_factory=dict)  # mid → (outbox id, t)
 
 
 class Uplink:
@@ -112,6 +116,10 @@ class Uplink:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def drained(self) -> None:
         """Return once the outbox is empty (wrap in ``asyncio.timeout`` to bound the wait)."""
@@ -206,7 +214,7 @@ class Uplink:
                     if info.rc != mqtt.MQTT_ERR_SUCCESS:
                         self._down(f"publish failed: {mqtt.error_string(info.rc)}")
                         return
-                    conn.inflight[info.mid] = entry.id
+                    conn.inflight[info.mid] = (entry.id, time.monotonic())
                     after_id = entry.id
                     self.stats.published += 1
             self.stats.inflight = len(conn.inflight)
@@ -224,8 +232,10 @@ class Uplink:
         while not conn.events.empty():
             kind, value = conn.events.get_nowait()
             if kind == "puback":
-                if (entry_id := conn.inflight.pop(value, None)) is not None:
-                    acked.append(entry_id)
+                if (sent := conn.inflight.pop(value, None)) is not None:
+                    acked.append(sent[0])
+                    self.stats.ack_seconds += time.monotonic() - sent[1]
+                    self.stats.acks_timed += 1
             elif kind == "disconnect":
                 self._down(f"disconnected: {value}")
                 alive = False

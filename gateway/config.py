@@ -132,6 +132,25 @@ class OutboxSettings(StrictModel):
     )
 
 
+class HealthSettings(StrictModel):
+    listen: str = Field(
+        "127.0.0.1:9108", description="host:port of /healthz and /metrics (port 0: any free one)"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("listen must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class GatewayConfig(StrictModel):
     kind: Literal["gateway"]
     gateway: GatewayIdentity
@@ -139,6 +158,11 @@ class GatewayConfig(StrictModel):
     uplink: UplinkSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     envelope: EnvelopeSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     outbox: OutboxSettings = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
+    health: HealthSettings | None = Field(
+        default_factory=dict,  # type: ignore[arg-type]
+        validate_default=True,
+        description="the local health and metrics endpoint; null turns it off",
+    )
 
     @model_validator(mode="after")
     def _one_firm(self) -> GatewayConfig:

@@ -12,12 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from _services import MosquittoBroker, MqttServer
 
 import gateway.protocol as p
-from edge import Batch, Quality, Sample
+from edge import Batch, ConnectivityEvent, Quality, Sample
 from gateway._keys import create_key
 from gateway._runtime import Gateway, GatewayError
 from gateway.config import GatewayConfig
@@ -47,6 +48,7 @@ def make_config(tmp_path: Path, port: int, firm_gw: str, **uplink: Any) -> Gatew
         ],
         "uplink": {"broker": f"mqtt://127.0.0.1:{port}", **uplink},
         "envelope": {"max_samples": 200, "max_delay": "50ms"},
+        "health": {"listen": "127.0.0.1:0"},
     }
     return GatewayConfig.model_validate(doc, context={"base_dir": tmp_path})
 
@@ -114,6 +116,13 @@ def batch(device: str, n: int, size: int = 10) -> Batch:
     )
 
 
+async def wait_committed(gw: Gateway, samples: int) -> None:
+    """Until the writer has committed ``samples`` (it flushes every 50 ms)."""
+    async with asyncio.timeout(10):
+        while gw.writer.stats.samples < samples:  # noqa: ASYNC110 - polling a counter
+            await asyncio.sleep(0.02)
+
+
 def check_delivery(envelopes: list[p.SignedEnvelope], public: bytes, batches: int) -> None:
     """Every envelope verifies; after dedupe by seq the chain is whole and no sample is missing."""
     by_seq: dict[int, p.Envelope] = {}
@@ -137,9 +146,22 @@ async def test_envelopes_reach_the_broker_signed_chained_with_birth_and_offline_
     base = p.status_topic(config.gateway.id).rsplit("/", 1)[0]
     with subscriber(mqtt_broker, base + "/#") as sub:
         async with Gateway(config) as gw:
+            await gw.stream.put(ConnectivityEvent("press", up=False, ts=NS, reason="timeout"))
             for n in range(30):
                 await gw.stream.put(batch("kiln", n))
                 await gw.stream.put(batch("press", n))
+            await wait_committed(gw, 600)
+            await asyncio.wait_for(gw.uplink.drained(), timeout=10)
+            assert gw.health is not None
+            async with httpx.AsyncClient(base_url=gw.health.url) as http:
+                health = (await http.get("/healthz")).json()
+                metrics = (await http.get("/metrics")).text
+        assert health["status"] == "ok"
+        assert health["uplink"]["connected"] is True
+        assert health["devices_down"] == ["press"]
+        assert "guantong_gateway_samples_committed_total 600.0" in metrics
+        assert 'guantong_gateway_device_up{device="press"} 0.0' in metrics
+        assert "guantong_gateway_outbox_envelopes 0.0" in metrics
         check_delivery(sub.envelopes(), p.public_key_bytes(key), 30)
         await asyncio.sleep(0.2)
         statuses = sub.statuses()
@@ -174,6 +196,8 @@ async def test_a_broker_outage_loses_nothing(tmp_path: Path) -> None:
                         await asyncio.to_thread(broker.start)
                         restarted = True
                     await asyncio.sleep(0.01)
+                await wait_committed(gw, n * 20)
+                await asyncio.wait_for(gw.uplink.drained(), timeout=40)
                 assert gw.uplink.stats.connects >= 2
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
