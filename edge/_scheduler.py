@@ -58,7 +58,11 @@ async def run_every(
     """Call ``poll`` on every aligned tick until cancelled; the poll's own errors propagate."""
     tick = next_tick(clock(), interval)
     while True:
-        delay = tick - clock()
+        now = clock()
+        delay = tick - now
+        if delay > interval:  # the wall clock was set back: align to it again
+            tick = next_tick(now, interval)
+            delay = tick - now
         if delay > 0:
             await asyncio.sleep(delay)
         started = clock()

@@ -142,3 +142,29 @@ def test_tags_without_a_rule_pass_next_to_tags_with_one() -> None:
     f = ExceptionFilter({"t": Rule(deadband=5)})
     other = Sample("u", 1, Quality.GOOD, 0)
     assert f.select([sample(1, 0), other, sample(2, 1), other]) == [sample(1, 0), other, other]
+
+
+async def test_a_clock_set_back_does_not_stall_the_polls() -> None:
+    now = [1000.0]
+    polls: list[float] = []
+    stats = GroupStats()
+
+    def clock() -> float:
+        return now[0]
+
+    async def poll() -> None:
+        polls.append(now[0])
+        now[0] = now[0] - 3600.0 if len(polls) == 2 else now[0] + 0.001
+
+    async def sleep_advance() -> None:
+        while len(polls) < 4:
+            now[0] += 0.01
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(run_every(0.01, poll, stats, clock=clock))
+    await asyncio.wait_for(sleep_advance(), 5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(polls) >= 4
+    assert polls[2] < polls[1]  # polled on, an hour earlier by the clock
