@@ -52,14 +52,17 @@ _VALUES_SCHEMA = {
     "properties": {"handle": {"type": "string"}, "values": _VALUES.json_schema()},
     "required": ["values"],
 }
-_BATCH_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "overwrite": {"type": "boolean", "default": False},
-        "records": {"type": "array", "maxItems": 2000, "items": _VALUES_SCHEMA},
-    },
-    "required": ["records"],
-}
+
+
+def _batch_schema(max_records: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "overwrite": {"type": "boolean", "default": False},
+            "records": {"type": "array", "maxItems": max_records, "items": _VALUES_SCHEMA},
+        },
+        "required": ["records"],
+    }
 
 
 class Routing:
@@ -113,6 +116,16 @@ def _handle_of(request: Request) -> tuple[str, str]:
     except IdentifierError as exc:
         raise InvalidHandle(text, f"{exc.part}: {exc.reason}") from None
     return str(ident), ident.prefix
+
+
+def _created_or_ok(overwrite: bool) -> int:
+    """HTTP status of a successful write, as Handle.Net gives it.
+
+    201 only when the request forbade overwriting, so that success means everything it named
+    was created; a write allowed to overwrite answers 200 whether it created or replaced (the
+    body's ``status`` says which).
+    """
+    return 200 if overwrite else 201
 
 
 def _first_error(exc: ValidationError, where: str) -> str:
@@ -288,17 +301,17 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         routing.local(name, prefix)
         token = await writer(request, name, prefix)
         values = values_of(name, await body_of(request, name))
+        if not values:
+            raise InvalidValue(name, "no values given: a record needs at least one")
         if index:
             status = await registry.merge(
                 name, values, overwrite=overwrite, max_values=limits.values_per_handle
             )
         else:
-            if not values:
-                raise InvalidValue(name, "a record needs at least one value")
             [status] = await registry.write(
                 [(name, prefix, with_admin(values, token))], overwrite=overwrite
             )
-        return _answer(SUCCESS, 201 if status == "created" else 200, handle=name, status=status)
+        return _answer(SUCCESS, _created_or_ok(overwrite), handle=name, status=status)
 
     @app.delete("/api/handles/{handle:path}", summary="Delete a record, or values with index=")
     async def delete(
@@ -343,7 +356,7 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _BATCH_SCHEMA}},
+                "content": {"application/json": {"schema": _batch_schema(limits.batch_records)}},
             }
         },
     )
@@ -386,6 +399,6 @@ def create_app(config: NodeConfig, registry: Registry) -> FastAPI:  # noqa: PLR0
         statuses = await registry.write(parsed, overwrite=overwrite)
         counts = {s: statuses.count(s) for s in ("created", "updated", "unchanged")}
         results = [{"handle": r[0], "status": s} for r, s in zip(parsed, statuses, strict=True)]
-        return _answer(SUCCESS, 201 if counts["created"] else 200, results=results, **counts)
+        return _answer(SUCCESS, _created_or_ok(overwrite), results=results, **counts)
 
     return app

@@ -286,7 +286,8 @@ def register(
     """Register a gateway (with its public key) and all its devices from its config.
 
     Idempotent: records already as the config says stay untouched, and a second run says that
-    nothing changed. One batch, one transaction: either every record is written or none.
+    nothing changed. Each batch of up to 2,000 records is one transaction: either all of its
+    records are written or none.
     """
     config = _load(config_file, "gateway")
     token = _token(token_file)
