@@ -22,6 +22,7 @@ import httpx
 from pydantic import ValidationError
 
 from identifiers._codec import parse, parse_prefix
+from identifiers._config import covers
 from identifiers._errors import (
     SERVICE_REFERRAL,
     SUCCESS,
@@ -227,10 +228,11 @@ class Client:
                 if target in visited:
                     raise ReferralError(name, f"referrals loop: {' -> '.join([*visited, target])}")
                 self.stats.referrals += 1
-                self._sites[str(referral.get("prefix", prefix))] = (
-                    target,
-                    self._clock() + SITE_TTL,
-                )
+                # remembered only for a prefix that covers the handle's, so the answer about
+                # one handle cannot steer later lookups under an unrelated prefix
+                site_prefix = str(referral.get("prefix", prefix))
+                if covers(site_prefix, prefix):
+                    self._sites[site_prefix] = (target, self._clock() + SITE_TTL)
                 url = target
                 continue
             raise error_for(int(code or 2), name, str(body.get("message", "")))
