@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
 from _services import MosquittoBroker, MqttServer
 
@@ -22,6 +18,9 @@ from edge import Batch, ConnectivityEvent, Quality, Sample
 from gateway._keys import create_key
 from gateway._runtime import Gateway, GatewayError
 from gateway.config import GatewayConfig
+
+#: the ``subscribe`` fixture of conftest.py
+Subscribe = Callable[[MqttServer, str], Any]
 
 FIRM = "88.709.911"
 NS = 1_764_000_000_000_000_000
@@ -51,61 +50,6 @@ def make_config(tmp_path: Path, port: int, firm_gw: str, **uplink: Any) -> Gatew
         "health": {"listen": "127.0.0.1:0"},
     }
     return GatewayConfig.model_validate(doc, context={"base_dir": tmp_path})
-
-
-class Subscriber:
-    """A real MQTT subscriber with a persistent session, collecting what the gateway sends."""
-
-    def __init__(self, host: str, port: int, topic: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.subscribed = threading.Event()
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"sub-{uuid.uuid4().hex[:8]}",
-            clean_session=False,
-        )
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
-        self.client.connect(host, port)
-        self.client.loop_start()
-        assert self.subscribed.wait(10)
-
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, msg.payload, msg.retain))
-
-    def envelopes(self) -> list[p.SignedEnvelope]:
-        with self.lock:
-            msgs = list(self.messages)
-        out = []
-        for topic, payload, _ in msgs:
-            if p.parse_topic(topic).kind == "status":
-                continue
-            signed = p.decode_json(payload)
-            p.check_topic(topic, signed.envelope)
-            out.append(signed)
-        return out
-
-    def statuses(self) -> list[tuple[dict[str, Any], bool]]:
-        with self.lock:
-            msgs = list(self.messages)
-        return [(json.loads(pl), r) for t, pl, r in msgs if p.parse_topic(t).kind == "status"]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@contextmanager
-def subscriber(server: MqttServer, topic: str) -> Iterator[Subscriber]:
-    sub = Subscriber(server.host, server.port, topic)
-    try:
-        yield sub
-    finally:
-        sub.close()
 
 
 def batch(device: str, n: int, size: int = 10) -> Batch:
@@ -139,32 +83,32 @@ def check_delivery(envelopes: list[p.SignedEnvelope], public: bytes, batches: in
 
 
 async def test_envelopes_reach_the_broker_signed_chained_with_birth_and_offline_status(
-    tmp_path: Path, mqtt_broker: MqttServer
+    tmp_path: Path, mqtt_broker: MqttServer, subscribe: Subscribe
 ) -> None:
     config = make_config(tmp_path, mqtt_broker.port, f"gw.{uuid.uuid4().hex[:8]}")
     key = create_key(config.gateway.key_file)
     base = p.status_topic(config.gateway.id).rsplit("/", 1)[0]
-    with subscriber(mqtt_broker, base + "/#") as sub:
-        async with Gateway(config) as gw:
-            await gw.stream.put(ConnectivityEvent("press", up=False, ts=NS, reason="timeout"))
-            for n in range(30):
-                await gw.stream.put(batch("kiln", n))
-                await gw.stream.put(batch("press", n))
-            await wait_committed(gw, 600)
-            await asyncio.wait_for(gw.uplink.drained(), timeout=10)
-            assert gw.health is not None
-            async with httpx.AsyncClient(base_url=gw.health.url) as http:
-                health = (await http.get("/healthz")).json()
-                metrics = (await http.get("/metrics")).text
-        assert health["status"] == "ok"
-        assert health["uplink"]["connected"] is True
-        assert health["devices_down"] == ["press"]
-        assert "guantong_gateway_samples_committed_total 600.0" in metrics
-        assert 'guantong_gateway_device_up{device="press"} 0.0' in metrics
-        assert "guantong_gateway_outbox_envelopes 0.0" in metrics
-        check_delivery(sub.envelopes(), p.public_key_bytes(key), 30)
-        await asyncio.sleep(0.2)
-        statuses = sub.statuses()
+    sub = subscribe(mqtt_broker, base + "/#")
+    async with Gateway(config) as gw:
+        await gw.stream.put(ConnectivityEvent("press", up=False, ts=NS, reason="timeout"))
+        for n in range(30):
+            await gw.stream.put(batch("kiln", n))
+            await gw.stream.put(batch("press", n))
+        await wait_committed(gw, 600)
+        await asyncio.wait_for(gw.uplink.drained(), timeout=10)
+        assert gw.health is not None
+        async with httpx.AsyncClient(base_url=gw.health.url) as http:
+            health = (await http.get("/healthz")).json()
+            metrics = (await http.get("/metrics")).text
+    assert health["status"] == "ok"
+    assert health["uplink"]["connected"] is True
+    assert health["devices_down"] == ["press"]
+    assert "guantong_gateway_samples_committed_total 600.0" in metrics
+    assert 'guantong_gateway_device_up{device="press"} 0.0' in metrics
+    assert "guantong_gateway_outbox_envelopes 0.0" in metrics
+    check_delivery(sub.envelopes(), p.public_key_bytes(key), 30)
+    await asyncio.sleep(0.2)
+    statuses = sub.statuses()
     assert statuses[0][0]["online"] is True
     assert statuses[0][0]["key"] == p.fingerprint(p.public_key_bytes(key))
     assert [d["id"] for d in statuses[0][0]["devices"]] == [f"{FIRM}/dev.kiln", f"{FIRM}/dev.press"]
@@ -172,40 +116,40 @@ async def test_envelopes_reach_the_broker_signed_chained_with_birth_and_offline_
 
 
 @pytest.mark.slow
-async def test_a_broker_outage_loses_nothing(tmp_path: Path) -> None:
+async def test_a_broker_outage_loses_nothing(tmp_path: Path, subscribe: Subscribe) -> None:
     store = tmp_path / "mosquitto-data"
     store.mkdir()
     durable = ["allow_anonymous true", "persistence true", f"persistence_location {store}/"]
     with MosquittoBroker(listener_config=durable) as broker:
         config = make_config(tmp_path, broker.port, "gw.outage")
         key = create_key(config.gateway.key_file)
-        with subscriber(broker, "gt/v1/#") as sub:
-            async with Gateway(config, drain_timeout=30) as gw:
-                start = time.monotonic()
-                n = 0
-                stopped = restarted = False
-                while time.monotonic() - start < 6:
-                    await gw.stream.put(batch("kiln", n))
-                    await gw.stream.put(batch("press", n))
-                    n += 1
-                    elapsed = time.monotonic() - start
-                    if elapsed > 1.5 and not stopped:
-                        await asyncio.to_thread(broker.stop)
-                        stopped = True
-                    if elapsed > 4 and not restarted:
-                        await asyncio.to_thread(broker.start)
-                        restarted = True
-                    await asyncio.sleep(0.01)
-                await wait_committed(gw, n * 20)
-                await asyncio.wait_for(gw.uplink.drained(), timeout=40)
-                assert gw.uplink.stats.connects >= 2
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                got = {s.envelope.seq for s in sub.envelopes()}
-                if len(got) == gw.writer.stats.envelopes:
-                    break
-                await asyncio.sleep(0.1)
-            check_delivery(sub.envelopes(), p.public_key_bytes(key), n)
+        sub = subscribe(broker, "gt/v1/#")
+        async with Gateway(config, drain_timeout=30) as gw:
+            start = time.monotonic()
+            n = 0
+            stopped = restarted = False
+            while time.monotonic() - start < 6:
+                await gw.stream.put(batch("kiln", n))
+                await gw.stream.put(batch("press", n))
+                n += 1
+                elapsed = time.monotonic() - start
+                if elapsed > 1.5 and not stopped:
+                    await asyncio.to_thread(broker.stop)
+                    stopped = True
+                if elapsed > 4 and not restarted:
+                    await asyncio.to_thread(broker.start)
+                    restarted = True
+                await asyncio.sleep(0.01)
+            await wait_committed(gw, n * 20)
+            await asyncio.wait_for(gw.uplink.drained(), timeout=40)
+            assert gw.uplink.stats.connects >= 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            got = {s.envelope.seq for s in sub.envelopes()}
+            if len(got) == gw.writer.stats.envelopes:
+                break
+            await asyncio.sleep(0.1)
+        check_delivery(sub.envelopes(), p.public_key_bytes(key), n)
 
 
 def test_a_key_readable_by_others_is_refused(tmp_path: Path, mqtt_broker: MqttServer) -> None:
