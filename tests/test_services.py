@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import re
@@ -16,6 +17,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from _services import (
+    BOOTSTRAP_ENV,
     URL_ENV,
     KafkaNamespace,
     MosquittoBroker,
@@ -24,6 +26,7 @@ from _services import (
     SecureMqtt,
     ServiceError,
     Services,
+    TansuBroker,
 )
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from paho.mqtt.reasoncodes import ReasonCode
@@ -323,3 +326,28 @@ async def test_kafka_produce_and_consume_through_a_consumer_group(
     assert all(tp.topic == topic for tp in partitions)
     assert isinstance(next(iter(partitions)), TopicPartition)
     assert VERSION.search(kafka_namespace.broker.version) or not kafka_namespace.broker.managed
+
+
+async def test_a_private_tansu_restarts_on_its_port_and_forgets_everything() -> None:
+    try:
+        broker = TansuBroker()
+    except ServiceError as exc:
+        if os.environ.get(BOOTSTRAP_ENV):
+            pytest.skip(f"no Tansu binary for a private broker: {exc}")
+        raise
+    with broker:
+        port = broker.port
+        offsets = []
+        for _ in range(2):
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+            await producer.start()
+            try:
+                # one key, one partition (auto-created topics have several)
+                await producer.send_and_wait("events", b"x", key=b"k")
+                sent = await producer.send_and_wait("events", b"y", key=b"k")
+            finally:
+                await producer.stop()
+            offsets.append(sent.offset)
+            await asyncio.to_thread(broker.restart)
+        assert broker.port == port
+    assert offsets == [1, 1]  # memory storage: the topic starts again from offset 0
