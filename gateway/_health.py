@@ -47,6 +47,7 @@ class _GatewayCollector(Collector):
         yield counter("uplink_connects", "successful broker connections", up.connects)
         yield counter("envelopes_published", "PUBLISH packets sent (with resends)", up.published)
         yield counter("envelopes_acked", "envelopes acknowledged by the broker", up.acked)
+        yield counter("envelopes_refused", "PUBACKs refusing an envelope (MQTT 5)", up.refused)
         yield gauge("envelopes_inflight", "envelopes published, awaiting PUBACK", up.inflight)
         yield counter(
             "publish_ack_seconds_sum", "time from publish to PUBACK, summed", up.ack_seconds

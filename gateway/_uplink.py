@@ -63,6 +63,8 @@ class UplinkStats:
     connects: int = 0
     published: int = 0
     acked: int = 0
+    #: PUBACKs with an MQTT 5 failure reason (e.g. not authorized): kept in the outbox
+    refused: int = 0
     inflight: int = 0
     #: publish → PUBACK time, summed over ``acks_timed`` acknowledgements
     ack_seconds: float = 0.0
@@ -174,7 +176,7 @@ class Uplink:
 
         client.on_connect = lambda _c, _u, _f, rc, _p: emit("connack", rc)
         client.on_disconnect = lambda _c, _u, _f, rc, _p: emit("disconnect", rc)
-        client.on_publish = lambda _c, _u, mid, _rc, _p: emit("puback", mid)
+        client.on_publish = lambda _c, _u, mid, rc, _p: emit("puback", (mid, rc))
         try:
             client.connect_async(s.host, s.port, keepalive=s.keepalive)
             client.loop_start()
@@ -232,10 +234,19 @@ class Uplink:
         while not conn.events.empty():
             kind, value = conn.events.get_nowait()
             if kind == "puback":
-                if (sent := conn.inflight.pop(value, None)) is not None:
-                    acked.append(sent[0])
-                    self.stats.ack_seconds += time.monotonic() - sent[1]
-                    self.stats.acks_timed += 1
+                mid, reason = value
+                if (sent := conn.inflight.pop(mid, None)) is None:
+                    continue
+                if reason.is_failure:
+                    # MQTT 5 brokers say "not authorized" (an ACL) or "quota exceeded"; the
+                    # envelope stays in the outbox and the connection is retried with backoff
+                    self.stats.refused += 1
+                    self._down(f"the broker refused an envelope: {reason}")
+                    alive = False
+                    continue
+                acked.append(sent[0])
+                self.stats.ack_seconds += time.monotonic() - sent[1]
+                self.stats.acks_timed += 1
             elif kind == "disconnect":
                 self._down(f"disconnected: {value}")
                 alive = False
