@@ -56,6 +56,9 @@ class ModbusRtuEndpoint(_Strict):
     def _one_line(self) -> ModbusRtuEndpoint:
         if (self.device is None) == (self.pty_link is None):
             raise ValueError("give either 'device' or 'pty_link'")
+        if self.pty_link is not None and self.parity != "N":
+            # measured: Linux pseudo-terminals refuse a second tcsetattr with parity (EINVAL)
+            raise ValueError("a pseudo-terminal line has no parity bits: use parity N")
         return self
 
 
