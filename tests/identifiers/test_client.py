@@ -194,6 +194,31 @@ async def test_stale_answer_when_upstream_node_is_down(
             await upstream.__aexit__(None, None, None)
 
 
+async def test_stale_answer_when_the_home_node_is_down(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    home = make_node(["88.709"])
+    node = await home.__aenter__()
+    running = True
+    try:
+        async with await writer(node, "88.709.911") as w:
+            await w.put("88.709.911/gw.1", [string_value(300, "HS_PUBKEY", "k", ttl=60)])
+        client = identifiers.Client(node.url, clock=clock, timeout=2)
+        async with client:
+            assert (await client.resolve("88.709.911/gw.1")).values[0].text == "k"
+            await home.__aexit__(None, None, None)  # the home node stops
+            running = False
+            clock.now += 61  # the answer has expired
+            with caplog.at_level(logging.WARNING, logger="identifiers"):
+                assert (await client.resolve("88.709.911/gw.1")).values[0].text == "k"
+            assert client.stats.stale == 1
+            assert "stale record of 88.709.911/gw.1" in caplog.text
+    finally:
+        if running:
+            await home.__aexit__(None, None, None)
+
+
 async def test_home_node_down_is_node_unavailable() -> None:
     async with identifiers.Client(f"http://127.0.0.1:{free_port()}", timeout=2) as client:
         with pytest.raises(identifiers.NodeUnavailable) as down:
