@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,12 @@ async def serve(endpoints: list[tuple[int, int]]) -> None:
     await asyncio.Event().wait()
 
 
-def devices(ports: dict[int, int], units: list[int]) -> list[Any]:
+def devices(ports: dict[int, int], units: list[int]) -> Iterator[Any]:
+    """Device configs one at a time: the driver keeps what it needs of each (names, plans)
+    and the pydantic model can go, as a gateway that drops its parsed config would."""
     from edge import Device  # noqa: PLC0415
     from simulators import profile  # noqa: PLC0415
 
-    out = []
     for number, count in enumerate(units):
         for name, prof, unit in machines_for(number, count):
             groups: dict[str, list[dict[str, Any]]] = {}
@@ -98,19 +100,14 @@ def devices(ports: dict[int, int], units: list[int]) -> list[Any]:
                     tag["scale"] = spec.scale
                 groups.setdefault(spec.group, []).append(tag)
             connection = {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": ports[number]}
-            out.append(
-                Device.model_validate(
-                    {
-                        "name": name,
-                        "id": f"88.709.911/dev.{name}",
-                        "connection": {**connection, "unit_id": unit, "timeout": 5},
-                        "groups": [
-                            {"name": g, "interval": 1, "tags": t} for g, t in groups.items()
-                        ],
-                    }
-                )
+            yield Device.model_validate(
+                {
+                    "name": name,
+                    "id": f"88.709.911/dev.{name}",
+                    "connection": {**connection, "unit_id": unit, "timeout": 5},
+                    "groups": [{"name": g, "interval": 1, "tags": t} for g, t in groups.items()],
+                }
             )
-    return out
 
 
 def usage(start_cpu: float, started: float, tags: int) -> dict[str, float]:

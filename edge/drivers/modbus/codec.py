@@ -4,8 +4,8 @@ pymodbus's ``convert_from_registers`` knows only the word order; devices in the 
 bytes inside words, and 64-bit values come in eight orders. So the codec is ours: an order
 string names, for each byte on the wire, which byte of the value it is (``A`` the most
 significant), and decoding permutes the wire bytes into big-endian before ``struct`` reads
-them. The permutation is computed once per tag, when the codec is built; decoding a tag is a
-slice, an optional permutation and one ``unpack_from``.
+them. The permutation is computed once per layout (type and order) and shared by every tag with that
+layout; decoding a tag is a slice, an optional permutation and one ``unpack_from``.
 
 Registers arrive as 16-bit words; the driver packs a whole response into bytes once
 (:func:`words_to_bytes`) and each tag decodes from its offset in it.
@@ -13,6 +13,7 @@ Registers arrive as 16-bit words; the driver packs a whole response into bytes o
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -61,6 +62,7 @@ def to_big_endian(order: str) -> tuple[int, ...]:
 Decoder = Callable[[bytes, int], Value]
 
 
+@functools.cache
 def _numeric(kind: DataType, order: str) -> Decoder:
     fmt = _FORMATS[kind]
     size = struct.calcsize(fmt)
@@ -76,17 +78,20 @@ def _numeric(kind: DataType, order: str) -> Decoder:
     return lambda raw, off: big(bytes(permute(raw[off : off + size])))[0]
 
 
+@functools.cache
 def _byte(kind: DataType, high: bool) -> Decoder:
     unpack = struct.Struct(_FORMATS[kind]).unpack_from
     shift = 0 if high else 1  # the high byte of a big-endian word comes first
     return lambda raw, off: unpack(raw, off + shift)[0]
 
 
+@functools.cache
 def _register_bit(bit: int) -> Decoder:
     index, mask = (1, 1 << bit) if bit < 8 else (0, 1 << (bit - 8))
     return lambda raw, off: bool(raw[off + index] & mask)
 
 
+@functools.cache
 def _octets(length: int, order: str, per_register: int) -> Callable[[bytes, int], bytes]:
     if per_register == 1:
         return lambda raw, off: raw[off + 1 : off + 2 * length : 2]
@@ -98,6 +103,7 @@ def _octets(length: int, order: str, per_register: int) -> Callable[[bytes, int]
     return lambda raw, off: raw[off : off + length]
 
 
+@functools.cache
 def _string(octets: Callable[[bytes, int], bytes]) -> Decoder:
     def decode(raw: bytes, off: int) -> Value:
         return octets(raw, off).split(b"\0", 1)[0].decode("utf-8", "replace")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edge._model import Device, Group, ModbusRtu, ModbusTcp, Tag
+from edge._model import Device, Group, ModbusRtu, ModbusTcp
 from edge.drivers.modbus.codec import compile_tag
 from edge.drivers.modbus.planner import Limits, Request, plan
 
@@ -20,14 +20,13 @@ class NotModbus(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class GroupPlan:
+    """A group as the driver polls it. Only names are kept of the tags, not the config
+    models: with 100,000 tags the pydantic models would double the driver's memory."""
+
     name: str
     interval: float
     requests: tuple[Request, ...]
-    tags: tuple[Tag, ...]
-
-    @property
-    def tag_names(self) -> tuple[str, ...]:
-        return tuple(tag.name for tag in self.tags)
+    tag_names: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ class DevicePlan:
 
     @property
     def tag_count(self) -> int:
-        return sum(len(g.tags) for g in self.groups)
+        return sum(len(g.tag_names) for g in self.groups)
 
 
 def compile_group(group: Group, connection: ModbusTcp | ModbusRtu) -> GroupPlan:
@@ -51,7 +50,9 @@ def compile_group(group: Group, connection: ModbusTcp | ModbusRtu) -> GroupPlan:
     requests = plan(
         [compile_tag(tag) for tag in group.tags], limits, connection.unreadable_ranges()
     )
-    return GroupPlan(group.name, group.interval, tuple(requests), group.tags)
+    return GroupPlan(
+        group.name, group.interval, tuple(requests), tuple(tag.name for tag in group.tags)
+    )
 
 
 def compile_device(device: Device) -> DevicePlan:

@@ -188,10 +188,10 @@ class DeviceReader:
         return event
 
 
-def _rules(plan: DevicePlan) -> dict[str, Rule]:
+def _rules(device: Device) -> dict[str, Rule]:
     return {
         tag.name: Rule(tag.deadband, tag.deadband_percent, tag.max_silence)
-        for group in plan.groups
+        for group in device.groups
         for tag in group.tags
     }
 
@@ -219,7 +219,7 @@ class ModbusDriver:
             key = link_key(device_plan.connection)
             link = self.links.setdefault(key, Link(device_plan.connection))
             self.readers.append(DeviceReader(device_plan, link, ns_clock=ns_clock))
-            self._filters[device.name] = ExceptionFilter(_rules(device_plan))
+            self._filters[device.name] = ExceptionFilter(_rules(device))
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

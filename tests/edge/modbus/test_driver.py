@@ -226,7 +226,7 @@ async def test_a_hanging_device_does_not_stall_the_others(sim: Any, make_endpoin
     stream = SampleStream(maxsize=10_000)
     devices = [
         sim.device_for(healthy, ok_endpoint.port),
-        sim.device_for(stuck, stuck_endpoint.port, timeout=1.0),
+        sim.device_for(stuck, stuck_endpoint.port, timeout=0.5),
     ]
     async with ModbusDriver(devices, stream) as driver:
         await asyncio.sleep(1.05)
