@@ -89,8 +89,13 @@ def _answer(code: int, http: int, /, **body: Any) -> JSONResponse:
     return JSONResponse({"responseCode": code, **body}, status_code=http)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
 def _error(exc: HandleError, status: int | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"handle": exc.handle, "message": exc.message}
+    # what a request sent is echoed only in part: a 10 MB "handle" is refused, not sent back
+    body: dict[str, Any] = {"handle": _clip(exc.handle, 300), "message": _clip(exc.message, 1000)}
     if isinstance(exc, NotResponsible) and exc.referral is not None:
         body["referral"] = exc.referral.as_dict()
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationNeeded) else None

@@ -132,6 +132,19 @@ async def test_bad_input_gets_4xx_with_handle_code_and_writes_nothing(  # noqa: 
         assert await client.list("88.709.911") == []
 
 
+async def test_a_huge_handle_is_refused_not_echoed(node: identifiers.Node, token: str) -> None:
+    huge = "88.709.911/" + "x" * 1_000_000
+    batch = {"records": [{"handle": huge, "values": [v(1, "URL", "x")]}]}
+    async with httpx.AsyncClient(base_url=node.url, headers=bearer(token)) as http:
+        answer = await http.post("/api/batch", json=batch)
+        put = await http.put("/api/handles/88.709.911/x", json={"handle": huge, **_OK})
+    assert (answer.status_code, answer.json()["responseCode"]) == (400, 102)
+    assert (put.status_code, put.json()["responseCode"]) == (400, 102)
+    assert len(answer.content) < 2000
+    assert len(put.content) < 2000
+    assert answer.json()["handle"].endswith("… (1000011 characters)")
+
+
 async def test_request_body_limit(make_node: NodeFactory) -> None:
     async with make_node(["88.709"], limits={"body_bytes": 1024}) as node:
         _, token = await node.registry.create_token("88.709.911", days=1)
