@@ -30,6 +30,7 @@ from identifiers._errors import (
     HandleError,
     HandleNotFound,
     NodeUnavailable,
+    Referral,
     ReferralError,
     ServerError,
     error_for,
@@ -42,6 +43,17 @@ logger = logging.getLogger(__name__)
 SITE_TTL = 3600.0
 #: records per batch call, the limit of the node API
 BATCH_LIMIT = 2000
+
+
+def _referral_of(body: dict[str, Any]) -> Referral | None:
+    """The node a 302 answer names, so a caller told to write elsewhere learns where."""
+    referral = body.get("referral")
+    if not isinstance(referral, dict):
+        return None
+    prefix, url = referral.get("prefix"), referral.get("url")
+    if not isinstance(prefix, str) or not isinstance(url, str):
+        return None
+    return Referral(prefix, url)
 
 
 @dataclass
@@ -235,7 +247,7 @@ class Client:
                     self._sites[site_prefix] = (target, self._clock() + SITE_TTL)
                 url = target
                 continue
-            raise error_for(int(code or 2), name, str(body.get("message", "")))
+            raise error_for(int(code), name, str(body.get("message", "")), _referral_of(body))
         raise ReferralError(name, f"more than {self._max_referrals} referrals: {visited}")
 
     async def _get(self, name: str, url: str, path: str) -> dict[str, Any]:
@@ -285,6 +297,7 @@ class Client:
                 int(body["responseCode"]),
                 str(body.get("handle") or name),
                 str(body.get("message", "")),
+                _referral_of(body),
             )
         return body
 

@@ -174,11 +174,15 @@ _BY_CODE: dict[int, type[HandleError]] = {
 }
 
 
-def error_for(code: int, handle: str, message: str) -> HandleError:
+def error_for(
+    code: int, handle: str, message: str, referral: Referral | None = None
+) -> HandleError:
     """The exception for a response code read from a node's answer."""
     cls = _BY_CODE.get(code)
     if cls is None:
         err = HandleError(handle, message)
         err.code = code  # type: ignore[misc]  # an unknown code is kept, not rewritten
         return err
+    if issubclass(cls, NotResponsible):
+        return cls(handle, message, referral)
     return cls(handle, message)

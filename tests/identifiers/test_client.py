@@ -47,6 +47,15 @@ async def test_referral_across_two_nodes_then_direct(make_node: NodeFactory) -> 
                 await w.put("88.710.5/dev.2", [string_value(1, "GT_SERIAL", "B-2")])
             async with await writer(city_a, "88.709.911") as w:
                 await w.put("88.709.911/dev.1", [string_value(1, "GT_SERIAL", "A-1")])
+            # a write sent to the wrong node says where to send it
+            async with await writer(city_a, "88.710.5") as w:
+                with pytest.raises(identifiers.ServiceReferral) as elsewhere:
+                    await w.put("88.710.5/dev.3", [string_value(1, "GT_SERIAL", "B-3")])
+            assert elsewhere.value.code == 302
+            assert elsewhere.value.referral is not None
+            assert (elsewhere.value.referral.prefix, elsewhere.value.referral.url) == (
+                "88.710", city_b.url,
+            )  # fmt: skip
 
             async with identifiers.Client(city_a.url) as client:
                 record = await client.resolve("88.710.5/dev.1")
