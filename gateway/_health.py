@@ -46,6 +46,7 @@ class _GatewayCollector(Collector):
         yield gauge("uplink_connected", "1 while connected to the broker", up.connected)
         yield counter("uplink_connects", "successful broker connections", up.connects)
         yield counter("envelopes_published", "PUBLISH packets sent (with resends)", up.published)
+        yield counter("envelopes_replayed", "publishes of outage backlog", up.replayed)
         yield counter("envelopes_acked", "envelopes acknowledged by the broker", up.acked)
         yield counter("envelopes_refused", "PUBACKs refusing an envelope (MQTT 5)", up.refused)
         yield gauge("envelopes_inflight", "envelopes published, awaiting PUBACK", up.inflight)

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS head (
 """
 
 
+_MAX_ID = 2**63 - 1
+
+
 class OutboxError(Exception):
     """The outbox cannot be used; ``path`` names the file."""
 
@@ -261,14 +264,20 @@ class Outbox:
 
     # -- reading and acknowledging --------------------------------------------------------------
 
-    def peek(self, limit: int, after_id: int = 0) -> list[Entry]:
-        """Up to ``limit`` oldest entries with ``id > after_id``, in commit order."""
+    def peek(self, limit: int, after_id: int = 0, upto_id: int | None = None) -> list[Entry]:
+        """Up to ``limit`` oldest entries with ``after_id < id <= upto_id``, in commit order."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, seq, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
+                "SELECT id, seq, topic, payload FROM outbox WHERE id > ? AND id <= ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, _MAX_ID if upto_id is None else upto_id, limit),
             ).fetchall()
         return [Entry(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+
+    def last_id(self) -> int:
+        """The id of the newest entry (0 when empty): what is committed later is newer."""
+        with self._lock:
+            return int(self._conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
 
     def ack(self, ids: Iterable[int]) -> int:
         """Delete acknowledged entries; unknown ids (already dropped) are ignored."""

@@ -1,4 +1,4 @@
-"""MQTT uplink: publishes what the outbox holds, in order, and deletes it on PUBACK.
+"""MQTT uplink: publishes what the outbox holds and deletes it on PUBACK.
 
 Each connection gets a fresh paho client. paho re-sends unacknowledged QoS 1 messages of its
 own across reconnects, even with a clean session; with the outbox as the single source of what
@@ -23,8 +23,10 @@ from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from gateway._outbox import Outbox
+from gateway._outbox import Entry, Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class UplinkStats:
     connected: bool = False
     connects: int = 0
     published: int = 0
+    #: publishes of backlog that was waiting when the connection came up
+    replayed: int = 0
     acked: int = 0
     #: PUBACKs with an MQTT 5 failure reason (e.g. not authorized): kept in the outbox
     refused: int = 0
@@ -206,22 +210,46 @@ class Uplink:
         return True
 
     async def _pump(self, conn: _Connection) -> None:
-        """Publish from the oldest unacknowledged envelope on, until the connection drops."""
-        after_id = 0
+        """Publish until the connection drops: new envelopes first, the backlog behind them.
+
+        What was in the outbox when the connection came up is the backlog of an outage; it is
+        replayed in order, but only in the room the live envelopes leave in the in-flight
+        window, so a long catch-up never delays current data. MQTT 5 marks it with the user
+        property ``historical=true``. Ingest orders by sequence number, not by arrival.
+        """
+        backlog_end = self._outbox.last_id()
+        backlog_at = live_at = 0
         while True:
             room = self._settings.inflight - len(conn.inflight)
             if room > 0:
-                for entry in self._outbox.peek(room, after_id):
-                    info = conn.client.publish(entry.topic, entry.payload, qos=1)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        self._down(f"publish failed: {mqtt.error_string(info.rc)}")
+                live = self._outbox.peek(room, max(live_at, backlog_end))
+                backlog = []
+                if len(live) < room and backlog_at < backlog_end:
+                    backlog = self._outbox.peek(room - len(live), backlog_at, backlog_end)
+                for entry, historical in [(e, False) for e in live] + [(e, True) for e in backlog]:
+                    if not self._publish(conn, entry, historical):
                         return
-                    conn.inflight[info.mid] = (entry.id, time.monotonic())
-                    after_id = entry.id
-                    self.stats.published += 1
+                if live:
+                    live_at = live[-1].id
+                if backlog:
+                    backlog_at = backlog[-1].id
             self.stats.inflight = len(conn.inflight)
             if not await self._handle_events(conn):
                 return
+
+    def _publish(self, conn: _Connection, entry: Entry, historical: bool) -> bool:
+        properties = None
+        if historical and self._settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = ("historical", "true")
+        info = conn.client.publish(entry.topic, entry.payload, qos=1, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._down(f"publish failed: {mqtt.error_string(info.rc)}")
+            return False
+        conn.inflight[info.mid] = (entry.id, time.monotonic())
+        self.stats.published += 1
+        self.stats.replayed += historical
+        return True
 
     async def _handle_events(self, conn: _Connection) -> bool:
         """Apply PUBACKs (in one outbox transaction); False once the connection is gone."""

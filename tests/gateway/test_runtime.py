@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -10,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 from _services import MosquittoBroker, MqttServer
 
 import gateway.protocol as p
 from edge import Batch, ConnectivityEvent, Quality, Sample
 from gateway._keys import create_key
+from gateway._outbox import Head, Outbox
 from gateway._runtime import Gateway, GatewayError
+from gateway._uplink import MqttSettings, Uplink
 from gateway.config import GatewayConfig
 
 #: the ``subscribe`` fixture of conftest.py
@@ -158,3 +162,45 @@ def test_a_key_readable_by_others_is_refused(tmp_path: Path, mqtt_broker: MqttSe
     config.gateway.key_file.chmod(0o644)
     with pytest.raises(GatewayError, match="chmod 600"):
         Gateway(config)
+
+
+async def test_backlog_is_replayed_behind_live_envelopes_and_marked_historical(
+    tmp_path: Path, mqtt_broker: MqttServer
+) -> None:
+    topic = f"gt/v1/88.709.911/gw.{uuid.uuid4().hex[:8]}/loss"
+    received: list[tuple[bytes, bool]] = []
+    ready = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sub.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+    sub.on_subscribe = lambda *_: ready.set()
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        props = dict(getattr(msg.properties, "UserProperty", []))
+        received.append((msg.payload, props.get("historical") == "true"))
+
+    sub.on_message = on_message
+    sub.connect(mqtt_broker.host, mqtt_broker.port)
+    sub.loop_start()
+    try:
+        assert ready.wait(10)
+        with Outbox(tmp_path / "o.db") as box:
+            for seq in range(1, 1001):  # an outage's backlog
+                box.append([(seq, topic, b"backlog %d" % seq, 1)], Head(seq, bytes(32)))
+            settings = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, inflight=50)
+            async with Uplink(box, settings) as uplink:
+                async with asyncio.timeout(10):
+                    while not uplink.stats.connected:  # noqa: ASYNC110 - polling a flag
+                        await asyncio.sleep(0.005)
+                box.append([(1001, topic, b"live", 1)], Head(1001, bytes(32)))
+                uplink.notify()
+                await asyncio.wait_for(uplink.drained(), timeout=20)
+        await asyncio.sleep(0.2)
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+    payloads = [payload for payload, _ in received]
+    assert sorted(set(payloads)) == sorted([b"backlog %d" % s for s in range(1, 1001)] + [b"live"])
+    assert all(historical for payload, historical in received if payload != b"live")
+    assert not any(historical for payload, historical in received if payload == b"live")
+    # the live envelope overtook most of the backlog instead of waiting behind all of it
+    assert payloads.index(b"live") < payloads.index(b"backlog 1000")
