@@ -45,7 +45,9 @@ def test_duplicate_tag_names_file_device_and_tag() -> None:
 
 
 def test_every_shipped_config_passes() -> None:
-    configs = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.yaml"))
+    configs = sorted(
+        str(p.relative_to(ROOT)) for d in ("configs", "deploy") for p in (ROOT / d).glob("*.yaml")
+    )
     assert configs
     result = guantong("config", "check", *configs)
     assert result.returncode == 0, result.stderr
