@@ -117,18 +117,71 @@ class Control(_Strict):
     port: int = Field(ge=0, le=65535)
 
 
+class Scale(_Strict):
+    """Many Modbus TCP endpoints full of machines, for benchmarks: ``endpoints`` ports from
+    ``base_port``, each with ``units`` machines (unit ids 1…units) taking the ``profiles`` in
+    turn, on a line named ``line``. Machines are named ``<profile>-<endpoint>-<unit>``."""
+
+    endpoints: int = Field(ge=1, le=200)
+    units: int = Field(ge=1, le=247)
+    base_port: int = Field(ge=1, le=65535)
+    host: str = "127.0.0.1"
+    line: Name = "Scale"
+    profiles: tuple[str, ...] = tuple(PROFILES)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Scale:
+        unknown = sorted(set(self.profiles) - set(PROFILES))
+        if unknown:
+            raise ValueError(f"unknown profile {unknown[0]!r}")
+        if not self.profiles:
+            raise ValueError("'profiles' must not be empty")
+        if self.base_port + self.endpoints - 1 > 65535:
+            raise ValueError("the ports run past 65535")
+        return self
+
+    def expand(self) -> tuple[list[ModbusTcpEndpoint], LineConfig]:
+        endpoints, machines = [], []
+        for e in range(self.endpoints):
+            name = f"scale-{e + 1:03d}"
+            endpoints.append(
+                ModbusTcpEndpoint(
+                    name=name, protocol="modbus-tcp", host=self.host, port=self.base_port + e
+                )
+            )
+            for unit in range(1, self.units + 1):
+                profile = self.profiles[(e * self.units + unit - 1) % len(self.profiles)]
+                machines.append(
+                    MachineConfig(
+                        name=f"{profile}-{e + 1:03d}-{unit:03d}",
+                        profile=profile,
+                        endpoint=name,
+                        unit_id=unit,
+                    )
+                )
+        return endpoints, LineConfig(name=self.line, machines=tuple(machines))
+
+
 class FactoryConfig(_Strict):
     kind: Literal["factory"]
     name: Name = Field(description="the factory's folder under Objects in OPC UA")
     title: str | None = Field(default=None, max_length=256)
     firm: Firm
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    endpoints: tuple[Endpoint, ...] = Field(min_length=1)
-    lines: tuple[LineConfig, ...] = Field(min_length=1)
+    endpoints: tuple[Endpoint, ...] = ()
+    lines: tuple[LineConfig, ...] = ()
+    scale: Scale | None = Field(default=None, description="machines generated for benchmarks")
     control: Control | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FactoryConfig:
+        if self.scale is not None:
+            endpoints, line = self.scale.expand()
+            object.__setattr__(self, "endpoints", (*self.endpoints, *endpoints))
+            object.__setattr__(self, "lines", (*self.lines, line))
+            object.__setattr__(self, "scale", None)  # expanded: what remains is what runs
+        if not self.endpoints or not self.lines:
+            raise ValueError("a factory needs 'endpoints' and 'lines' (or 'scale')")
         endpoints = {e.name: e for e in self.endpoints}
         _unique("endpoint name", [e.name for e in self.endpoints])
         _unique("line name", [line.name for line in self.lines])

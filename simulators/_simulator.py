@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Self
 
 from simulators._control import ControlServer, create_app
-from simulators._exceptions import UnknownMachine
+from simulators._exceptions import EndpointError, UnknownMachine
 from simulators._factory import (
     FactoryConfig,
     ModbusRtuEndpoint,
@@ -36,8 +37,20 @@ class Simulator:
     """
 
     def __init__(
-        self, factory: FactoryConfig, *, clock: Clock = time.time, base_dir: Path | None = None
+        self,
+        factory: FactoryConfig,
+        *,
+        clock: Clock = time.time,
+        base_dir: Path | None = None,
+        only: Collection[str] | None = None,
     ) -> None:
+        """``only`` names the endpoints to serve (default all), so that several processes can
+        share a big factory between them."""
+        known = {e.name for e in factory.endpoints}
+        for name in only or ():
+            if name not in known:
+                raise EndpointError(name, "the factory has no such endpoint")
+        served = known if not only else set(only)
         self.factory = factory
         self.base_dir = base_dir or Path.cwd()
         self.machines: dict[str, Machine] = {}
@@ -48,6 +61,8 @@ class Simulator:
         members: dict[str, list[Machine]] = {e.name: [] for e in factory.endpoints}
         for line in factory.lines:
             for mc in line.machines:
+                if mc.endpoint not in served:
+                    continue
                 machine = Machine(
                     mc.name, mc.profile, factory.seed, line=line.name,
                     unit_id=mc.unit_id or 0, clock=clock,
@@ -55,7 +70,8 @@ class Simulator:
                 self.machines[mc.name] = machine
                 members[mc.endpoint].append(machine)
         for config in factory.endpoints:
-            self.endpoints[config.name] = self._endpoint(config, members[config.name])
+            if config.name in served:
+                self.endpoints[config.name] = self._endpoint(config, members[config.name])
         protocol = {e.name: e.protocol for e in factory.endpoints}
         self.faults = Faults(
             self.endpoints,
@@ -66,6 +82,7 @@ class Simulator:
                     protocol[mc.endpoint],
                 )
                 for mc in factory.machines()
+                if mc.endpoint in served
             },
         )
 
@@ -151,7 +168,7 @@ class Simulator:
 
     def endpoint_of(self, machine: str) -> Endpoint:
         name = next((m.endpoint for m in self.factory.machines() if m.name == machine), None)
-        if name is None:
+        if name is None or name not in self.endpoints:
             raise UnknownMachine(machine)
         return self.endpoints[name]
 
@@ -169,7 +186,9 @@ class Simulator:
         """One entry per machine: where it is served and how to address it."""
         out = []
         for mc in self.factory.machines():
-            ep = self.endpoints[mc.endpoint]
+            ep = self.endpoints.get(mc.endpoint)
+            if ep is None:
+                continue
             machine = self.machines[mc.name]
             entry: dict[str, Any] = {
                 "machine": mc.name,

@@ -60,23 +60,32 @@ def _load(path: str) -> simulators.FactoryConfig:
 
 @group.command("run")
 @_CONFIG
-def run(config_file: str) -> None:
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="ENDPOINT",
+    help="Serve only this endpoint (repeatable): share a big factory between processes.",
+)
+def run(config_file: str, only: tuple[str, ...]) -> None:
     """Serve the factory of CONFIG until SIGINT/SIGTERM."""
     factory = _load(config_file)
     started = time.perf_counter()
 
     async def work() -> None:
-        sim = simulators.Simulator(factory, base_dir=Path(config_file).parent)
+        sim = simulators.Simulator(factory, base_dir=Path(config_file).parent, only=only)
         async with sim:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, sim.request_stop)
-            for name in sim.endpoints:
+            for name in list(sim.endpoints)[:20]:
                 click.echo(f"endpoint {name}: {sim.address(name)}", err=True)
+            if len(sim.endpoints) > 20:
+                click.echo(f"… and {len(sim.endpoints) - 20} more endpoints", err=True)
             if sim.control_url:
                 click.echo(f"fault interface: {sim.control_url}/faults", err=True)
+            tags = sum(len(m.profile.tags) for m in sim.machines.values())
             click.echo(
-                f"serving {len(sim.machines)} machines of {factory.name} "
+                f"serving {len(sim.machines)} machines, {tags} tags of {factory.name} "
                 f"(started in {time.perf_counter() - started:.1f} s)",
                 err=True,
             )

@@ -20,6 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 import simulators
 from guantong import _configfile
 from guantong.cli import cli
+from simulators import FactoryConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "configs" / "factory.demo.yaml"
@@ -251,3 +252,32 @@ async def test_sim_run_stops_on_sigint(tmp_path: Path) -> None:
     process, _, lines = await _start(config)
     assert f"endpoint tcp: 127.0.0.1:{port}\n" in lines
     assert "stopped" in await _stop(process, signal.SIGINT)
+
+
+async def test_the_scale_factory_serves_over_100000_tags_split_by_endpoint() -> None:
+    factory = simulators.load_factory(ROOT / "configs" / "factory.scale.yaml")
+    tags = sum(len(simulators.profile(m.profile).tags) for m in factory.machines())
+    assert tags >= 100_000
+    assert len({e.port for e in factory.endpoints}) == len(factory.endpoints)  # type: ignore[union-attr]
+    port = free_ports(1)[0]
+    small = FactoryConfig.model_validate(
+        {**factory.model_dump(exclude={"endpoints", "lines", "scale"}),
+         "scale": {"endpoints": 3, "units": 247, "base_port": port}}
+    )  # fmt: skip
+    with pytest.raises(simulators.EndpointError, match="no such endpoint"):
+        simulators.Simulator(small, only=["scale-009"])
+    t = time.time() - 86400.5
+    async with simulators.Simulator(small, only=["scale-001"], clock=lambda: t) as sim:
+        assert list(sim.endpoints) == ["scale-001"]
+        assert len(sim.machines) == 247
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+        assert await client.connect()
+        try:
+            response = await client.read_holding_registers(0, count=1, device_id=247)
+        finally:
+            client.close()
+        machine = next(m for m in sim.machines.values() if m.unit_id == 247)
+        assert machine is sim.machine(f"{machine.profile_name}-001-247")
+        assert response.registers[0] == simulators.value(
+            factory.seed, machine.profile_name, machine.name, "state", t
+        )
