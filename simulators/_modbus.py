@@ -58,11 +58,6 @@ class _Datastore(ModbusServerContext):
         code = machine.faults.exception
         return None if code is None else ExcCodes(code)
 
-    async def async_OLD_getValues(
-        self, func_code: int, address: int, count: int = 1
-    ) -> list[int] | list[bool] | ExcCodes:
-        raise NotImplementedError  # only reached through async_getValues, which is overridden
-
     async def async_getValues(
         self, device_id: int, func_code: int, address: int, count: int = 1
     ) -> list[int] | list[bool] | ExcCodes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -164,3 +165,17 @@ async def test_two_machines_of_one_profile_differ_by_unit(frozen: Callable[[], f
 async def test_unit_ids_must_be_unique() -> None:
     with pytest.raises(simulators.EndpointError, match="unit id 1 is used twice"):
         ModbusEndpoint("x", [Machine("a", "cnc", 1, unit_id=1), Machine("b", "cnc", 1, unit_id=1)])
+
+
+async def test_a_port_in_use_is_an_endpoint_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        machine = Machine("m", "cnc", 1)
+        with pytest.raises(simulators.EndpointError, match=f"cannot listen on 127.0.0.1:{port}"):
+            async with ModbusEndpoint("x", [machine], port=port):
+                pass
+        with pytest.raises(simulators.EndpointError, match=f"cannot listen on 127.0.0.1:{port}"):
+            async with simulators.OpcUaEndpoint("y", "F", [machine], port=port):
+                pass
