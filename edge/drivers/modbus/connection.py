@@ -60,6 +60,7 @@ class Link:
                 port = connection.backup_port or connection.port
                 self._endpoints.append((connection.backup_host, port))
         self._current = 0
+        self._frame_gap = connection.frame_gap if isinstance(connection, ModbusRtu) else None
         self.requests = 0
         self.connects = 0
 
@@ -177,6 +178,5 @@ class Link:
             self.close()
             raise DeviceUnavailable(device, f"{self.endpoint}: {exc}") from exc
         finally:
-            gap = getattr(self.settings, "frame_gap", None)
-            if gap:
-                await asyncio.sleep(gap)
+            if self._frame_gap:
+                await asyncio.sleep(self._frame_gap)
