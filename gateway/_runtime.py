@@ -21,7 +21,7 @@ from gateway._envelopes import EnvelopeWriter
 from gateway._health import HealthServer, create_app
 from gateway._keys import load_key
 from gateway._outbox import Outbox
-from gateway._uplink import MqttSettings, Status, Uplink
+from gateway._uplink import JsonSession, MqttSettings, Uplink
 from gateway.config import GatewayConfig, UplinkSettings
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def mqtt_settings(uplink: UplinkSettings, gateway_id: str) -> MqttSettings:
     )
 
 
-def status_messages(config: GatewayConfig, public_key: bytes) -> Status:
+def json_session(config: GatewayConfig, public_key: bytes) -> JsonSession:
     """The retained birth (online, with devices, tags and key fingerprint) and its Will."""
     gw = config.gateway.id
     birth = {
@@ -79,7 +79,7 @@ def status_messages(config: GatewayConfig, public_key: bytes) -> Status:
         ],
     }
     will = {"online": False, "gateway": gw}
-    return Status(
+    return JsonSession(
         protocol.status_topic(gw),
         json.dumps(birth, ensure_ascii=False, separators=(",", ":")).encode(),
         json.dumps(will, separators=(",", ":")).encode(),
@@ -106,7 +106,7 @@ class Gateway:
         self.uplink = Uplink(
             self.outbox,
             mqtt_settings(config.uplink, config.gateway.id),
-            status=status_messages(config, self.public_key),
+            session=json_session(config, self.public_key),
         )
         self.writer = EnvelopeWriter(
             self.outbox,

@@ -20,7 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -51,12 +51,66 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
-class Status:
-    """A retained status message: ``online`` after connecting, ``will`` if the link dies."""
+class Message:
+    """One MQTT message to publish; ``properties`` become MQTT 5 user properties."""
 
     topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+class Session(Protocol):
+    """What a payload format adds to the outbox pump: its Will, its births, the commands it
+    answers, and how an outbox entry goes on the wire (``JsonSession``; Sparkplug B has its
+    own). Called on the asyncio thread, one connection at a time."""
+
+    def will(self) -> Message | None:
+        """Set on every connection; the broker publishes it if the link dies."""
+
+    def births(self) -> list[Message]:
+        """Published after every CONNACK, before any data."""
+
+    def subscriptions(self) -> list[str]:
+        """Topic filters of the commands this session answers (QoS 1)."""
+
+    def command(self, topic: str, payload: bytes) -> list[Message]:
+        """The messages that answer a received command (e.g. a rebirth request)."""
+
+    def data(self, entry: Entry, historical: bool) -> Message:
+        """What is published for an outbox entry; ``historical`` for outage backlog."""
+
+    def death(self) -> Message | None:
+        """Published on a clean stop."""
+
+
+@dataclass(frozen=True)
+class JsonSession:
+    """The JSON wire format: envelopes as stored, and a retained status with a Will."""
+
+    status_topic: str
     online: bytes
-    will: bytes
+    offline: bytes
+
+    def will(self) -> Message:
+        return Message(self.status_topic, self.offline, retain=True)
+
+    def births(self) -> list[Message]:
+        return [Message(self.status_topic, self.online, retain=True)]
+
+    def subscriptions(self) -> list[str]:
+        return []
+
+    def command(self, topic: str, payload: bytes) -> list[Message]:
+        return []
+
+    def data(self, entry: Entry, historical: bool) -> Message:
+        marks = (("historical", "true"),) if historical else ()
+        return Message(entry.topic, entry.payload, properties=marks)
+
+    def death(self) -> Message:
+        return self.will()
 
 
 @dataclass
@@ -91,13 +145,13 @@ class Uplink:
         outbox: Outbox,
         settings: MqttSettings,
         *,
-        status: Status | None = None,
+        session: Session | None = None,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
         self._outbox = outbox
         self._settings = settings
-        self._status = status
+        self._session = session
         self._backoff = (backoff_initial, backoff_max)
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
@@ -170,8 +224,9 @@ class Uplink:
                 keyfile=s.key_file,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        if self._status is not None:
-            client.will_set(self._status.topic, self._status.will, qos=1, retain=True)
+        will = None if self._session is None else self._session.will()
+        if will is not None:
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         conn = _Connection(client)
         loop = asyncio.get_running_loop()
 
@@ -181,6 +236,7 @@ class Uplink:
         client.on_connect = lambda _c, _u, _f, rc, _p: emit("connack", rc)
         client.on_disconnect = lambda _c, _u, _f, rc, _p: emit("disconnect", rc)
         client.on_publish = lambda _c, _u, mid, rc, _p: emit("puback", (mid, rc))
+        client.on_message = lambda _c, _u, msg: emit("command", (msg.topic, msg.payload))
         try:
             client.connect_async(s.host, s.port, keepalive=s.keepalive)
             client.loop_start()
@@ -205,9 +261,25 @@ class Uplink:
         self.stats.connected = True
         self.stats.connects += 1
         logger.info("uplink: connected to %s:%s", self._settings.host, self._settings.port)
-        if self._status is not None:
-            conn.client.publish(self._status.topic, self._status.online, qos=1, retain=True)
+        if self._session is not None:
+            for topic in self._session.subscriptions():
+                conn.client.subscribe(topic, qos=1)
+            for message in self._session.births():
+                self._send(conn, message)
         return True
+
+    def _send(self, conn: _Connection, message: Message) -> mqtt.MQTTMessageInfo:
+        properties = None
+        if message.properties and self._settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = list(message.properties)
+        return conn.client.publish(
+            message.topic,
+            message.payload,
+            qos=message.qos,
+            retain=message.retain,
+            properties=properties,
+        )
 
     async def _pump(self, conn: _Connection) -> None:
         """Publish until the connection drops: new envelopes first, the backlog behind them.
@@ -238,11 +310,10 @@ class Uplink:
                 return
 
     def _publish(self, conn: _Connection, entry: Entry, historical: bool) -> bool:
-        properties = None
-        if historical and self._settings.protocol == "5":
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = ("historical", "true")
-        info = conn.client.publish(entry.topic, entry.payload, qos=1, properties=properties)
+        if self._session is None:
+            info = conn.client.publish(entry.topic, entry.payload, qos=1)
+        else:
+            info = self._send(conn, self._session.data(entry, historical))
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self._down(f"publish failed: {mqtt.error_string(info.rc)}")
             return False
@@ -275,6 +346,9 @@ class Uplink:
                 acked.append(sent[0])
                 self.stats.ack_seconds += time.monotonic() - sent[1]
                 self.stats.acks_timed += 1
+            elif kind == "command" and self._session is not None:
+                for message in self._session.command(*value):
+                    self._send(conn, message)
             elif kind == "disconnect":
                 self._down(f"disconnected: {value}")
                 alive = False
@@ -290,8 +364,9 @@ class Uplink:
         self.stats.last_error = reason
 
     def _close(self, conn: _Connection, *, graceful: bool) -> None:
-        if graceful and self.stats.connected and self._status is not None:
-            conn.client.publish(self._status.topic, self._status.will, qos=1, retain=True)
+        death = None if self._session is None else self._session.death()
+        if graceful and self.stats.connected and death is not None:
+            self._send(conn, death).wait_for_publish(timeout=2)
         conn.client.disconnect()
         conn.client.loop_stop()
         self.stats.connected = False

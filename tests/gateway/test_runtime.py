@@ -20,7 +20,7 @@ from edge import Batch, ConnectivityEvent, Quality, Sample
 from gateway._keys import create_key
 from gateway._outbox import Head, Outbox
 from gateway._runtime import Gateway, GatewayError
-from gateway._uplink import MqttSettings, Uplink
+from gateway._uplink import JsonSession, MqttSettings, Uplink
 from gateway.config import GatewayConfig
 
 #: the ``subscribe`` fixture of conftest.py
@@ -187,7 +187,8 @@ async def test_backlog_is_replayed_behind_live_envelopes_and_marked_historical(
             for seq in range(1, 1001):  # an outage's backlog
                 box.append([(seq, topic, b"backlog %d" % seq, 1)], Head(seq, bytes(32)))
             settings = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, inflight=50)
-            async with Uplink(box, settings) as uplink:
+            session = JsonSession(topic.replace("/loss", "/status"), b"{}", b"{}")
+            async with Uplink(box, settings, session=session) as uplink:
                 async with asyncio.timeout(10):
                     while not uplink.stats.connected:  # noqa: ASYNC110 - polling a flag
                         await asyncio.sleep(0.005)
