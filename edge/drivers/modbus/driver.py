@@ -86,14 +86,14 @@ class DeviceReader:
         """The requests a poll of ``group`` sends now, splits learnt so far included."""
         return tuple(self._requests[group])
 
-    async def poll(self, group: GroupPlan) -> tuple[list[Sample], ConnectivityEvent | None]:
+    async def poll(self, group: GroupPlan) -> tuple[list[Sample], list[ConnectivityEvent]]:
         """One poll of a group: its samples (Bad for what could not be read) and the
-        connectivity event it caused, if the device went down or came back."""
+        connectivity events it caused: the device went down, came back, or both."""
         self.stats.polls += 1
         if not self.up and self._monotonic() < self._retry_at:
-            return self._bad(group.tag_names), None
+            return self._bad(group.tag_names), []
         samples: list[Sample] = []
-        event = None
+        events: list[ConnectivityEvent] = []
         requests = self._requests[group.name]
         index = 0
         while index < len(requests):
@@ -107,7 +107,7 @@ class DeviceReader:
                     self.plan.connection.busy_delay,
                 )
             except IllegalAddress as exc:
-                event = event or self._answered()
+                self._answered(events)
                 replacement = self._split(request, exc)
                 if replacement is None:
                     samples += self._bad([t.name for t in request.tags])
@@ -116,7 +116,7 @@ class DeviceReader:
                     requests[index : index + 1] = replacement
                 continue
             except DeviceRefused as exc:
-                event = event or self._answered()
+                self._answered(events)
                 self.stats.refused += 1
                 logger.debug("%s", exc)
                 samples += self._bad([t.name for t in request.tags])
@@ -124,16 +124,17 @@ class DeviceReader:
                 continue
             except DeviceUnavailable as exc:
                 self.stats.timeouts += 1
-                event = self._went_down(exc)
+                self._went_down(exc, events)
                 done = {s.tag for s in samples}
                 samples += self._bad([n for n in group.tag_names if n not in done])
-                return samples, event
+                return samples, events
             self.stats.requests += 1
-            event = event or self._answered()
-            samples += request.samples(payload, self._clock())
+            self._answered(events)
+            read = request.samples(payload, self._clock())
+            self.stats.samples += len(read)
+            samples += read
             index += 1
-        self.stats.samples += len(samples)
-        return samples, event
+        return samples, events
 
     def _bad(self, tags: Iterable[str]) -> list[Sample]:
         bad = bad_samples(tuple(tags), self._clock())
@@ -164,28 +165,28 @@ class DeviceReader:
         )
         return parts
 
-    def _answered(self) -> ConnectivityEvent | None:
+    def _answered(self, events: list[ConnectivityEvent]) -> None:
         if self.up:
-            return None
+            return
         self.up = True
         self.backoff.reset()
         logger.info("device %r is back (%s)", self.name, describe(self.plan.connection))
         event = ConnectivityEvent(self.name, up=True, ts=self._clock())
         self.events.append(event)
-        return event
+        events.append(event)
 
-    def _went_down(self, exc: DeviceUnavailable) -> ConnectivityEvent | None:
+    def _went_down(self, exc: DeviceUnavailable, events: list[ConnectivityEvent]) -> None:
         delay = self.backoff.next_delay()
         self._retry_at = self._monotonic() + delay
         if not self.up:
             logger.debug("%s; still down, next try in %.1fs", exc, delay)
-            return None
+            return
         self.up = False
         self.down_reason = str(exc)
         logger.error("%s; device down, retrying with backoff", exc)
         event = ConnectivityEvent(self.name, up=False, ts=self._clock(), reason=str(exc))
         self.events.append(event)
-        return event
+        events.append(event)
 
 
 def _rules(device: Device) -> dict[str, Rule]:
@@ -267,8 +268,8 @@ class ModbusDriver:
         rbe = self._filters[reader.name]
 
         async def poll() -> None:
-            samples, event = await reader.poll(group)
-            if event is not None:
+            samples, events = await reader.poll(group)
+            for event in events:
                 await stream.put(event)
             selected = rbe.select(samples)
             if selected:
@@ -291,9 +292,8 @@ class ModbusDriver:
             out: list[Batch | ConnectivityEvent] = []
             for reader in readers:
                 for group in reader.plan.groups:
-                    samples, event = await reader.poll(group)
-                    if event is not None:
-                        out.append(event)
+                    samples, events = await reader.poll(group)
+                    out += events
                     out.append(Batch(reader.name, group.name, tuple(samples)))
             return out
 

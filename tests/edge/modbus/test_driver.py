@@ -24,10 +24,9 @@ async def poll_all(reader: DeviceReader) -> tuple[list[Sample], list[Connectivit
     samples: list[Sample] = []
     happened: list[ConnectivityEvent] = []
     for group in reader.plan.groups:
-        got, event = await reader.poll(group)
+        got, events = await reader.poll(group)
         samples += got
-        if event is not None:
-            happened.append(event)
+        happened += events
     return samples, happened
 
 
@@ -99,6 +98,8 @@ async def test_hang_gives_one_event_bad_samples_then_recovery(
         assert [(e.device, e.up) for e in happened] == [(m.name, True)]
         assert all(s.quality is Quality.GOOD for s in samples)
         assert {s.tag: s.value for s in samples} == sim.expected(m)
+        tags = len(m.profile.tags)
+        assert (reader.stats.samples, reader.stats.bad_samples) == (5 * tags, 3 * tags)
     finally:
         driver.close()
 
