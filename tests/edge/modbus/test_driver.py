@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -267,3 +268,50 @@ async def test_driver_runs_as_a_context_manager_with_report_by_exception(
     # the clock stands still, so after the first poll of each group nothing changes
     assert len(batches) == len(device.groups)
     assert driver.readers[0].stats.polls >= 4 * len(device.groups)
+
+
+async def test_nan_readings_are_uncertain_and_out_of_range_is_read_as_is(
+    sim: Any, make_endpoint: Start
+) -> None:
+    m = sim.machine("kiln")
+    endpoint = await make_endpoint(m)
+    driver = ModbusDriver([sim.device_for(m, endpoint.port)])
+    (reader,) = driver.readers
+    floats = {s.name for s in m.profile.tags if s.type in ("float32", "float64")}
+    try:
+        m.faults.values = "nan"
+        samples, _ = await poll_all(reader)
+        for sample in samples:
+            if sample.tag in floats:
+                assert sample.quality is Quality.UNCERTAIN, sample.tag
+                assert math.isnan(sample.value), sample.tag  # type: ignore[arg-type]
+            else:
+                assert sample.quality is Quality.GOOD, sample.tag
+        m.faults.values = "out_of_range"
+        samples, _ = await poll_all(reader)
+        assert {s.tag: s.value for s in samples} == sim.expected(m)
+    finally:
+        m.faults.values = None
+        driver.close()
+
+
+async def test_latency_within_the_timeout_is_fine_beyond_it_is_an_outage(
+    sim: Any, make_endpoint: Start
+) -> None:
+    m = sim.machine("compressor")
+    endpoint = await make_endpoint(m)
+    driver = ModbusDriver([sim.device_for(m, endpoint.port, timeout=0.2)])
+    (reader,) = driver.readers
+    group = reader.plan.groups[0]
+    try:
+        endpoint.latency = 0.05
+        samples, events = await reader.poll(group)
+        assert events == []
+        assert all(s.quality is Quality.GOOD for s in samples)
+        endpoint.latency = 0.4
+        samples, events = await reader.poll(group)
+        assert [e.up for e in events] == [False]
+        assert all(s.quality is Quality.BAD for s in samples)
+    finally:
+        endpoint.latency = 0.0
+        driver.close()
