@@ -4,8 +4,9 @@ Endpoint faults act on connections: ``drop`` (close every connection now), ``han
 connections open, never answer), ``latency`` (answer ``seconds`` late), ``restart`` (go away
 for ``downtime`` seconds, refusing connections, then come back). Machine faults act on values:
 ``exception`` (every Modbus request to the unit answers exception ``code``: ``device_busy``,
-``illegal_address``…), ``status`` (every OPC UA value of the machine carries a Bad or Uncertain
-status ``code``, e.g. ``BadSensorFailure``), ``values`` (``mode`` ``nan`` or ``out_of_range``).
+``illegal_address``…), ``silent`` (the Modbus unit never answers while the others on its line
+do), ``status`` (every OPC UA value of the machine carries a Bad or Uncertain status ``code``,
+e.g. ``BadSensorFailure``), ``values`` (``mode`` ``nan`` or ``out_of_range``).
 
 ``drop`` and ``restart`` are events; the others stay on until cleared.
 """
@@ -20,10 +21,10 @@ from typing import Any, Protocol
 from asyncua import ua
 
 from simulators._exceptions import FaultError, UnknownMachine
-from simulators._machine import MODBUS_EXCEPTIONS, Machine
+from simulators._machine import MODBUS_EXCEPTIONS, Machine, MachineFaults
 
 ENDPOINT_FAULTS = ("drop", "hang", "latency", "restart")
-MACHINE_FAULTS = ("exception", "status", "values")
+MACHINE_FAULTS = ("exception", "silent", "status", "values")
 
 
 class FaultableEndpoint(Protocol):
@@ -87,11 +88,12 @@ class Faults:
                     endpoint.hang = False
                 if kind in (None, "latency"):
                     endpoint.latency = 0.0
+        off = MachineFaults()
         for name, (machine, endpoint, _) in self._machines.items():
             if target in (None, name):
                 for field in MACHINE_FAULTS:
                     if kind in (None, field):
-                        setattr(machine.faults, field, None)
+                        setattr(machine.faults, field, getattr(off, field))
                 await _refresh(endpoint)
 
     def state(self) -> dict[str, Any]:
@@ -148,6 +150,12 @@ class Faults:
                 )
             machine.faults.exception = MODBUS_EXCEPTIONS[code]
             return {"exception": code}
+        if kind == "silent":
+            _no_extra(params, set())
+            if protocol == "opcua":
+                raise FaultError(f"{machine.name} is on OPC UA: 'silent' is for Modbus units")
+            machine.faults.silent = True
+            return {"silent": True}
         if kind == "status":
             _no_extra(params, {"code"})
             if protocol != "opcua":

@@ -62,11 +62,15 @@ class MachineFaults:
     #: OPC UA status code (name, e.g. ``BadSensorFailure``) on every value of this machine
     status: str | None = None
     values: ValueFault | None = None
+    #: the Modbus unit does not answer at all, as a dead device on an RS-485 line
+    silent: bool = False
 
     def active(self) -> dict[str, object]:
         """The faults that are on, named as the fault interface names them."""
         names = {code: name for name, code in MODBUS_EXCEPTIONS.items()}
-        out: dict[str, object] = {k: v for k, v in vars(self).items() if v is not None}
+        out: dict[str, object] = {
+            k: v for k, v in vars(self).items() if v is not None and v is not False
+        }
         if self.exception is not None:
             out["exception"] = names.get(self.exception, self.exception)
         return out

@@ -152,6 +152,7 @@ class ModbusEndpoint:
 
     ``latency`` delays every answer; ``hang`` keeps the connection open but stops answering;
     :meth:`drop` closes every client connection; :meth:`restart` goes away and comes back.
+    A machine whose ``faults.silent`` is set never answers; the other units still do.
     """
 
     def __init__(
@@ -193,7 +194,15 @@ class ModbusEndpoint:
         await self.stop()
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        return b"" if sending and self.hang else data
+        """Discard answers while hanging, and those of silent units (the unit id is byte 6 of
+        the MBAP header over TCP, the first byte of an RTU frame)."""
+        if not sending or not data:
+            return data
+        if self.hang:
+            return b""
+        position = 6 if self.protocol == "modbus-tcp" else 0
+        machine = self.units.get(data[position]) if len(data) > position else None
+        return b"" if machine is not None and machine.faults.silent else data
 
     async def start(self) -> None:
         context = _Datastore(self)

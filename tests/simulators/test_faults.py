@@ -171,6 +171,19 @@ async def test_modbus_hang(control: httpx.AsyncClient, modbus: AsyncModbusTcpCli
     assert await state_register(modbus) == expected_state("cnc-01", "cnc")
 
 
+async def test_a_silent_unit_times_out_while_the_others_answer(
+    control: httpx.AsyncClient, modbus: AsyncModbusTcpClient
+) -> None:
+    assert (await control.put("/faults/cnc-01/silent")).json() == {"silent": True}
+    with pytest.raises(ModbusException):
+        await modbus.read_holding_registers(0, count=1, device_id=1)
+    await _reconnected(modbus)
+    assert await state_register(modbus, 2) == expected_state("meter-01", "meter")
+    assert (await control.get("/faults")).json()["machines"] == {"cnc-01": {"silent": True}}
+    await control.delete("/faults/cnc-01/silent")
+    assert await state_register(modbus) == expected_state("cnc-01", "cnc")
+
+
 async def test_modbus_drop(control: httpx.AsyncClient, modbus: AsyncModbusTcpClient) -> None:
     assert await state_register(modbus) == expected_state("cnc-01", "cnc")
     dropped = await control.put("/faults/tcp/drop")
@@ -243,7 +256,8 @@ async def test_bad_requests_are_refused_with_a_reason(control: httpx.AsyncClient
         ("/faults/kiln-01/exception", {}, 400, "use the 'status' fault"),
         ("/faults/kiln-01/status", {"code": "Good"}, 400, "not a Bad or Uncertain"),
         ("/faults/cnc-01/exception", {"code": "on_fire"}, 400, "unknown Modbus exception"),
-        ("/faults/cnc-01/hang", {}, 400, "fault of an endpoint"),
+        ("/faults/cnc-01/drop", {}, 400, "fault of an endpoint"),
+        ("/faults/kiln-01/silent", {}, 400, "'silent' is for Modbus units"),
     ]
     for path, body, status, reason in cases:
         response = await control.put(path, json=body)

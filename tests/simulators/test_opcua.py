@@ -196,3 +196,37 @@ async def test_wrong_password_and_anonymous_are_refused(
     with pytest.raises(ua.UaError):
         await anonymous.connect()  # no None endpoint, no anonymous login
     await anonymous.disconnect()
+
+
+async def test_subscriptions_get_each_new_second() -> None:
+    """A monitored item is notified when the second (and so the value) changes."""
+    start = next(  # a minute when the kiln runs, so that its O2 reading moves every second
+        t
+        for t in range(simulators.EPOCH + 86400 * 100, simulators.EPOCH + 86400 * 101, 60)
+        if simulators.state(SEED, "kiln", "kiln-5", t) is simulators.State.RUNNING
+    )
+    now = [float(start)]
+    kiln = Machine("kiln-5", "kiln", SEED, clock=lambda: now[0])
+    spec = PROFILES["kiln"].tag("o2")
+    later = next(
+        start + k
+        for k in range(1, 60)
+        if simulators.value(SEED, "kiln", "kiln-5", "o2", start + k)
+        != simulators.value(SEED, "kiln", "kiln-5", "o2", start)
+    )
+    seen: asyncio.Queue[ua.DataValue] = asyncio.Queue()
+
+    class Handler:
+        def datachange_notification(self, node: object, val: object, data: object) -> None:
+            seen.put_nowait(data.monitored_item.Value)  # type: ignore[attr-defined]
+
+    async with OpcUaEndpoint("sub", FACTORY, [kiln]) as ep, Client(ep.url) as c:
+        subscription = await c.create_subscription(100, Handler())
+        await subscription.subscribe_data_change(c.get_node(f"ns=2;s={FACTORY}/Line1/kiln-5/o2"))
+        first = await asyncio.wait_for(seen.get(), 5)
+        now[0] = later
+        second = await asyncio.wait_for(seen.get(), 5)
+        await subscription.delete()
+    for dv, t in ((first, start), (second, later)):
+        assert dv.SourceTimestamp.timestamp() == math.floor(t)
+        assert dv.Value.Value == spec.engineering(simulators.value(SEED, "kiln", "kiln-5", "o2", t))

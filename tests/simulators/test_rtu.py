@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
 import simulators
@@ -24,6 +25,10 @@ T = math.floor(time.time()) - 600 + 0.5
 UNITS = {1: "meter", 2: "compressor", 7: "kiln"}
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="needs socat")
+
+
+def expected_state(unit: int, profile: str) -> int:
+    return int(simulators.value(SEED, profile, f"{profile}-{unit}", "state", T))
 
 
 def factory(link: Path) -> FactoryConfig:
@@ -87,6 +92,17 @@ async def test_every_unit_on_the_line_reads_as_predicted(
             assert busy == {"exception": "device_busy"}
             response = await client.read_holding_registers(0, count=1, device_id=7)
             assert response.exception_code == 6
+            await sim.faults.clear("kiln-7")
+            await sim.faults.inject("kiln-7", "silent")  # a dead device on the line
+            with pytest.raises(ModbusException):
+                await client.read_holding_registers(0, count=1, device_id=7)
+            await sim.faults.clear("kiln-7")
+            if not client.connected:
+                assert await client.connect()
+            meter = await client.read_holding_registers(0, count=1, device_id=1)
+            assert meter.registers == [expected_state(1, "meter")]
+            kiln = await client.read_holding_registers(0, count=1, device_id=7)
+            assert kiln.registers == [expected_state(7, "kiln")]
         finally:
             client.close()
     assert not link.exists()
