@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.config import GatewayConfig
 from identifiers import NodeConfig
+from ingest.config import IngestConfig
 from simulators import FactoryConfig
 
 #: config kinds by the value of their top-level ``kind`` field
@@ -23,6 +24,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "factory": FactoryConfig,
     "gateway": GatewayConfig,
     "identifiers": NodeConfig,
+    "ingest": IngestConfig,
 }
 
 #: names shown for list items: a list under this key is named by the item's ``name``

@@ -1,0 +1,51 @@
+"""Ingest, single node: MQTT → verified → PostgreSQL (or TimescaleDB), nothing silently dropped.
+
+Subscribes to ``gt/v1/#`` with a persistent MQTT 5 session at QoS 1, verifies every envelope
+against the key in its gateway's identifier record, follows each gateway's hash chain, writes
+samples by binary COPY and acknowledges a message only after the transaction holding it has
+committed. Anything that cannot be trusted or stored goes to the ``quarantine`` table with a
+reason. docs/ingest.md describes the schema, the guarantees and the config.
+
+Public API::
+
+    IngestConfig                 the ``kind: ingest`` config file
+    Ingest                       the running pipeline (async context manager)
+    migrate                      apply the store's migrations to a database
+    Store, Batch                 the store: dimension ids, chain lookups, batch transactions
+    Verifier, Message, REASONS   from a message to rows or to quarantine, and the reasons
+    LATEST_SCHEMA                the newest schema version this code knows
+
+Exceptions::
+
+    Exception
+    └── IngestError
+        ├── StoreError           the database refused something retrying will not fix
+        │   └── MigrationError   schema newer than this code, or none at all
+        └── ConsumerError        the MQTT consumer cannot start (credentials, TLS files)
+
+The database or the broker being away is not an error: ingest waits, retries and keeps
+everything unacknowledged meanwhile (``/healthz`` and ``/metrics`` show it).
+"""
+
+from ingest._errors import ConsumerError, IngestError, MigrationError, StoreError
+from ingest._runtime import Ingest, migrate
+from ingest._schema import LATEST as LATEST_SCHEMA
+from ingest._store import Batch, Store
+from ingest._verify import REASONS, Message, Verifier
+from ingest.config import IngestConfig
+
+__all__ = [
+    "LATEST_SCHEMA",
+    "REASONS",
+    "Batch",
+    "ConsumerError",
+    "Ingest",
+    "IngestConfig",
+    "IngestError",
+    "Message",
+    "MigrationError",
+    "Store",
+    "StoreError",
+    "Verifier",
+    "migrate",
+]

@@ -1,0 +1,162 @@
+"""The MQTT side: a persistent MQTT 5 session at QoS 1 with manual acknowledgement.
+
+paho-mqtt runs its network loop in a thread; each message is handed to the event loop through
+a bounded queue. When the queue is full the paho thread waits, stops reading the socket, and
+the broker keeps the messages (``max_queued_messages`` must be large enough on the broker:
+Mosquitto drops QoS 1 messages beyond it, see docs/ingest.md).
+
+A message is acknowledged only by :meth:`Consumer.ack`, which the pipeline calls after the
+commit that holds it. Packet ids are per connection: a message received before a reconnect is
+never acknowledged on the new connection (the broker sends it again, and the chain absorbs
+the copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.protocol import SUBSCRIPTION
+from ingest._errors import ConsumerError
+from ingest._verify import Message
+from ingest.config import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+
+class ConsumerStats:
+    def __init__(self) -> None:
+        self.connected = False
+        self.connects = 0
+        self.received = 0
+        self.acked = 0
+        self.last_error: str | None = None
+
+
+class Consumer:
+    """Async context manager feeding ``queue`` with :class:`Message` s from the broker."""
+
+    def __init__(self, settings: MqttSettings, queue: asyncio.Queue[Message]) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.stats = ConsumerStats()
+        self.generation = 0
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.client = self._make_client(settings)
+
+    def _make_client(self, s: MqttSettings) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if s.username is not None:
+            password = None
+            if s.password_file is not None:
+                try:
+                    password = s.password_file.read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ConsumerError(
+                        f"password_file {s.password_file}: {exc.strerror}"
+                    ) from None
+            client.username_pw_set(s.username, password)
+        if s.tls is not None:
+            try:
+                context = ssl.create_default_context(cafile=s.tls.ca_file)
+                if s.tls.cert_file is not None:
+                    context.load_cert_chain(s.tls.cert_file, s.tls.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConsumerError(f"mqtt tls: {exc}") from None
+            client.tls_set_context(context)
+        client.reconnect_delay_set(0.1, 5)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    async def __aenter__(self) -> Consumer:
+        self._loop = asyncio.get_running_loop()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(self.settings.session_expiry)
+        props.ReceiveMaximum = self.settings.receive_maximum
+        self.client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=max(1, round(self.settings.keepalive)),
+            clean_start=False,
+            properties=props,
+        )
+        self.client.loop_start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopping.set()
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- paho thread ------------------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags,
+                    reason: mqtt.ReasonCode, _p: object) -> None:  # fmt: skip
+        if reason.is_failure:
+            if self.stats.last_error != str(reason):
+                logger.error("broker %s refused the connection: %s", self.settings.broker, reason)
+            self.stats.last_error = str(reason)
+            return
+        self.generation += 1
+        self.stats.connected = True
+        self.stats.connects += 1
+        self.stats.last_error = None
+        logger.info(
+            "connected to %s (session %s)",
+            self.settings.broker,
+            "resumed" if flags.session_present else "new",
+        )
+        client.subscribe(SUBSCRIPTION, qos=1)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object,
+                       reason: mqtt.ReasonCode, _p: object) -> None:  # fmt: skip
+        if self.stats.connected:
+            logger.warning("disconnected from %s: %s", self.settings.broker, reason)
+        self.stats.connected = False
+        self.stats.last_error = str(reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        received = time.time_ns() // 1000
+        message = Message(msg.topic, msg.payload, received, msg.mid, msg.qos, self.generation)
+        self.stats.received += 1
+        loop = self._loop
+        if loop is None:  # not entered yet: cannot happen before connect_async
+            return
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(message), loop)
+        while not self._stopping.is_set():
+            try:
+                future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                continue  # the queue is full: backpressure on the broker
+            return
+        future.cancel()  # stopping: the broker keeps the message for the next session
+
+    # --- event loop -------------------------------------------------------------------------------
+
+    def ack(self, messages: Iterable[Message]) -> None:
+        """Acknowledge committed messages received on the current connection."""
+        generation = self.generation
+        for msg in messages:
+            if msg.qos > 0 and msg.generation == generation:
+                self.client.ack(msg.mid, msg.qos)
+                self.stats.acked += 1

@@ -1,0 +1,235 @@
+"""The running ingest: consumer → bounded queue → verifier → batch → store → acknowledgement.
+
+One pipeline task builds a batch (verifying messages as they arrive) while the previous batch
+is written in a worker thread; a batch is acknowledged to the broker only after its commit. A
+batch that cannot be written because the database is away is retried as it is, with backoff,
+until it commits: its verification stays valid because a failed transaction changed nothing.
+If the connection broke during COMMIT, the retry first checks whether the batch is already
+there. Meanwhile the queue fills and the broker holds the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+import identifiers
+from ingest import _schema
+from ingest._consumer import Consumer
+from ingest._health import HealthServer, create_app
+from ingest._store import Batch, Store
+from ingest._verify import Message, Transient, Verifier
+from ingest.config import IngestConfig
+
+logger = logging.getLogger(__name__)
+
+_BACKOFF_MAX = 5.0
+
+
+@dataclass
+class PipelineStats:
+    messages: int = 0
+    rows: int = 0
+    batches: int = 0
+    conflict_batches: int = 0
+    commit_seconds: float = 0.0
+    write_retries: int = 0
+    #: seconds from receiving the oldest message of the last batch to its commit
+    lag_seconds: float = 0.0
+    #: newest sample time committed, µs since the Unix epoch
+    newest_sample: int = 0
+    database_up: bool = False
+    last_error: str | None = None
+
+
+def migrate(dsn: str, *, compress_after: float = 7 * 86400.0) -> list[int]:
+    """Apply missing migrations to the database at ``dsn`` (``guantong ingest migrate``)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return _schema.migrate(conn, compress_after=compress_after)
+
+
+class Ingest:
+    """Async context manager running the whole pipeline of one config until it is left."""
+
+    def __init__(self, config: IngestConfig, *, run_migrations: bool = True) -> None:
+        self.config = config
+        self.run_migrations = run_migrations
+        self.store = Store(config.database.dsn, partitions_ahead=config.database.partitions_ahead)
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(config.batch.queue_messages)
+        self.consumer = Consumer(config.mqtt, self.queue)
+        self.resolver = identifiers.Client(config.identifiers.node)
+        self.verifier = Verifier(
+            self.store, self.resolver, asyncio.to_thread,
+            cache_seconds=config.identifiers.cache_seconds,
+        )  # fmt: skip
+        self.stats = PipelineStats()
+        self.health: HealthServer | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._pipeline: asyncio.Task[None] | None = None
+        self._committed = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._pipeline is not None and not self._pipeline.done()
+
+    async def __aenter__(self) -> Ingest:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.run_migrations:
+                db = self.config.database
+                await asyncio.to_thread(migrate, db.dsn, compress_after=db.compress_after)
+            await asyncio.to_thread(self.store.connect)
+            stack.callback(self.store.close)
+            self.stats.database_up = True
+            await stack.enter_async_context(self.resolver)
+            self._pipeline = asyncio.create_task(self._run(), name="ingest-pipeline")
+            stack.push_async_callback(self._stop_pipeline)
+            stack.push_async_callback(self._partitions_task())
+            await stack.enter_async_context(self.consumer)
+            if self.config.health is not None:
+                host, port = self.config.health.address
+                app = create_app(self, lambda: self.running)
+                self.health = await stack.enter_async_context(HealthServer(app, host, port))
+            self._stack = stack.pop_all()
+        logger.info("ingest started: %s, schema %s", self.config.mqtt.broker, self.store.flavour)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+
+    def _partitions_task(self) -> Callable[[], Any]:
+        async def ahead() -> None:
+            while True:
+                await asyncio.sleep(3600)
+                with contextlib.suppress(psycopg.Error):
+                    await asyncio.to_thread(self.store.ensure_ahead)
+
+        task = asyncio.create_task(ahead(), name="ingest-partitions")
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return stop
+
+    async def _stop_pipeline(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pipeline
+
+    async def wait(self) -> None:
+        """Until the pipeline stops (it stops only on a bug: the exception is raised here)."""
+        if self._pipeline is not None:
+            await self._pipeline
+
+    async def committed(self) -> None:
+        """Until the next batch commits (for tests and the demo)."""
+        self._committed.clear()
+        await self._committed.wait()
+
+    # --- the pipeline ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch, messages = await self._collect()
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._commit(batch, messages), name="ingest-commit")
+        finally:
+            if writing is not None:
+                # a batch being written is finished, not abandoned: it may be mid-COMMIT
+                await asyncio.shield(writing)
+
+    async def _collect(self) -> tuple[Batch, list[Message]]:
+        batch = Batch()
+        messages: list[Message] = []
+        limits = self.config.batch
+        first = await self.queue.get()
+        deadline = time.monotonic() + limits.max_delay
+        msg: Message | None = first
+        while True:
+            if msg is not None:
+                await self._verify(msg, batch)
+                messages.append(msg)
+            if len(batch.rows) >= limits.max_rows:
+                break
+            try:
+                msg = self.queue.get_nowait()
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                msg = await asyncio.wait_for(self.queue.get(), left)
+            except TimeoutError:
+                break
+        return batch, messages
+
+    async def _verify(self, msg: Message, batch: Batch) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.verifier.add(msg, batch)
+                return
+            except (Transient, psycopg.OperationalError) as exc:
+                self._trouble(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _commit(self, batch: Batch, messages: list[Message]) -> None:
+        delay = 0.1
+        retried = False
+        while True:
+            try:
+                if retried and await asyncio.to_thread(self.store.committed, batch):
+                    break
+                result = await asyncio.to_thread(self.store.write, batch)
+            except psycopg.OperationalError as exc:
+                self._trouble(exc)
+                self.stats.write_retries += 1
+                retried = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            self.stats.rows += result.rows_inserted
+            self.stats.conflict_batches += result.conflicts
+            self.stats.commit_seconds += result.seconds
+            break
+        if not self.stats.database_up:
+            logger.info("database reachable again; batch committed")
+        self.stats.database_up = True
+        self.stats.last_error = None
+        self.stats.batches += 1
+        self.stats.messages += len(messages)
+        if messages:
+            self.stats.lag_seconds = time.time() - messages[0].received / 1e6
+        if batch.rows:
+            self.stats.newest_sample = max(
+                self.stats.newest_sample, max(r[1] for r in batch.rows) + 946_684_800_000_000
+            )
+        self.consumer.ack(messages)
+        self._committed.set()
+
+    def _trouble(self, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}".strip()
+        if self.stats.database_up or self.stats.last_error is None:
+            logger.error("ingest waits: %s", text)
+        else:
+            logger.debug("still waiting: %s", text)
+        if isinstance(exc, psycopg.OperationalError):
+            self.stats.database_up = False
+        self.stats.last_error = text

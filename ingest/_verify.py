@@ -1,0 +1,462 @@
+"""From an MQTT message to rows, or to quarantine with a reason: the trust decisions.
+
+For each message, in order: the topic is of the scheme; the payload decodes under the strict
+contract; the envelope belongs on its topic; the gateway's key comes from its identifier
+record and the signature verifies; a data envelope's device is registered under the same firm
+and names this gateway; the envelope fits the gateway's chain. Only then do its samples
+become rows. Every refusal is a :class:`Quarantined` with a reason from :data:`REASONS`.
+
+The chain of each gateway is followed from its receipts (so it survives restarts): the next
+``seq`` extends it; a jump leaves a gap (a connectivity event); a loss envelope is a declared
+loss; the same ``seq`` with the same hash is a redelivery, absorbed; the same ``seq`` with
+another hash is a fork or a rewound gateway, quarantined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+import identifiers
+from gateway import protocol
+from ingest._store import PG_EPOCH_US, Batch, Store, pg_us
+
+logger = logging.getLogger(__name__)
+
+#: quarantine reasons, and what each means (docs/ingest.md lists them too)
+REASONS = {
+    "bad_topic": "the topic is not of the gt/v1 scheme",
+    "oversized": "over 1 MiB, or more samples than the contract allows",
+    "unsupported_version": "an envelope version this ingest does not know",
+    "malformed": "not a valid envelope (the detail names the field)",
+    "unsigned": "no signature",
+    "topic_mismatch": "the envelope names another gateway, device or kind than its topic",
+    "unknown_gateway": "the gateway has no identifier record",
+    "unverifiable": "the gateway's record has no usable key, or the node refused the lookup",
+    "bad_signature": "the signature does not verify under the gateway's registered key",
+    "unknown_device": "the device has no identifier record",
+    "foreign_device": "the device is registered under another firm or gateway",
+    "fork": "an envelope with an already received seq but different content",
+    "unstorable": "text PostgreSQL cannot hold (U+0000)",
+}
+#: bytes of an oversized payload kept in quarantine (the size column has the whole size)
+KEEP_OVERSIZED = 64 * 1024
+_RECENT = 8192
+
+
+class Transient(Exception):
+    """Not the message's fault (identifier node or database away): retry it later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    received: int  # µs since the Unix epoch
+    mid: int = 0
+    qos: int = 1
+    generation: int = 0
+
+
+@dataclass(slots=True)
+class Quarantined:
+    reason: str
+    detail: str
+    gateway: str | None = None
+    seq: int | None = None
+
+
+@dataclass
+class _Chain:
+    """A gateway's chain as far as ingest has seen it; ``recent``: seq → (hash, prev)."""
+
+    gateway_id: int
+    head: int = 0
+    recent: OrderedDict[int, tuple[bytes, bytes]] = field(default_factory=OrderedDict)
+
+    def remember(self, seq: int, digest: bytes, prev: bytes) -> None:
+        self.recent[seq] = (digest, prev)
+        self.recent.move_to_end(seq)
+        while len(self.recent) > _RECENT:
+            self.recent.popitem(last=False)
+        self.head = max(self.head, seq)
+
+
+@dataclass
+class _Party:
+    """A resolved gateway or device, kept for ``cache_seconds``."""
+
+    record: Any
+    expires: float
+    key: Ed25519PublicKey | None = None
+
+
+@dataclass
+class VerifyStats:
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    gaps: int = 0
+    losses: int = 0
+    chain_breaks: int = 0
+    quarantined: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class Verifier:
+    """Turns messages into a :class:`Batch`. ``db`` runs a Store method off the event loop."""
+
+    def __init__(
+        self, store: Store, resolver: identifiers.Client, db: Call, *, cache_seconds: float = 60
+    ) -> None:
+        self.store = store
+        self.resolver = resolver
+        self._db = db
+        self._cache_seconds = cache_seconds
+        self._parties: dict[str, _Party] = {}
+        self._chains: dict[str, _Chain] = {}
+        self._enterprises: dict[str, int] = {}
+        self._gateways: dict[str, int] = {}
+        self._devices: dict[tuple[str, int], int] = {}
+        self._series_ids: dict[int, dict[str, int]] = {}
+        self.stats = VerifyStats()
+
+    def reset_chains(self) -> None:
+        """Forget chain state (after a failed write whose effects must not be assumed)."""
+        self._chains.clear()
+
+    async def add(self, msg: Message, batch: Batch) -> int:
+        """Put what ``msg`` carries into ``batch``; return the samples it added."""
+        outcome = await self._check(msg, batch)
+        if isinstance(outcome, Quarantined):
+            self.stats.quarantined[outcome.reason] += 1
+            payload = msg.payload
+            if outcome.reason == "oversized":
+                payload = payload[:KEEP_OVERSIZED]
+            batch.quarantine.append(
+                (
+                    pg_us(msg.received),
+                    msg.topic,
+                    payload,
+                    len(msg.payload),
+                    outcome.reason,
+                    outcome.detail,
+                    outcome.gateway,
+                    outcome.seq,
+                )
+            )
+            logger.debug("quarantined %s: %s %s", msg.topic, outcome.reason, outcome.detail)
+            return 0
+        return outcome
+
+    async def _check(  # noqa: PLR0911 - one return per refusal reads best
+        self, msg: Message, batch: Batch
+    ) -> int | Quarantined:
+        try:
+            topic = protocol.parse_topic(msg.topic)
+        except protocol.TopicError as exc:
+            return Quarantined("bad_topic", str(exc))
+        if topic.kind == "status":
+            self.stats.ignored += 1
+            return 0
+        try:
+            signed = protocol.decode_json(msg.payload)
+        except protocol.EnvelopeTooLarge as exc:
+            return Quarantined("oversized", str(exc), topic.gateway)
+        except protocol.UnsupportedVersion as exc:
+            return Quarantined("unsupported_version", str(exc), topic.gateway)
+        except protocol.ProtocolError as exc:
+            reason = "unsigned" if exc.field == "sig" and "missing" in exc.reason else "malformed"
+            return Quarantined(reason, str(exc), topic.gateway)
+        env = signed.envelope
+        try:
+            protocol.check_topic(msg.topic, env)
+        except protocol.TopicError as exc:
+            return Quarantined("topic_mismatch", str(exc), env.gateway, env.seq)
+        refused = await self._authenticate(signed)
+        if refused is not None:
+            return refused
+        if _has_nul(env):
+            return Quarantined("unstorable", "a text contains U+0000", env.gateway, env.seq)
+        return await self._chain(msg, signed, batch)
+
+    # --- identity -----------------------------------------------------------------------------
+
+    async def _party(self, handle: str, *, fresh: bool = False) -> _Party | Quarantined:
+        now = time.monotonic()
+        party = self._parties.get(handle)
+        if party is not None and not fresh and now < party.expires:
+            return party
+        try:
+            record = await self.resolver.resolve(handle, fresh=fresh)
+        except identifiers.HandleNotFound:
+            return Quarantined("unknown", f"{handle}: no identifier record")
+        except identifiers.NodeUnavailable as exc:
+            raise Transient(f"identifier node: {exc}") from exc
+        except identifiers.HandleError as exc:
+            return Quarantined("unverifiable", f"{handle}: the node answered {exc}")
+        template = record.first("GT_TEMPLATE")
+        kind = template.text.split("/")[0] if template is not None else ""
+        try:
+            if kind == "gateway":
+                parsed: Any = identifiers.GatewayRecord.from_record(record)
+                key = Ed25519PublicKey.from_public_bytes(parsed.public_key)
+                party = _Party(parsed, now + self._cache_seconds, key)
+            elif kind == "device":
+                party = _Party(
+                    identifiers.DeviceRecord.from_record(record), now + self._cache_seconds
+                )
+            else:
+                return Quarantined("unverifiable", f"{handle}: not a gateway or device record")
+        except (ValueError, identifiers.HandleError) as exc:
+            return Quarantined("unverifiable", f"{handle}: {exc}")
+        self._parties[handle] = party
+        return party
+
+    async def _authenticate(  # noqa: PLR0911 - one return per refusal reads best
+        self, signed: protocol.SignedEnvelope
+    ) -> Quarantined | None:
+        env = signed.envelope
+        gw = await self._party(env.gateway)
+        if isinstance(gw, Quarantined):
+            reason = "unknown_gateway" if gw.reason == "unknown" else gw.reason
+            return Quarantined(reason, gw.detail, env.gateway, env.seq)
+        if gw.key is None:
+            return Quarantined(
+                "unverifiable", f"{env.gateway} is not a gateway", env.gateway, env.seq
+            )
+        try:
+            signed.verify(gw.key)
+        except protocol.SignatureError:
+            # the key may have been replaced since it was cached: ask the node once more
+            self.resolver.forget(env.gateway)
+            fresh = await self._party(env.gateway, fresh=True)
+            try:
+                if isinstance(fresh, Quarantined) or fresh.key is None:
+                    raise protocol.SignatureError(env.gateway, env.seq, "no key")
+                signed.verify(fresh.key)
+            except protocol.SignatureError as exc:
+                return Quarantined("bad_signature", str(exc), env.gateway, env.seq)
+            gw = fresh
+        if env.device is None:
+            return None
+        dev = await self._party(env.device)
+        if isinstance(dev, Quarantined):
+            reason = "unknown_device" if dev.reason == "unknown" else dev.reason
+            return Quarantined(reason, dev.detail, env.gateway, env.seq)
+        if dev.key is not None:
+            return Quarantined("foreign_device", f"{env.device} is a gateway", env.gateway, env.seq)
+        firm = gw.record.enterprise
+        if dev.record.enterprise != firm:
+            return Quarantined(
+                "foreign_device",
+                f"{env.device} belongs to {dev.record.enterprise}, the gateway to {firm}",
+                env.gateway,
+                env.seq,
+            )
+        if dev.record.gateway != env.gateway:
+            return Quarantined(
+                "foreign_device",
+                f"{env.device} is read by {dev.record.gateway}, not {env.gateway}",
+                env.gateway,
+                env.seq,
+            )
+        return None
+
+    # --- dimensions ---------------------------------------------------------------------------
+
+    async def _gateway_id(self, gateway: str) -> int:
+        gid = self._gateways.get(gateway)
+        if gid is None:
+            firm = self._parties[gateway].record.enterprise
+            eid = self._enterprises.get(firm)
+            if eid is None:
+                eid = self._enterprises[firm] = await self._db(self.store.enterprise_id, firm)
+            gid = self._gateways[gateway] = await self._db(self.store.gateway_id, gateway, eid)
+        return gid
+
+    async def _device_id(self, device: str, gateway: str, gateway_id: int) -> int:
+        did = self._devices.get((device, gateway_id))
+        if did is None:
+            eid = self._enterprises[self._parties[gateway].record.enterprise]
+            did = await self._db(self.store.device_id, device, eid, gateway_id)
+            self._devices[(device, gateway_id)] = did
+        return did
+
+    async def _series(self, device_id: int, tags: set[str]) -> dict[str, int]:
+        known = self._series_ids.setdefault(device_id, {})
+        missing = tags - known.keys()
+        if missing:
+            known.update(await self._db(self.store.series_ids, device_id, sorted(missing)))
+        return known
+
+    # --- the chain ----------------------------------------------------------------------------
+
+    async def _chain_of(self, gateway: str, gateway_id: int) -> _Chain:
+        chain = self._chains.get(gateway)
+        if chain is None:
+            chain = _Chain(gateway_id)
+            head = await self._db(self.store.head, gateway_id)
+            if head is not None:
+                chain.remember(head[0], head[1], head[2])
+            self._chains[gateway] = chain
+        return chain
+
+    async def _known(self, chain: _Chain, seqs: list[int]) -> dict[int, tuple[bytes, bytes]]:
+        found = {s: chain.recent[s] for s in seqs if s in chain.recent}
+        ask = [s for s in seqs if s not in found and 0 < s <= chain.head]
+        if ask:
+            stored = await self._db(self.store.receipts, chain.gateway_id, ask)
+            for seq, pair in stored.items():
+                chain.remember(seq, *pair)
+            found.update(stored)
+        return found
+
+    async def _chain(
+        self, msg: Message, signed: protocol.SignedEnvelope, batch: Batch
+    ) -> int | Quarantined:
+        env = signed.envelope
+        gateway_id = await self._gateway_id(env.gateway)
+        chain = await self._chain_of(env.gateway, gateway_id)
+        seq, digest = env.seq, env.digest
+        known = await self._known(chain, [seq - 1, seq, seq + 1])
+        if seq in known:
+            if known[seq][0] == digest:
+                self.stats.duplicates += 1
+                return 0
+            return Quarantined(
+                "fork",
+                f"seq {seq} was received with hash {known[seq][0].hex()}, "
+                f"this one has {digest.hex()}",
+                env.gateway,
+                seq,
+            )
+        loss = env.loss
+        series: dict[str, int] = {}
+        device_id = None
+        if loss is None:
+            device = env.device or ""  # a data envelope always names its device
+            device_id = await self._device_id(device, env.gateway, gateway_id)
+            series = await self._series(device_id, {s.tag for s in env.samples})
+        events = batch.events
+        before = known.get(seq - 1)
+        if (seq == 1 and env.prev != protocol.GENESIS) or (
+            before is not None and before[0] != env.prev
+        ):
+            self.stats.chain_breaks += 1
+            events.append(
+                (
+                    gateway_id,
+                    "chain_break",
+                    seq,
+                    seq,
+                    None,
+                    f"prev {env.prev.hex()} is not the hash of envelope {seq - 1}",
+                    seq,
+                )
+            )
+        after = known.get(seq + 1)
+        if after is not None and after[1] != digest:
+            self.stats.chain_breaks += 1
+            events.append(
+                (
+                    gateway_id,
+                    "chain_break",
+                    seq + 1,
+                    seq + 1,
+                    None,
+                    f"envelope {seq + 1} does not name envelope {seq} as prev",
+                    seq,
+                )
+            )
+        if seq > chain.head + 1:
+            first, last = chain.head + 1, seq - 1
+            declared = loss is not None and loss.first <= first and last <= loss.last
+            if not declared:
+                self.stats.gaps += 1
+                events.append(
+                    (
+                        gateway_id,
+                        "gap",
+                        first,
+                        last,
+                        None,
+                        f"envelopes {first}..{last} had not arrived when {seq} did",
+                        seq,
+                    )
+                )
+        created = pg_us(env.created)
+        if loss is not None:
+            self.stats.losses += 1
+            events.append(
+                (gateway_id, "loss", loss.first, loss.last, loss.samples, loss.reason, seq)
+            )
+            batch.receipts.append(
+                (
+                    gateway_id,
+                    seq,
+                    digest,
+                    env.prev,
+                    True,
+                    int(env.kind),
+                    None,
+                    0,
+                    created,
+                    pg_us(msg.received),
+                )
+            )
+            chain.remember(seq, digest, env.prev)
+            self.stats.accepted += 1
+            return 0
+        _add_rows(env.samples, series, batch)
+        batch.receipts.append(
+            (
+                gateway_id,
+                seq,
+                digest,
+                env.prev,
+                True,
+                int(env.kind),
+                device_id,
+                len(env.samples),
+                created,
+                pg_us(msg.received),
+            )
+        )
+        chain.remember(seq, digest, env.prev)
+        self.stats.accepted += 1
+        return len(env.samples)
+
+
+def _add_rows(samples: tuple[protocol.Sample, ...], series: dict[str, int], batch: Batch) -> None:
+    rows = batch.rows
+    days = batch.days
+    for s in samples:
+        value = s.value
+        ts = s.ts - PG_EPOCH_US
+        if value is None:
+            rows.append((series[s.tag], ts, None, None, int(s.quality)))
+        elif isinstance(value, str):
+            rows.append((series[s.tag], ts, None, value, int(s.quality)))
+        else:
+            rows.append((series[s.tag], ts, float(value), None, int(s.quality)))
+        days.add(s.ts // 86_400_000_000)
+
+
+def _has_nul(env: protocol.Envelope) -> bool:
+    if env.loss is not None:
+        return "\x00" in env.loss.reason
+    return any(isinstance(s.value, str) and "\x00" in s.value for s in env.samples)
+
+
+async def run_blocking(func: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(func, *args)
