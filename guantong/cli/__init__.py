@@ -9,7 +9,6 @@ import click
 from guantong import __version__
 from guantong.cli import config as config_cmd
 from guantong.cli import demo as demo_cmd
-from guantong.cli import demo as demo_cmd
 from guantong.cli import edge as edge_cmd
 from guantong.cli import gateway as gateway_cmd
 from guantong.cli import identifiers as identifiers_cmd
@@ -31,7 +30,6 @@ def cli(verbose: int) -> None:
 
 
 cli.add_command(config_cmd.group)
-cli.add_command(demo_cmd.demo)
 cli.add_command(demo_cmd.demo)
 cli.add_command(edge_cmd.group)
 cli.add_command(gateway_cmd.group)
