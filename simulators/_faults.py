@@ -14,6 +14,7 @@ e.g. ``BadSensorFailure``), ``values`` (``mode`` ``nan`` or ``out_of_range``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -22,6 +23,8 @@ from asyncua import ua
 
 from simulators._exceptions import FaultError, UnknownMachine
 from simulators._machine import MODBUS_EXCEPTIONS, Machine, MachineFaults
+
+logger = logging.getLogger(__name__)
 
 ENDPOINT_FAULTS = ("drop", "hang", "latency", "restart")
 MACHINE_FAULTS = ("exception", "silent", "status", "values")
@@ -67,13 +70,15 @@ class Faults:
     async def inject(self, target: str, kind: str, **params: Any) -> dict[str, Any]:
         """Switch a fault on (or fire a ``drop``/``restart``); return what was done."""
         if target in self._endpoints:
-            return self._endpoint_fault(self._endpoints[target], kind, params)
-        if target in self._machines:
+            result = self._endpoint_fault(self._endpoints[target], kind, params)
+        elif target in self._machines:
             machine, endpoint, protocol = self._machines[target]
             result = self._machine_fault(machine, protocol, kind, params)
             await _refresh(endpoint)
-            return result
-        raise UnknownMachine(target)
+        else:
+            raise UnknownMachine(target)
+        logger.info("fault on %s: %s", target, result)
+        return result
 
     async def clear(self, target: str | None = None, kind: str | None = None) -> None:
         """Switch off ``kind`` (or every fault) of ``target`` (or of everything)."""
@@ -82,6 +87,7 @@ class Faults:
         known = ENDPOINT_FAULTS + MACHINE_FAULTS
         if kind is not None and kind not in known:
             raise FaultError(f"unknown fault {kind!r}; one of {', '.join(known)}")
+        logger.info("faults off: %s of %s", kind or "every fault", target or "everything")
         for name, endpoint in self._endpoints.items():
             if target in (None, name):
                 if kind in (None, "hang"):

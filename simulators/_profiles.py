@@ -31,7 +31,7 @@ from simulators._signals import (
     StateCode,
     Text,
 )
-from simulators._values import EPOCH, Context, State, StateMix, as_float32
+from simulators._values import Context, State, StateMix, as_float32
 
 Value = bool | int | float | str
 
@@ -464,6 +464,3 @@ def state(seed: int, profile_name: str, machine: str, t: float) -> State:
     """The machine's state at ``t``."""
     prof = profile(profile_name)
     return Context(seed, machine, prof.mix, math.floor(t)).state
-
-
-__all__ = ["EPOCH", "PROFILES", "Profile", "TagSpec", "Value", "profile", "state", "value"]

@@ -7,6 +7,7 @@ benchmark configs never drift from what is on the wire.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -70,13 +71,15 @@ def run(config_file: str, only: tuple[str, ...]) -> None:
     """Serve the factory of CONFIG until SIGINT/SIGTERM."""
     factory = _load(config_file)
     started = time.perf_counter()
+    if logging.getLogger().level > logging.DEBUG:  # asyncua logs every standard node at INFO
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
 
     async def work() -> None:
         sim = simulators.Simulator(factory, base_dir=Path(config_file).parent, only=only)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a signal while starting stops once started
+            loop.add_signal_handler(sig, sim.request_stop)
         async with sim:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, sim.request_stop)
             for name in list(sim.endpoints)[:20]:
                 click.echo(f"endpoint {name}: {sim.address(name)}", err=True)
             if len(sim.endpoints) > 20:
