@@ -1,0 +1,145 @@
+"""Every kind of bad message lands in quarantine with its reason, and ingest keeps running.
+
+A running ingest (real Mosquitto, identifier node and PostgreSQL) receives good envelopes,
+a redelivery, every refusal the verifier knows, a gap, a declared loss and a chain break.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+from _services import MosquittoBroker
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import gateway.protocol as p
+import identifiers
+from ingest import Ingest
+
+
+async def test_bad_messages_are_quarantined_with_their_reason_and_good_ones_stored(
+    *,
+    pg_dsn: str,
+    broker: MosquittoBroker,
+    node: identifiers.Node,
+    register,
+    publisher,
+    kit: SimpleNamespace,
+    tmp_path: Path,
+) -> None:
+    firm, t0 = kit.FIRM, kit.T0
+    dev, other_dev = f"{firm}/dev.kiln", f"{firm}/dev.press"
+    gw = kit.Chain(f"{firm}/gw.line1")
+    other_gw = kit.Chain(f"{firm}/gw.line2")
+    await register(gw, [dev])
+    await register(other_gw, [other_dev])
+    await register(kit.Chain(f"{firm}/gw.x"), [f"{firm}/dev.foreign"], enterprise=f"{firm}/other")
+
+    expected: Counter[str] = Counter()
+    sent: list[tuple[str, bytes]] = []
+
+    def bad(reason: str, topic: str, payload: bytes) -> None:
+        expected[reason] += 1
+        sent.append((topic, payload))
+
+    first = gw.data(dev, [("temp", t0, 21.5), ("run", t0, True), ("mode", t0, "auto")])
+    sent += [kit.message(first), kit.message(first)]  # the second is a redelivery
+    topic1, raw1 = kit.message(first)
+    doc = json.loads(raw1)
+
+    bad("bad_topic", "gt/v1/nonsense", raw1)
+    bad("oversized", topic1, b" " * (p.MAX_PAYLOAD_BYTES + 1))
+    bad("unsupported_version", topic1, json.dumps({**doc, "v": 2}).encode())
+    bad("malformed", topic1, b"not json at all")
+    bad("unsigned", topic1, json.dumps({k: v for k, v in doc.items() if k != "sig"}).encode())
+    bad("topic_mismatch", p.data_topic(gw.gateway, other_dev), raw1)
+    ghost = kit.Chain(f"{firm}/gw.ghost")
+    bad("unknown_gateway", *kit.message(ghost.data(dev, [("t", t0, 1)])))
+    forger = kit.Chain(gw.gateway, Ed25519PrivateKey.generate())
+    bad("bad_signature", *kit.message(forger.data(dev, [("t", t0, 1)])))
+    # envelopes refused before the chain do not advance it: copy the chain to make them
+    side = kit.Chain(gw.gateway, gw.key)
+    side.seq, side.prev = gw.seq, gw.prev
+    bad("unknown_device", *kit.message(side.data(f"{firm}/dev.ghost", [("t", t0, 1)])))
+    side.seq, side.prev = gw.seq, gw.prev
+    bad("foreign_device", *kit.message(side.data(other_dev, [("t", t0, 1)])))
+    side.seq, side.prev = gw.seq, gw.prev
+    bad("foreign_device", *kit.message(side.data(f"{firm}/dev.foreign", [("t", t0, 1)])))
+    fork = kit.Chain(gw.gateway, gw.key)
+    bad("fork", *kit.message(fork.data(dev, [("temp", t0, 99.0)])))
+    side.seq, side.prev = gw.seq, gw.prev
+    bad("unstorable", *kit.message(side.data(dev, [("mode", t0 + 1, "a\x00b")])))
+
+    gw.seq += 3  # envelopes 2..4 never arrive
+    fifth = gw.data(dev, [("temp", t0 + 5_000_000, 22.0)])
+    sent.append(kit.message(fifth))
+    sent.append(kit.message(gw.loss(2, 4, 30, "outbox full")))
+    gw.prev = bytes(32)  # envelope 7 names a wrong predecessor: stored, and a chain break
+    sent.append(kit.message(gw.data(dev, [("temp", t0 + 7_000_000, None)])))
+    other = other_gw.data(other_dev, [("p", t0, 1.25)])
+    sent.append(kit.message(other))
+
+    config = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)
+    async with Ingest(config) as ingest:
+        for topic, payload in sent:
+            publisher.publish(topic, payload)
+        total = sum(expected.values())
+        await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") == 5)
+        await kit.wait_until(lambda: kit.count(pg_dsn, "quarantine") == total)
+        await kit.wait_until(lambda: ingest.consumer.stats.acked == len(sent))
+        assert ingest.health is not None
+        async with httpx.AsyncClient(base_url=ingest.health.url) as http:
+            health = await http.get("/healthz")
+            metrics = (await http.get("/metrics")).text
+    assert health.status_code == 200
+    assert health.json()["database"] == {"up": True, "flavour": "plain"}
+
+    reasons = Counter(r for (r,) in kit.fetch(pg_dsn, "SELECT reason FROM quarantine"))
+    assert reasons == expected
+    stored = kit.fetch(
+        pg_dsn, "SELECT topic, payload, size FROM quarantine WHERE reason = 'oversized'"
+    )
+    assert stored == [(topic1, b" " * (64 * 1024), p.MAX_PAYLOAD_BYTES + 1)]
+    details = dict(kit.fetch(pg_dsn, "SELECT reason, detail FROM quarantine"))
+    assert "sig" in details["unsigned"]
+    assert f"{firm}/dev.press is read by {other_gw.gateway}" in details["foreign_device"] or (
+        "belongs to" in details["foreign_device"]
+    )
+
+    receipts = kit.fetch(
+        pg_dsn,
+        "SELECT g.identifier, r.seq, r.kind, r.samples, r.hash FROM receipt r "
+        "JOIN gateway g ON g.id = r.gateway_id ORDER BY 1, 2",
+    )
+    assert [(g, s, k, n) for g, s, k, n, _ in receipts] == [
+        (gw.gateway, 1, 1, 3), (gw.gateway, 5, 1, 1), (gw.gateway, 6, 2, 0),
+        (gw.gateway, 7, 1, 1), (other_gw.gateway, 1, 1, 1),
+    ]  # fmt: skip
+    assert receipts[0][4] == first.envelope.digest
+    assert receipts[1][4] == fifth.envelope.digest
+    events = kit.fetch(
+        pg_dsn, "SELECT kind, first_seq, last_seq, samples, seq FROM connectivity_event ORDER BY id"
+    )
+    assert events == [("gap", 2, 4, None, 5), ("loss", 2, 4, 30, 6), ("chain_break", 7, 7, None, 7)]
+
+    values = kit.fetch(
+        pg_dsn,
+        "SELECT d.identifier, s.tag, x.ts, x.value, x.text_value, x.quality FROM sample x "
+        "JOIN series s ON s.id = x.series_id JOIN device d ON d.id = s.device_id ORDER BY 1, 2, 3",
+    )
+    as_us = [(d, tag, int(ts.timestamp() * 1_000_000), v, t, q) for d, tag, ts, v, t, q in values]
+    assert as_us == [
+        (dev, "mode", t0, None, "auto", 0),
+        (dev, "run", t0, 1.0, None, 0),
+        (dev, "temp", t0, 21.5, None, 0),
+        (dev, "temp", t0 + 5_000_000, 22.0, None, 0),
+        (dev, "temp", t0 + 7_000_000, None, None, 0),
+        (other_dev, "p", t0, 1.25, None, 0),
+    ]
+    assert 'guantong_ingest_quarantined_total{reason="foreign_device"} 2.0' in metrics
+    assert "guantong_ingest_envelopes_duplicate_total 1.0" in metrics
+    assert "guantong_ingest_rows_inserted_total 6.0" in metrics
+    assert 'guantong_ingest_connectivity_events_total{kind="gap"} 1.0' in metrics
