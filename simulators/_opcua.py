@@ -211,6 +211,7 @@ class OpcUaEndpoint:
             raise EndpointError(self.name, f"cannot listen on {self.host}:{self.port}") from exc
         self.port = relay.port
         self._relay = relay
+        server: Server | None = None
         try:
             server = await self._make_server()
             await self._build(server)
@@ -219,6 +220,9 @@ class OpcUaEndpoint:
         except BaseException:
             await relay.stop()
             self._relay = None
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await server.stop()
             raise
         relay.target = ("127.0.0.1", server.bserver.port)  # type: ignore[union-attr]
         self._server = server

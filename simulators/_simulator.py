@@ -127,7 +127,13 @@ class Simulator:
             endpoint = self.endpoints[pty.name]
             assert isinstance(endpoint, ModbusEndpoint)  # noqa: S101 - built above as such
             endpoint.serial = str(pty.server_end)
-        await asyncio.gather(*(ep.start() for ep in self.endpoints.values()))
+        # every start finishes before a failure is raised, so that stop() finds them all
+        results = await asyncio.gather(
+            *(ep.start() for ep in self.endpoints.values()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         if self.factory.control is not None:
             app = create_app(self.faults, self.describe)
             self._control = ControlServer(app, self.factory.control.host, self.factory.control.port)

@@ -281,3 +281,29 @@ async def test_the_scale_factory_serves_over_100000_tags_split_by_endpoint() -> 
         assert response.registers[0] == simulators.value(
             factory.seed, machine.profile_name, machine.name, "state", t
         )
+
+
+async def test_a_failed_start_stops_what_had_started() -> None:
+    free, taken_port = free_ports(2)
+    config = FactoryConfig.model_validate(
+        {
+            "kind": "factory", "name": "F", "firm": {"name": "F", "prefix": "88.709.911"},
+            "endpoints": [
+                {"name": "a", "protocol": "modbus-tcp", "port": free},
+                {"name": "b", "protocol": "modbus-tcp", "port": taken_port},
+            ],
+            "lines": [{"name": "L", "machines": [
+                {"name": "m1", "profile": "cnc", "endpoint": "a", "unit_id": 1},
+                {"name": "m2", "profile": "cnc", "endpoint": "b", "unit_id": 1},
+            ]}],
+        }
+    )  # fmt: skip
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", taken_port))
+        taken.listen()
+        with pytest.raises(simulators.EndpointError, match="endpoint 'b'"):
+            async with simulators.Simulator(config):
+                pass
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", free))  # endpoint 'a' let its port go
