@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -444,20 +446,61 @@ class ModbusRtu(ModbusOptions):
     )
 
 
+def _relative_to_config(value: str | None, info: ValidationInfo) -> str | None:
+    """A path in the config file, relative to the file's folder (``base_dir`` in the
+    validation context, as the config loader passes it)."""
+    base = (info.context or {}).get("base_dir")
+    if value is None or base is None or Path(value).is_absolute():
+        return value
+    return str(Path(base) / value)
+
+
+ConfigPath = Annotated[str, Field(min_length=1), AfterValidator(_relative_to_config)]
+
+
 class OpcUa(StrictModel):
+    """An OPC UA server. ``mode`` ``poll`` reads each group at its interval with Read requests;
+    ``subscribe`` makes each group one or more subscriptions publishing at the group's interval.
+    Paths are relative to the config file; without ``certificate`` a secure connection makes a
+    self-signed client certificate on first use, next to the config."""
+
     protocol: Literal["opcua"]
     endpoint: str = Field(pattern=r"^opc\.tcp://[^\s/]+(:\d+)?(/\S*)?$")
     security_policy: Literal["None", "Basic256Sha256"] = "None"
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     username: str | None = None
-    password_file: str | None = None
+    password_file: ConfigPath | None = None
+    certificate: ConfigPath | None = Field(default=None, description="client certificate (DER)")
+    private_key: ConfigPath | None = Field(default=None, description="its private key (PEM)")
+    mode: Literal["poll", "subscribe"] = "poll"
+    timeout: Duration = Field(default=5.0, description="per request")
+    watchdog: Duration = Field(
+        default=5.0, description="how often an idle session is probed (asyncua's 1 s misfires)"
+    )
+    max_nodes_per_read: int = Field(
+        default=1000, ge=1, le=100_000, description="cap; the server's MaxNodesPerRead also holds"
+    )
+    items_per_subscription: int = Field(default=1000, ge=1, le=100_000)
+    sampling_interval: Duration | None = Field(
+        default=None, description="subscribe mode; default: the group's interval"
+    )
+    queue_size: int = Field(default=1, ge=1, le=10_000, description="subscribe mode, per item")
+    backoff_max: Duration = Field(default=30.0, description="longest wait between reconnects")
 
     @model_validator(mode="after")
-    def _security(self) -> OpcUa:
+    def _security(self, info: ValidationInfo) -> OpcUa:
         if (self.security_policy == "None") != (self.security_mode == "None"):
             raise ValueError("security_policy and security_mode must both be None or both set")
         if (self.username is None) != (self.password_file is None):
             raise ValueError("username and password_file go together")
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        if self.certificate is None and self.security_mode != "None":
+            for name, default in (
+                ("certificate", "opcua-client.der"),
+                ("private_key", "opcua-client.pem"),
+            ):
+                object.__setattr__(self, name, _relative_to_config(default, info))
         return self
 
 
