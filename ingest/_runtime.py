@@ -41,6 +41,8 @@ class PipelineStats:
     conflict_batches: int = 0
     commit_seconds: float = 0.0
     write_retries: int = 0
+    #: database or identifier node operations that failed and were waited out
+    waits: int = 0
     #: seconds from receiving the oldest message of the last batch to its commit
     lag_seconds: float = 0.0
     #: newest sample time committed, µs since the Unix epoch
@@ -225,6 +227,7 @@ class Ingest:
         self._committed.set()
 
     def _trouble(self, exc: Exception) -> None:
+        self.stats.waits += 1
         text = f"{type(exc).__name__}: {exc}".strip()
         if self.stats.database_up or self.stats.last_error is None:
             logger.error("ingest waits: %s", text)

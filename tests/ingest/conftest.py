@@ -6,6 +6,7 @@ broker with other tests), a publisher, and gateways' signed chains built by hand
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -56,6 +57,26 @@ class Chain:
 
 def message(signed: p.SignedEnvelope) -> tuple[str, bytes]:
     return p.envelope_topic(signed.envelope), p.encode_json(signed)
+
+
+class Subscriber:
+    """A plain MQTT subscriber to ``gt/v1/#`` that keeps (topic, payload) of what it sees."""
+
+    def __init__(self, port: int, into: list[tuple[str, bytes]]) -> None:
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"spy-{uuid.uuid4().hex[:8]}"
+        )
+        subscribed = threading.Event()
+        self.client.on_connect = lambda c, *_: c.subscribe(p.SUBSCRIPTION, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda _c, _u, msg: into.append((msg.topic, msg.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 class Publisher:
@@ -182,6 +203,6 @@ def count(dsn: str, table: str) -> int:
 def kit() -> SimpleNamespace:
     """The helpers of this file, for test modules (which cannot import a conftest)."""
     return SimpleNamespace(
-        Chain=Chain, message=message, ingest_config=ingest_config, wait_until=wait_until,
-        fetch=fetch, count=count, FIRM=FIRM, ENTERPRISE=ENTERPRISE, T0=T0,
+        Chain=Chain, message=message, Subscriber=Subscriber, ingest_config=ingest_config,
+        wait_until=wait_until, fetch=fetch, count=count, FIRM=FIRM, ENTERPRISE=ENTERPRISE, T0=T0,
     )  # fmt: skip

@@ -1,0 +1,214 @@
+"""Gateway → Mosquitto → ingest → PostgreSQL, with exact counts, through faults.
+
+The gateway is the real one (outbox, signing, uplink) fed with edge batches; ingest runs
+in-process, or as ``guantong ingest run`` in a process of its own when it is to be killed.
+After every scenario the store holds each sample the gateway committed exactly once, and a
+receipt for each envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+from _services import MosquittoBroker, PostgresCluster
+
+import identifiers
+from edge import Batch, Quality, Sample
+from gateway._keys import create_key
+from gateway._runtime import Gateway
+from gateway.config import GatewayConfig
+from ingest import Ingest, migrate
+
+NS = 1_764_000_000_000_000_000
+TAGS = 10
+
+
+def gateway_config(tmp_path: Path, port: int, firm: str) -> GatewayConfig:
+    doc = {
+        "kind": "gateway",
+        "gateway": {"id": f"{firm}/gw.{uuid.uuid4().hex[:6]}", "enterprise": f"{firm}/firm",
+                    "key_file": "gw.key"},
+        "devices": [
+            {
+                "name": name,
+                "id": f"{firm}/dev.{name}",
+                "connection": {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": 1502},
+                "groups": [{"name": "g", "interval": "1s",
+                            "tags": [{"name": "t0", "address": "hr:0", "type": "uint16"}]}],
+            }
+            for name in ("kiln", "press")
+        ],
+        "uplink": {"broker": f"mqtt://127.0.0.1:{port}"},
+        "envelope": {"max_samples": 100, "max_delay": "20ms"},
+        "health": None,
+    }  # fmt: skip
+    return GatewayConfig.model_validate(doc, context={"base_dir": tmp_path})
+
+
+def batch(device: str, n: int) -> Batch:
+    ts = NS + n * 1_000_000
+    return Batch(
+        device, "g", tuple(Sample(f"t{i}", n * TAGS + i, Quality.GOOD, ts) for i in range(TAGS))
+    )
+
+
+async def registered_gateway(
+    tmp_path: Path, port: int, register: Any, kit: SimpleNamespace
+) -> GatewayConfig:
+    config = gateway_config(tmp_path, port, kit.FIRM)
+    key = create_key(config.gateway.key_file)
+    await register(kit.Chain(config.gateway.id, key), [d.id for d in config.devices])
+    return config
+
+
+async def feed(
+    gw: Gateway, batches: int, *, pause: float = 0.0, at: dict[int, Any] | None = None
+) -> None:
+    """Put ``batches`` polls of both devices; ``at[n]`` is awaited before poll ``n``."""
+    for n in range(batches):
+        if at and n in at:
+            await at[n]()
+        await gw.stream.put(batch("kiln", n))
+        await gw.stream.put(batch("press", n))
+        if pause:
+            await asyncio.sleep(pause)
+
+
+async def settled(gw: Gateway, dsn: str, kit: SimpleNamespace, samples: int) -> None:
+    """The gateway committed and delivered ``samples``, and the store holds all of them."""
+    await kit.wait_until(lambda: gw.writer.stats.samples >= samples)
+    await asyncio.wait_for(gw.uplink.drained(), timeout=30)
+    await kit.wait_until(lambda: kit.count(dsn, "receipt") >= gw.writer.stats.envelopes, within=60)
+
+
+def check_store(dsn: str, kit: SimpleNamespace, gw: Gateway, batches: int) -> None:
+    assert kit.count(dsn, "receipt") == gw.writer.stats.envelopes
+    assert kit.fetch(dsn, "SELECT min(seq), max(seq), count(DISTINCT seq) FROM receipt") == [
+        (1, gw.writer.stats.envelopes, gw.writer.stats.envelopes)
+    ]
+    assert kit.count(dsn, "sample") == batches * 2 * TAGS
+    values = kit.fetch(dsn, "SELECT value FROM sample ORDER BY value")
+    per_device = sorted(list(range(batches * TAGS)) * 2)
+    assert [int(v) for (v,) in values] == per_device
+    # receipts count the samples of each envelope; together they are every row
+    assert kit.fetch(dsn, "SELECT sum(samples) FROM receipt")[0][0] == batches * 2 * TAGS
+    assert kit.count(dsn, "quarantine") == 0
+    assert kit.count(dsn, "connectivity_event") == 0
+    rollup = kit.fetch(dsn, "SELECT sum(samples), sum(value_sum) FROM sample_1m")
+    assert rollup == [(batches * 2 * TAGS, float(sum(per_device)))]
+
+
+async def test_exact_counts_and_redelivered_messages_add_no_rows(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    publisher: Any, kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    config = await registered_gateway(tmp_path, broker.port, register, kit)
+    copies: list[tuple[str, bytes]] = []
+    spy = kit.Subscriber(broker.port, copies)
+    async with (
+        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as ingest,
+        Gateway(config) as gw,
+    ):
+        await feed(gw, 50)
+        await settled(gw, pg_dsn, kit, 50 * 2 * TAGS)
+        check_store(pg_dsn, kit, gw, 50)
+        # every envelope once more, as a broker would after a lost acknowledgement
+        data = [(t, pl) for t, pl in copies if not t.endswith("/status")]
+        assert len(data) == gw.writer.stats.envelopes
+        for topic, payload in data:
+            publisher.publish(topic, payload)
+        await kit.wait_until(lambda: ingest.verifier.stats.duplicates == len(data))
+        await kit.wait_until(lambda: ingest.consumer.stats.acked == ingest.consumer.stats.received)
+        check_store(pg_dsn, kit, gw, 50)
+    spy.close()
+
+
+def ingest_process(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "guantong", "ingest", "run", "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+async def test_ingest_killed_with_sigkill_and_restarted_loses_nothing(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    config = await registered_gateway(tmp_path, broker.port, register, kit)
+    doc = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path).model_dump(mode="json")
+    doc["health"] = None
+    path = tmp_path / "ingest.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    first = ingest_process(path)
+    second: subprocess.Popen[str] | None = None
+    before = 0
+    try:
+        await kit.wait_until(lambda: kit.fetch(pg_dsn, "SELECT to_regclass('receipt')")[0][0])
+        async with Gateway(config) as gw:
+
+            async def kill() -> None:
+                await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 0)
+                os.kill(first.pid, signal.SIGKILL)
+                await asyncio.to_thread(first.communicate, timeout=10)
+
+            async def restart() -> None:
+                nonlocal second, before
+                before = await asyncio.to_thread(kit.count, pg_dsn, "receipt")
+                second = ingest_process(path)
+
+            await feed(gw, 150, pause=0.01, at={40: kill, 100: restart})
+            await settled(gw, pg_dsn, kit, 150 * 2 * TAGS)
+            check_store(pg_dsn, kit, gw, 150)
+        assert first.returncode == -signal.SIGKILL
+        assert 0 < before < gw.writer.stats.envelopes  # the rest waited in the broker's session
+        assert second is not None
+        second.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(second.communicate, timeout=20)
+        assert second.returncode == 0, err
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.mark.slow
+async def test_postgresql_restarted_mid_stream_loses_nothing(
+    *, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    config = await registered_gateway(tmp_path, broker.port, register, kit)
+    with PostgresCluster() as cluster, cluster.database() as dsn:
+        migrate(dsn)
+        async with (
+            Ingest(kit.ingest_config(dsn, broker.port, node.url, tmp_path)) as ingest,
+            Gateway(config) as gw,
+        ):
+
+            async def crash() -> None:
+                await kit.wait_until(lambda: kit.count(dsn, "receipt") > 0)
+                await asyncio.to_thread(cluster.kill)  # immediate shutdown: a crash
+                started = time.monotonic()
+                await kit.wait_until(lambda: not ingest.stats.database_up)
+                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+                await asyncio.to_thread(cluster.start)
+
+            await feed(gw, 120, pause=0.01, at={40: crash})
+            await settled(gw, dsn, kit, 120 * 2 * TAGS)
+            check_store(dsn, kit, gw, 120)
+            assert ingest.stats.waits > 0  # the crash was met, and waited out
+            assert ingest.stats.database_up
