@@ -101,6 +101,9 @@ class DeviceReader:
                 self.stats.sessions += 1
                 self.session = session
                 await self._answered(emit)
+                for group in self.plan.groups:
+                    if refused := session.refused.get(group.name):
+                        await emit(Batch(self.name, group.name, tuple(self._bad(refused))))
                 session.release()
                 self.settled.set()
                 await session.lost.wait()
@@ -231,10 +234,10 @@ class OpcUaDriver:
         assert self.stream is not None  # noqa: S101 - checked in __aenter__
         await self.stream.put(item)
 
-    def _poller(self, reader: DeviceReader, group: GroupPlan) -> Callable[[], Awaitable[None]]:
+    def _poller(self, reader: DeviceReader, group: GroupPlan) -> Callable[..., Awaitable[None]]:
         rbe = self._filters[reader.name]
 
-        async def poll() -> None:
+        async def poll(tick: float | None = None) -> None:
             if reader.subscribing:  # notifications bring the data; ticks only mark outages
                 await reader.settled.wait()
                 if reader.up:

@@ -62,6 +62,8 @@ class Session:
         self.server_max_items_per_call = 0
         self.subscriptions: dict[int, GroupPlan] = {}
         self.monitored_items = 0
+        #: tags whose monitored item the server refused (an unknown node…), by group
+        self.refused: dict[str, list[str]] = {}
         self.read_requests = 0
         self._handles: dict[int, tuple[GroupPlan, TagCodec]] = {}
         self._on_samples: OnSamples | None = None
@@ -275,8 +277,9 @@ class Session:
                 self.monitored_items += 1
             else:
                 refused.append((group.tags[i].name, result.StatusCode.name))
+                self.refused.setdefault(group.name, []).append(group.tags[i].name)
         if refused:
-            # such a tag then never reports: say so once, with the server's reason
+            # such a tag never reports: one Bad sample and this line say so
             logger.warning(
                 "%s: %d monitored items refused, e.g. tag %r: %s",
                 self.device,

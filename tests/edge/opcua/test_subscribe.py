@@ -79,3 +79,21 @@ async def test_an_absolute_deadband_is_filtered_by_the_server(sim: Any, make_ser
     assert max(seen.values()) >= 3  # other tags changed every second
     # held back by the server, not by the gateway's own filter: everything that arrived passed
     assert driver.readers[0].stats.notifications == sum(seen.values())
+
+
+async def test_a_refused_monitored_item_is_one_bad_sample(sim: Any, make_server: Start) -> None:
+    m = sim.machine("meter")
+    server = await make_server(m)
+    device = sim.device_for(m, server.url, mode="subscribe", groups=False).model_dump(mode="json")
+    device["groups"][0]["tags"].append(
+        {"name": "ghost", "address": "ns=2;s=NoSuchNode", "type": "float64"}
+    )
+    stream = SampleStream()
+    async with OpcUaDriver([Device.model_validate(device)], stream):
+        items = await collect(stream, 1.5)
+    samples = [s for i in items if isinstance(i, Batch) for s in i.samples]
+    ghosts = [s for s in samples if s.tag == "ghost"]
+    assert len(ghosts) == 1
+    assert ghosts[0].quality is Quality.BAD
+    others = {s.tag: s.value for s in samples if s.tag != "ghost"}
+    assert others == sim.expected(m)
