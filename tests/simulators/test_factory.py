@@ -307,3 +307,26 @@ async def test_a_failed_start_stops_what_had_started() -> None:
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", free))  # endpoint 'a' let its port go
+
+
+def test_gateway_config_logs_in_as_a_factory_user(tmp_path: Path) -> None:
+    out = tmp_path / "gateway.yaml"
+    args = ["sim", "gateway-config", "-c", str(DEMO), "-o", str(out)]
+    args += ["--opcua-security", "SignAndEncrypt", "--opcua-user", "gateway"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    secret = tmp_path / "opcua-password.txt"
+    assert secret.read_text(encoding="utf-8") == "demo-only\n"
+    assert secret.stat().st_mode & 0o077 == 0
+    config = _configfile.load(out)
+    opcua = [d.connection for d in config.devices if d.connection.protocol == "opcua"]  # type: ignore[attr-defined]
+    assert opcua
+    assert all(c.username == "gateway" for c in opcua)
+    assert all(c.password_file == str(secret) for c in opcua)
+    nobody = CliRunner().invoke(cli, [*args[:6], "--opcua-user", "nobody"])
+    assert nobody.exit_code == 1
+    assert "OPC UA user 'nobody'" in nobody.output
+    to_stdout = CliRunner().invoke(
+        cli, ["sim", "gateway-config", "-c", str(DEMO), "--opcua-user", "gateway"]
+    )
+    assert to_stdout.exit_code == 2
