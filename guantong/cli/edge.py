@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -13,6 +15,7 @@ from edge._samples import format_ts
 from gateway.config import GatewayConfig
 from guantong import _configfile
 from guantong.cli import _exit
+from guantong.cli.discover import discover
 
 
 @click.group("edge")
@@ -56,6 +59,9 @@ def read(config_file: str, names: tuple[str, ...], once: bool) -> None:
     sys.exit(code)
 
 
+group.add_command(discover)
+
+
 def _select(config: GatewayConfig, names: tuple[str, ...]) -> list[Device]:
     known = {d.name: d for d in config.devices}
     unknown = [n for n in names if n not in known]
@@ -64,17 +70,22 @@ def _select(config: GatewayConfig, names: tuple[str, ...]) -> list[Device]:
             f"no device {unknown[0]!r} in the config; it has {', '.join(known)}",
             param_hint="--device",
         )
-    chosen = [known[n] for n in names] if names else list(config.devices)
-    modbus = [d for d in chosen if d.connection.protocol != "opcua"]
-    for device in chosen:
-        if device.connection.protocol == "opcua":
-            click.echo(
-                f"skipped: device {device.name!r}: OPC UA is not read by this command", err=True
-            )
-    if not modbus:
-        click.echo("error: none of the chosen devices is a Modbus device", err=True)
-        sys.exit(_exit.INVALID)
-    return modbus
+    return [known[n] for n in names] if names else list(config.devices)
+
+
+def _drivers(devices: list[Device], stream: SampleStream | None = None) -> list[Any]:
+    """A Modbus and an OPC UA driver for the devices of each; each library loads only when
+    a device needs it."""
+    drivers: list[Any] = []
+    if modbus := [d for d in devices if d.connection.protocol != "opcua"]:
+        from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415
+
+        drivers.append(ModbusDriver(modbus, stream))
+    if opcua := [d for d in devices if d.connection.protocol == "opcua"]:
+        from edge.drivers.opcua import OpcUaDriver  # noqa: PLC0415
+
+        drivers.append(OpcUaDriver(opcua, stream))
+    return drivers
 
 
 def _print(item: Batch | ConnectivityEvent) -> None:
@@ -91,24 +102,25 @@ def _print(item: Batch | ConnectivityEvent) -> None:
 
 
 async def _read_once(devices: list[Device]) -> int:
-    from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415 - pymodbus only when reading
-
-    driver = ModbusDriver(devices)
+    drivers = _drivers(devices)
     try:
-        items = await driver.read_once()
+        results = await asyncio.gather(*(driver.read_once() for driver in drivers))
     finally:
-        driver.close()
-    for item in items:
-        _print(item)
-    down = [r for r in driver.readers if not r.up]
+        for driver in drivers:
+            if hasattr(driver, "close"):  # Modbus links stay open after read_once; OPC UA
+                driver.close()  # sessions are closed by read_once itself
+    for items in results:
+        for item in items:
+            _print(item)
+    down = [r for driver in drivers for r in driver.readers if not r.up]
     return _exit.UNAVAILABLE if down else _exit.OK
 
 
 async def _follow(devices: list[Device]) -> int:
-    from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415 - pymodbus only when reading
-
     stream = SampleStream()
-    async with ModbusDriver(devices, stream):
+    async with contextlib.AsyncExitStack() as stack:
+        for driver in _drivers(devices, stream):
+            await stack.enter_async_context(driver)
         async for item in stream:
             _print(item)
     return _exit.OK

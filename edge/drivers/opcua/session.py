@@ -23,6 +23,7 @@ from pathlib import Path
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
+from edge._model import OpcUa
 from edge._samples import Sample
 from edge.drivers.opcua.certs import ensure_certificate
 from edge.drivers.opcua.config import DevicePlan, GroupPlan, describe
@@ -85,16 +86,12 @@ class Session:
     async def open(self) -> None:
         """Connect, activate a session and read the server's operation limits."""
         s = self.settings
-        client = Client(s.endpoint, timeout=s.timeout, watchdog_intervall=s.watchdog)
-        client.name = client.description = "Guantong gateway"
-        client.product_uri = "urn:guantong:gateway"
-        # a dead session should not keep our subscriptions sampling on the server for an hour
-        client.session_timeout = int(max(60.0, 4 * s.watchdog) * 1000)
+        client = new_client(s)
         client.connection_lost_callback = self._connection_lost
         self.client = client
         try:
             async with asyncio.timeout(4 * s.timeout + 1):
-                await self._configure(client)
+                await configure(client, s)
                 await client.connect()
                 self.server_max_nodes_per_read, self.server_max_items_per_call = await self._limits(
                     client
@@ -110,19 +107,6 @@ class Session:
             describe(s),
             self.server_max_nodes_per_read,
         )
-
-    async def _configure(self, client: Client) -> None:
-        s = self.settings
-        if s.username is not None and s.password_file is not None:
-            client.set_user(s.username)
-            client.set_password(await asyncio.to_thread(_read_password, Path(s.password_file)))
-        if s.security_mode == "None":
-            return
-        # the model fills in both paths whenever security is on
-        cert, key = Path(s.certificate or ""), Path(s.private_key or "")
-        client.application_uri = await asyncio.to_thread(ensure_certificate, cert, key)
-        mode = getattr(ua.MessageSecurityMode, s.security_mode)
-        await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key), mode=mode)
 
     @staticmethod
     async def _limits(client: Client) -> tuple[int, int]:
@@ -324,6 +308,33 @@ class Session:
                 status = ua.StatusCode(data.Status.value)
                 if not status.is_good():
                     self.mark_lost(f"subscription {result.SubscriptionId}: {status.name}")
+
+
+def new_client(settings: OpcUa) -> Client:
+    """An asyncua client with the gateway's name, timeouts and watchdog (not connected)."""
+    client = Client(
+        settings.endpoint, timeout=settings.timeout, watchdog_intervall=settings.watchdog
+    )
+    client.name = client.description = "Guantong gateway"
+    client.product_uri = "urn:guantong:gateway"
+    # a dead session should not keep our subscriptions sampling on the server for an hour
+    client.session_timeout = int(max(60.0, 4 * settings.watchdog) * 1000)
+    return client
+
+
+async def configure(client: Client, settings: OpcUa) -> None:
+    """Login and security as the settings say; before ``connect``."""
+    if settings.username is not None and settings.password_file is not None:
+        client.set_user(settings.username)
+        password = await asyncio.to_thread(_read_password, Path(settings.password_file))
+        client.set_password(password)
+    if settings.security_mode == "None":
+        return
+    # the model fills in both paths whenever security is on
+    cert, key = Path(settings.certificate or ""), Path(settings.private_key or "")
+    client.application_uri = await asyncio.to_thread(ensure_certificate, cert, key)
+    mode = getattr(ua.MessageSecurityMode, settings.security_mode)
+    await client.set_security(SecurityPolicyBasic256Sha256, str(cert), str(key), mode=mode)
 
 
 def _filter(deadband: float | None, max_silence: float | None) -> ua.DataChangeFilter | None:
