@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import Body, FastAPI, HTTPException
 
-from simulators._exceptions import FaultError, UnknownMachine
+from simulators._exceptions import EndpointError, FaultError, UnknownMachine
 from simulators._faults import Faults
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,11 @@ class ControlServer:
         # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say TCP
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise EndpointError("control", f"cannot listen on {self.host}:{self.port}") from exc
         self._socket = sock
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(

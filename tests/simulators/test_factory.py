@@ -304,6 +304,13 @@ async def test_a_failed_start_stops_what_had_started() -> None:
         with pytest.raises(simulators.EndpointError, match="endpoint 'b'"):
             async with simulators.Simulator(config):
                 pass
+        data = config.model_dump()
+        data["endpoints"], data["control"] = data["endpoints"][:1], {"port": taken_port}
+        data["lines"][0]["machines"] = data["lines"][0]["machines"][:1]
+        control = FactoryConfig.model_validate(data)
+        with pytest.raises(simulators.EndpointError, match="endpoint 'control'"):
+            async with simulators.Simulator(control):
+                pass
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", free))  # endpoint 'a' let its port go
