@@ -134,3 +134,24 @@ async def test_server_restart_rebuilds_session_and_subscriptions(
         assert reader.session is not None
         assert len(reader.session.subscriptions) == len(groups)
     assert events(seen) == [False, True]
+
+
+async def test_hang_while_subscribed_is_found_by_the_watchdog(sim: Any, make_server: Start) -> None:
+    m = sim.machine("meter", live=True)
+    server = await make_server(m)
+    device = sim.device_for(m, server.url, mode="subscribe", groups=False, watchdog=0.5)
+    stream = SampleStream()
+    seen: list[Item] = []
+    async with OpcUaDriver([device], stream) as driver:
+        await settled(driver)
+        await until(stream, seen, good, 5)
+        server.hang = True  # connections stay open; nothing comes back
+        down = await until(stream, seen, is_event(False), 5)
+        assert isinstance(down, ConnectivityEvent)
+        bad = await until(stream, seen, lambda i: isinstance(i, Batch), 3)
+        assert isinstance(bad, Batch)
+        assert all(s.quality is Quality.BAD for s in bad.samples)
+        server.hang = False
+        await until(stream, seen, is_event(True), 10)
+        await until(stream, seen, good, 5)
+    assert events(seen) == [False, True]
