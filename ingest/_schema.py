@@ -62,7 +62,7 @@ _COMMON = [
         samples integer NOT NULL,
         created timestamptz NOT NULL,
         received timestamptz NOT NULL,
-        committed timestamptz NOT NULL DEFAULT now(),
+        committed timestamptz NOT NULL DEFAULT clock_timestamp(),
         PRIMARY KEY (gateway_id, seq))""",
     """CREATE TABLE connectivity_event (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

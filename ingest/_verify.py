@@ -24,8 +24,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+import gateway.protocol as wire
 import identifiers
-from gateway import protocol
 from ingest._store import PG_EPOCH_US, Batch, Store, pg_us
 
 logger = logging.getLogger(__name__)
@@ -162,25 +162,25 @@ class Verifier:
         self, msg: Message, batch: Batch
     ) -> int | Quarantined:
         try:
-            topic = protocol.parse_topic(msg.topic)
-        except protocol.TopicError as exc:
+            topic = wire.parse_topic(msg.topic)
+        except wire.TopicError as exc:
             return Quarantined("bad_topic", str(exc))
         if topic.kind == "status":
             self.stats.ignored += 1
             return 0
         try:
-            signed = protocol.decode_json(msg.payload)
-        except protocol.EnvelopeTooLarge as exc:
+            signed = wire.decode_json(msg.payload)
+        except wire.EnvelopeTooLarge as exc:
             return Quarantined("oversized", str(exc), topic.gateway)
-        except protocol.UnsupportedVersion as exc:
+        except wire.UnsupportedVersion as exc:
             return Quarantined("unsupported_version", str(exc), topic.gateway)
-        except protocol.ProtocolError as exc:
+        except wire.ProtocolError as exc:
             reason = "unsigned" if exc.field == "sig" and "missing" in exc.reason else "malformed"
             return Quarantined(reason, str(exc), topic.gateway)
         env = signed.envelope
         try:
-            protocol.check_topic(msg.topic, env)
-        except protocol.TopicError as exc:
+            wire.check_topic(msg.topic, env)
+        except wire.TopicError as exc:
             return Quarantined("topic_mismatch", str(exc), env.gateway, env.seq)
         refused = await self._authenticate(signed)
         if refused is not None:
@@ -223,7 +223,7 @@ class Verifier:
         return party
 
     async def _authenticate(  # noqa: PLR0911 - one return per refusal reads best
-        self, signed: protocol.SignedEnvelope
+        self, signed: wire.SignedEnvelope
     ) -> Quarantined | None:
         env = signed.envelope
         gw = await self._party(env.gateway)
@@ -236,15 +236,15 @@ class Verifier:
             )
         try:
             signed.verify(gw.key)
-        except protocol.SignatureError:
+        except wire.SignatureError:
             # the key may have been replaced since it was cached: ask the node once more
             self.resolver.forget(env.gateway)
             fresh = await self._party(env.gateway, fresh=True)
             try:
                 if isinstance(fresh, Quarantined) or fresh.key is None:
-                    raise protocol.SignatureError(env.gateway, env.seq, "no key")
+                    raise wire.SignatureError(env.gateway, env.seq, "no key")
                 signed.verify(fresh.key)
-            except protocol.SignatureError as exc:
+            except wire.SignatureError as exc:
                 return Quarantined("bad_signature", str(exc), env.gateway, env.seq)
             gw = fresh
         if env.device is None:
@@ -322,7 +322,7 @@ class Verifier:
         return found
 
     async def _chain(
-        self, msg: Message, signed: protocol.SignedEnvelope, batch: Batch
+        self, msg: Message, signed: wire.SignedEnvelope, batch: Batch
     ) -> int | Quarantined:
         env = signed.envelope
         gateway_id = await self._gateway_id(env.gateway)
@@ -349,7 +349,7 @@ class Verifier:
             series = await self._series(device_id, {s.tag for s in env.samples})
         events = batch.events
         before = known.get(seq - 1)
-        if (seq == 1 and env.prev != protocol.GENESIS) or (
+        if (seq == 1 and env.prev != wire.GENESIS) or (
             before is not None and before[0] != env.prev
         ):
             self.stats.chain_breaks += 1
@@ -437,7 +437,7 @@ class Verifier:
         return len(env.samples)
 
 
-def _add_rows(samples: tuple[protocol.Sample, ...], series: dict[str, int], batch: Batch) -> None:
+def _add_rows(samples: tuple[wire.Sample, ...], series: dict[str, int], batch: Batch) -> None:
     rows = batch.rows
     days = batch.days
     for s in samples:
@@ -452,7 +452,7 @@ def _add_rows(samples: tuple[protocol.Sample, ...], series: dict[str, int], batc
         days.add(s.ts // 86_400_000_000)
 
 
-def _has_nul(env: protocol.Envelope) -> bool:
+def _has_nul(env: wire.Envelope) -> bool:
     if env.loss is not None:
         return "\x00" in env.loss.reason
     return any(isinstance(s.value, str) and "\x00" in s.value for s in env.samples)

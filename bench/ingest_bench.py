@@ -1,0 +1,333 @@
+"""Ingest throughput and latency: prints figures, asserts nothing.
+
+    .venv/bin/python bench/ingest_bench.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+        [--samples 400000] [--rates 10000,100000] [--seconds 5]
+
+Makes a throwaway database on the server of ``--dsn``, starts its own Mosquitto on a free
+127.0.0.1 port and an identifier node in-process, registers one gateway with 10 devices of
+50 tags, then measures in the same run, into the same schema:
+
+- **raw COPY**: the rows that ``--samples`` samples become, written by psycopg binary COPY in
+  transactions of 20,000 rows (ingest's default batch), prepared beforehand: the ceiling;
+- **ingest**: the same samples as signed envelopes of 500 samples, published while ingest is
+  away (the broker keeps them in its session), then ingest started and timed until the last
+  row is committed: MQTT receive, decode, verify, chain, COPY, rollup, acknowledgement;
+- **latency**: a publisher process signs and sends envelopes at each of ``--rates`` samples/s
+  for ``--seconds``, stamping samples with the send time; p50/p99 of (commit − sample time).
+
+Ingest runs in this process (as ``guantong ingest run`` would: one process); the publisher
+runs in another, so that it does not compete for this process's GIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from cryptography.hazmat.primitives.serialization import (  # noqa: E402
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+FIRM = "88.709.911"
+GATEWAY = f"{FIRM}/gw.bench"
+DEVICES = [f"{FIRM}/dev.m{i:02d}" for i in range(10)]
+TAGS = [f"t{i:02d}" for i in range(50)]
+PER_ENVELOPE = 500  # 50 tags x 10 polls
+BATCH_ROWS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mosquitto(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = directory / "mosquitto.conf"
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nmax_inflight_messages 0\n",
+        encoding="utf-8",
+    )
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.025)
+    proc.kill()
+    raise SystemExit("mosquitto did not start")
+
+
+def envelopes(  # noqa: PLR0917
+    key: Any, first_seq: int, prev: bytes, count: int, start_us: int, step_us: int
+):
+    """``count`` signed envelopes of 500 samples, polls ``step_us`` apart from ``start_us``."""
+    import gateway.protocol as p  # noqa: PLC0415
+
+    rnd = random.Random(  # noqa: S311 - sample values, not secrets
+        first_seq
+    )
+    out = []
+    ts = start_us
+    for n in range(count):
+        samples = []
+        for _ in range(PER_ENVELOPE // len(TAGS)):
+            samples += [p.Sample(tag, ts, round(rnd.uniform(0, 1000), 3)) for tag in TAGS]
+            ts += step_us
+        env = p.Envelope(
+            GATEWAY, first_seq + n, prev, ts, DEVICES[n % len(DEVICES)], tuple(samples)
+        )
+        prev = env.digest
+        out.append((p.envelope_topic(env), p.encode_json(p.sign(env, key))))
+    return out, prev
+
+
+def publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
+    import paho.mqtt.client as mqtt  # noqa: PLC0415
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}"
+    )
+    client.max_inflight_messages_set(100)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = [client.publish(t, pl, qos=1) for t, pl in messages]
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def paced_publisher(  # noqa: PLR0917 - a Process target takes positional args
+    port: int, key_pem: bytes, first_seq: int, prev: bytes, rate: int,
+                    seconds: float, done: Any) -> None:  # fmt: skip
+    """Child process: envelopes at ``rate`` samples/s, each sample stamped with its send time."""
+    import paho.mqtt.client as mqtt  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # noqa: PLC0415
+
+    import gateway.protocol as p  # noqa: PLC0415
+
+    key = load_pem_private_key(key_pem, None)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pace-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(100)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    per_second = rate / PER_ENVELOPE
+    start = time.monotonic()
+    seq, sent, infos = first_seq, 0, []
+    rnd = random.Random(  # noqa: S311 - sample values, not secrets
+        rate
+    )
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * per_second) + 1
+        while sent < due:
+            now = time.time_ns() // 1000
+            samples = tuple(
+                p.Sample(tag, now + i, round(rnd.uniform(0, 1000), 3))
+                for i in range(PER_ENVELOPE // len(TAGS)) for tag in TAGS
+            )  # fmt: skip
+            env = p.Envelope(GATEWAY, seq, prev, now, DEVICES[seq % len(DEVICES)], samples)
+            infos.append(
+                client.publish(p.envelope_topic(env), p.encode_json(p.sign(env, key)), qos=1)
+            )
+            prev, seq, sent = env.digest, seq + 1, sent + 1
+        time.sleep(0.002)
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+    done.send((seq, prev, sent, time.monotonic() - start))
+
+
+def copy_baseline(dsn: str, rows: list[tuple]) -> float:
+    """Seconds to COPY ``rows`` in transactions of BATCH_ROWS, then remove them again."""
+    types = ["int4", "int8", "float8", "text", "int2"]
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        for i in range(0, len(rows), BATCH_ROWS):
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY sample (series_id, ts, value, text_value, quality) "
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(types)
+                for row in rows[i : i + BATCH_ROWS]:
+                    copy.write_row(row)
+        seconds = time.perf_counter() - started
+        conn.execute("TRUNCATE sample, sample_1m")
+        conn.commit()
+    return seconds
+
+
+async def bench(args: argparse.Namespace, dsn: str, port: int) -> None:  # noqa: PLR0915
+    import identifiers  # noqa: PLC0415
+    from ingest import Ingest, IngestConfig, Store, migrate  # noqa: PLC0415
+
+    migrate(dsn)
+    key = Ed25519PrivateKey.generate()
+    node_config = identifiers.NodeConfig.model_validate({
+        "kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+        "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"],
+    })  # fmt: skip
+    async with identifiers.Node(node_config) as node:
+        _, token = await node.registry.create_token("88.709", days=1)
+        async with identifiers.Client(node.url, token=token) as client:
+            public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+            records = [
+                (
+                    GATEWAY,
+                    identifiers.GatewayRecord(
+                        enterprise=f"{FIRM}/firm", public_key=public
+                    ).to_values(),
+                )
+            ]
+            records += [(d, identifiers.DeviceRecord(enterprise=f"{FIRM}/firm", gateway=GATEWAY)
+                         .to_values()) for d in DEVICES]  # fmt: skip
+            await client.register(records)
+
+        # the rows of the baseline: the same series ids ingest will use
+        store = Store(dsn)
+        store.connect()
+        firm = store.enterprise_id(f"{FIRM}/firm")
+        gw = store.gateway_id(GATEWAY, firm)
+        ids = [store.series_ids(store.device_id(d, firm, gw), TAGS) for d in DEVICES]
+        store.close()
+
+        envelope_count = args.samples // PER_ENVELOPE
+        base_us = (time.time_ns() // 1000) - 600_000_000  # partitions exist for today
+        made = time.perf_counter()
+        backlog, prev = envelopes(key, 1, bytes(32), envelope_count, base_us, 1000)
+        made = time.perf_counter() - made
+        rows = []
+        ts = base_us - 946_684_800_000_000
+        rnd = random.Random(  # noqa: S311 - sample values, not secrets
+            1
+        )
+        for n in range(envelope_count):
+            series = ids[n % len(DEVICES)]
+            for _ in range(PER_ENVELOPE // len(TAGS)):
+                rows += [(series[t], ts, round(rnd.uniform(0, 1000), 3), None, 0) for t in TAGS]
+                ts += 1000
+        samples = len(rows)
+        copy_seconds = copy_baseline(dsn, rows)
+        copy_rate = samples / copy_seconds
+        del rows
+
+        config = IngestConfig.model_validate({
+            "kind": "ingest", "database": {"dsn": dsn}, "identifiers": {"node": node.url},
+            "mqtt": {"broker": f"mqtt://127.0.0.1:{port}", "client_id": "bench-ingest"},
+            "health": None,
+        })  # fmt: skip
+        async with Ingest(config) as ingest:  # creates the session, then goes away
+            while not ingest.consumer.stats.connected:  # noqa: ASYNC110 - polling a flag
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(publish_all, port, backlog)
+        started = time.perf_counter()
+        async with Ingest(config) as ingest:
+            while ingest.verifier.stats.accepted < envelope_count:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            while ingest.stats.rows < samples:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            ingest_seconds = time.perf_counter() - started
+            batches = ingest.stats.batches
+            commit = ingest.stats.commit_seconds
+            ingest_rate = samples / ingest_seconds
+
+            print(
+                f"samples: {samples:,} in {envelope_count:,} envelopes of {PER_ENVELOPE} "
+                f"(signing them took {made:.1f} s)"
+            )
+            print(f"raw binary COPY      {copy_rate:>10,.0f} samples/s  ({copy_seconds:.2f} s)")
+            print(
+                f"ingest from backlog  {ingest_rate:>10,.0f} samples/s  ({ingest_seconds:.2f} s, "
+                f"{batches} batches, {commit:.2f} s in the writer thread)"
+            )
+            print(f"ratio ingest / raw COPY: {ingest_rate / copy_rate:.2f} (target 0.70)")
+
+            seq = envelope_count + 1
+            pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            ctx = multiprocessing.get_context("spawn")
+            for rate in args.rates:
+                mark = await asyncio.to_thread(
+                    lambda: psycopg.connect(dsn).execute("SELECT clock_timestamp()").fetchone()[0]
+                )
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=paced_publisher, args=(port, pem, seq, prev, rate, args.seconds, child)
+                )
+                proc.start()
+                seq, prev, sent, took = await asyncio.to_thread(parent.recv)
+                await asyncio.to_thread(proc.join)
+                while ingest.verifier.stats.accepted < seq - 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.5)
+                with psycopg.connect(dsn) as conn:
+                    p50, p99, n = conn.execute(
+                        "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY committed - created),"
+                        " percentile_disc(0.99) WITHIN GROUP (ORDER BY committed - created),"
+                        " count(*) FROM receipt WHERE received > %s",
+                        (mark,),
+                    ).fetchone()
+                achieved = sent * PER_ENVELOPE / took
+                print(
+                    f"latency at {rate:>7,} samples/s (sent {achieved:,.0f}/s, {n} envelopes): "
+                    f"p50 {p50.total_seconds() * 1000:.0f} ms, "
+                    f"p99 {p99.total_seconds() * 1000:.0f} ms (sample time to commit; "
+                    f"batch max_delay {config.batch.max_delay * 1000:.0f} ms)"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--samples", type=int, default=400_000)
+    parser.add_argument("--rates", default="10000,100000",
+                        type=lambda s: [int(x) for x in s.split(",") if x])  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    name = f"ingest_bench_{uuid.uuid4().hex[:8]}"
+    base, _, _ = args.dsn.rpartition("/")
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    directory = Path(tempfile.mkdtemp(prefix="guantong-ingest-bench-"))
+    broker, port = start_mosquitto(directory)
+    try:
+        asyncio.run(bench(args, f"{base}/{name}", port))
+    finally:
+        broker.terminate()
+        broker.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+        with psycopg.connect(args.dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()

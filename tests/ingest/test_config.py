@@ -1,0 +1,83 @@
+"""The ingest config: the example file loads, mistakes are refused, and the CLI migrates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from guantong import _configfile
+from ingest import IngestConfig
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "ingest.example.yaml"
+
+
+def test_the_example_config_loads() -> None:
+    config = _configfile.load(EXAMPLE, "ingest")
+    assert isinstance(config, IngestConfig)
+    assert config.mqtt.port == 1883
+    assert config.mqtt.password_file == EXAMPLE.parent / "ingest.password"
+    assert config.batch.max_delay == 0.2
+    assert config.database.compress_after == 7 * 86400
+    assert config.health is not None
+    assert config.health.address == ("127.0.0.1", 9109)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"mqtt": {"brokr": "mqtt://x"}}, "brokr"),
+        ({"mqtt": {"broker": "mqtts://x:8883"}}, "tls section"),
+        ({"mqtt": {"broker": "http://x"}}, "mqtt://host:port"),
+        ({"batch": {"max_delay": "soon"}}, "not a duration"),
+        ({"identifiers": {"node": "ftp://x"}}, "http"),
+        ({"mqtt": {"password_file": "p"}}, "needs a username"),
+    ],
+)
+def test_mistakes_are_refused_naming_the_field(
+    tmp_path: Path, change: dict[str, dict[str, str]], message: str
+) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    for section, fields in change.items():
+        doc[section] = {k: v for k, v in doc[section].items() if k not in ("username",)}
+        doc[section].update(fields)
+    path = tmp_path / "ingest.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(_configfile.ConfigFileError, match=message):
+        _configfile.load(path, "ingest")
+
+
+def test_guantong_ingest_migrate_applies_once(pg_dsn: str, tmp_path: Path) -> None:
+    path = tmp_path / "ingest.yaml"
+    path.write_text(
+        yaml.safe_dump({"kind": "ingest", "database": {"dsn": pg_dsn},
+                        "identifiers": {"node": "http://127.0.0.1:8088"}}),
+        encoding="utf-8",
+    )  # fmt: skip
+    argv = [sys.executable, "-m", "guantong", "ingest", "migrate", "-c", str(path)]
+    first = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert json.loads(first.stdout) == {"applied": [1]}
+    again = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert json.loads(again.stdout) == {"applied": []}
+
+
+def test_guantong_ingest_migrate_without_a_database_exits_3(tmp_path: Path) -> None:
+    path = tmp_path / "ingest.yaml"
+    path.write_text(
+        yaml.safe_dump({"kind": "ingest",
+                        "database": {"dsn": "host=127.0.0.1 port=1 connect_timeout=2"},
+                        "identifiers": {"node": "http://127.0.0.1:8088"}}),
+        encoding="utf-8",
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "guantong", "ingest", "migrate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert "error: database" in done.stderr
