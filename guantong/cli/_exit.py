@@ -1,5 +1,14 @@
 """Exit codes of the ``guantong`` command, documented in docs/cli.md; scripts rely on them."""
 
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from guantong import _configfile
+
 OK = 0
 #: the input was read and found wrong: an invalid identifier, a config with errors
 INVALID = 1
@@ -9,3 +18,13 @@ USAGE = 2
 UNAVAILABLE = 3
 #: stopped by SIGINT
 INTERRUPTED = 130
+
+
+def load_or_exit(path: str, kind: str) -> Any:
+    """The config file ``path`` of ``kind``; on errors print each one and exit ``INVALID``."""
+    try:
+        return _configfile.load(path, kind)
+    except _configfile.ConfigFileError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        sys.exit(INVALID)

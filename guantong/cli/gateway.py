@@ -8,14 +8,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from gateway import protocol
 from gateway._keys import KeyFileError, create_key
 from gateway._runtime import GatewayError, running
-from guantong import _configfile
 from guantong.cli import _exit
 from guantong.cli import identifiers as identifiers_cmd
 
@@ -29,15 +27,6 @@ _CONFIG = click.option(
     type=click.Path(dir_okay=False, exists=True),
     help="The gateway config file (kind: gateway).",
 )
-
-
-def _load(path: str) -> Any:
-    try:
-        return _configfile.load(path, "gateway")
-    except _configfile.ConfigFileError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(_exit.INVALID)
 
 
 @click.group("gateway")
@@ -60,7 +49,7 @@ def init(ctx: click.Context, config_file: str, node: str | None, token_file: Pat
     Prints the gateway identifier, the public key as it goes into the identifier record
     (HS_PUBKEY) and its fingerprint. An existing key is never overwritten.
     """
-    config = _load(config_file)
+    config = _exit.load_or_exit(config_file, "gateway")
     try:
         key = create_key(config.gateway.key_file)
     except KeyFileError as exc:
@@ -108,7 +97,7 @@ def run(config_file: str, drain_timeout: float) -> None:
     publishes the offline status and exits 0. What was not delivered is sent after the next
     start.
     """
-    config = _load(config_file)
+    config = _exit.load_or_exit(config_file, "gateway")
 
     async def work() -> None:
         stop = asyncio.Event()

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import identifiers
-from guantong import _configfile
 from guantong.cli import _exit
 
 T = TypeVar("T")
@@ -75,15 +74,6 @@ def _fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: str, kind: str) -> Any:
-    try:
-        return _configfile.load(path, kind)
-    except _configfile.ConfigFileError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(_exit.INVALID)
-
-
 def _run(work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work``, turning identifier errors into the documented exit codes."""
     try:
@@ -114,7 +104,7 @@ def _token(token_file: Path | None) -> str | None:
 @_CONFIG
 def serve(config_file: str) -> None:
     """Run the identifier node of CONFIG until SIGINT/SIGTERM (migrates its schema first)."""
-    config: identifiers.NodeConfig = _load(config_file, "identifiers")
+    config: identifiers.NodeConfig = _exit.load_or_exit(config_file, "identifiers")
 
     async def work() -> None:
         async with identifiers.Node(config) as node:
@@ -131,7 +121,7 @@ def serve(config_file: str) -> None:
 @_CONFIG
 def migrate(config_file: str) -> None:
     """Create or update the node's schema in PostgreSQL; running it again changes nothing."""
-    config: identifiers.NodeConfig = _load(config_file, "identifiers")
+    config: identifiers.NodeConfig = _exit.load_or_exit(config_file, "identifiers")
 
     async def work() -> list[int]:
         async with identifiers.Registry(config.database.dsn) as registry:
@@ -153,7 +143,7 @@ def token_group() -> None:
 @click.option("--label", default="", help="Who holds it, for the token list.")
 def token_create(config_file: str, prefix: str, days: float, label: str) -> None:
     """Create a token; it is printed once on stdout and stored only as its SHA-256."""
-    config: identifiers.NodeConfig = _load(config_file, "identifiers")
+    config: identifiers.NodeConfig = _exit.load_or_exit(config_file, "identifiers")
     try:
         normal = identifiers.parse_prefix(prefix)
     except identifiers.IdentifierError as exc:
@@ -175,7 +165,7 @@ def token_create(config_file: str, prefix: str, days: float, label: str) -> None
 @_CONFIG
 def token_list(config_file: str) -> None:
     """List tokens (id, prefix, expiry, state); secrets are never shown again."""
-    config: identifiers.NodeConfig = _load(config_file, "identifiers")
+    config: identifiers.NodeConfig = _exit.load_or_exit(config_file, "identifiers")
 
     async def work() -> list[identifiers.Token]:
         async with identifiers.Registry(config.database.dsn) as registry:
@@ -191,7 +181,7 @@ def token_list(config_file: str) -> None:
 @click.argument("token_id")
 def token_revoke(config_file: str, token_id: str) -> None:
     """Revoke token TOKEN_ID at once."""
-    config: identifiers.NodeConfig = _load(config_file, "identifiers")
+    config: identifiers.NodeConfig = _exit.load_or_exit(config_file, "identifiers")
 
     async def work() -> bool:
         async with identifiers.Registry(config.database.dsn) as registry:
@@ -289,7 +279,7 @@ def register(
     nothing changed. Each batch of up to 2,000 records is one transaction: either all of its
     records are written or none.
     """
-    config = _load(config_file, "gateway")
+    config = _exit.load_or_exit(config_file, "gateway")
     token = _token(token_file)
     if token is None:
         _fail(_exit.INVALID, "a write token is needed: --token-file or GUANTONG_IDENTIFIERS_TOKEN")

@@ -19,7 +19,6 @@ import yaml
 
 import simulators
 from gateway.config import GatewayConfig
-from guantong import _configfile
 from guantong.cli import _exit
 
 #: poll interval of each tag group of the profiles
@@ -51,12 +50,7 @@ def group() -> None:
 
 
 def _load(path: str) -> simulators.FactoryConfig:
-    try:
-        factory = _configfile.load(path, "factory")
-    except _configfile.ConfigFileError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(_exit.INVALID)
+    factory = _exit.load_or_exit(path, "factory")
     assert isinstance(factory, simulators.FactoryConfig)  # noqa: S101 - load() keyed by kind
     return factory
 
