@@ -165,7 +165,7 @@ class Ingest:
             if msg is not None:
                 await self._verify(msg, batch)
                 messages.append(msg)
-            if len(batch.rows) >= limits.max_rows:
+            if batch.samples >= limits.max_rows:
                 break
             try:
                 msg = self.queue.get_nowait()
@@ -219,10 +219,7 @@ class Ingest:
         self.stats.messages += len(messages)
         if messages:
             self.stats.lag_seconds = time.time() - messages[0].received / 1e6
-        if batch.rows:
-            self.stats.newest_sample = max(
-                self.stats.newest_sample, max(r[1] for r in batch.rows) + 946_684_800_000_000
-            )
+        self.stats.newest_sample = max(self.stats.newest_sample, batch.newest)
         self.consumer.ack(messages)
         self._committed.set()
 

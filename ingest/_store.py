@@ -14,9 +14,10 @@ savepoint and goes through a temporary table and ``INSERT … ON CONFLICT DO NOT
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import errors
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 #: µs between the Unix epoch and PostgreSQL's (2000-01-01), the zero of binary timestamps
 PG_EPOCH_US = 946_684_800_000_000
 _MINUTE_US = 60_000_000
-_SAMPLE_TYPES = ["int4", "int8", "float8", "text", "int2"]
+_DAY_US = 86_400_000_000
 _RECEIPT_TYPES = ["int4", "int8", "bytea", "bytea", "bool", "int2", "int4", "int4", "int8", "int8"]
 _ROLLUP_TYPES = ["int4", "int8", "int8", "int8", "float8", "float8", "float8"]
 
@@ -47,25 +48,76 @@ def pg_us(unix_us: int) -> int:
     return unix_us - PG_EPOCH_US
 
 
-@dataclass
+# Binary COPY rows of ``sample`` (5 fields: int4, int8 timestamp, float8, text, int2), packed
+# here rather than by psycopg's generic ``write_row``: a third of the cost per row.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+_ROW_NUMBER = struct.Struct(
+    ">hiiiqidiih"
+).pack  # count, len, sid, len, ts, len, value, NULL, len, q
+_ROW_NULL = struct.Struct(">hiiiqiiih").pack  # count, len, sid, len, ts, NULL, NULL, len, q
+_ROW_TEXT = struct.Struct(">hiiiqii").pack  # count, len, sid, len, ts, NULL, len ‖ text, then:
+_ROW_QUALITY = struct.Struct(">ih").pack
+
+
 class Batch:
     """What one transaction writes; built by the verifier, written by :meth:`Store.write`.
 
-    ``rows``: (series_id, ts as µs since 2000, value, text_value, quality).
+    Samples are added with :meth:`add_sample` (timestamps in µs since the Unix epoch), which
+    encodes the COPY row at once and folds the value into the 1-minute rollup.
     ``receipts``: (gateway_id, seq, hash, prev, signature_valid, kind, device_id, samples,
     created, received), times as µs since 2000.
     ``events``: (gateway_id, kind, first_seq, last_seq, samples, reason, seq).
     ``quarantine``: (received µs since 2000, topic, payload, size, reason, detail, gateway, seq).
     """
 
-    rows: list[tuple[int, int, float | None, str | None, int]] = field(default_factory=list)
-    receipts: list[tuple[object, ...]] = field(default_factory=list)
-    events: list[tuple[object, ...]] = field(default_factory=list)
-    quarantine: list[tuple[object, ...]] = field(default_factory=list)
-    days: set[int] = field(default_factory=set)
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.samples = 0
+        self.newest = 0
+        self.days: set[int] = set()
+        #: (series_id, minute µs since 2000) → [samples, numeric samples, sum, min, max]
+        self.rollup: dict[tuple[int, int], list] = {}
+        self.receipts: list[tuple[object, ...]] = []
+        self.events: list[tuple[object, ...]] = []
+        self.quarantine: list[tuple[object, ...]] = []
+
+    def add_sample(
+        self, sid: int, ts: int, value: float | None, text: str | None, quality: int
+    ) -> None:
+        pg_ts = ts - PG_EPOCH_US
+        key = (sid, pg_ts - pg_ts % _MINUTE_US)
+        acc = self.rollup.get(key)
+        if acc is None:
+            acc = self.rollup[key] = [0, 0, None, None, None]
+        acc[0] += 1
+        if value is not None:
+            self.data += _ROW_NUMBER(5, 4, sid, 8, pg_ts, 8, value, -1, 2, quality)
+            if acc[1]:
+                acc[2] += value
+                if value < acc[3]:
+                    acc[3] = value
+                elif value > acc[4]:
+                    acc[4] = value
+            else:
+                acc[2] = acc[3] = acc[4] = value
+            acc[1] += 1
+        elif text is not None:
+            encoded = text.encode()
+            self.data += _ROW_TEXT(5, 4, sid, 8, pg_ts, -1, len(encoded))
+            self.data += encoded
+            self.data += _ROW_QUALITY(2, quality)
+        else:
+            self.data += _ROW_NULL(5, 4, sid, 8, pg_ts, -1, -1, 2, quality)
+        self.samples += 1
+        self.newest = max(self.newest, ts)
+        self.days.add(ts // _DAY_US)
+
+    def copy_data(self) -> bytes:
+        return _COPY_HEADER + bytes(self.data) + _COPY_TRAILER
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.receipts) + len(self.quarantine)
+        return self.samples + len(self.receipts) + len(self.quarantine)
 
 
 @dataclass
@@ -73,25 +125,6 @@ class WriteResult:
     rows_inserted: int
     conflicts: bool
     seconds: float
-
-
-def _rollup(rows: Iterable[tuple[int, int, float | None, str | None, int]]) -> list[tuple]:
-    acc: dict[tuple[int, int], list] = {}
-    for sid, ts, value, _text, _q in rows:
-        key = (sid, ts - ts % _MINUTE_US)
-        a = acc.get(key)
-        if a is None:
-            acc[key] = a = [0, 0, None, None, None]
-        a[0] += 1
-        if value is not None:
-            a[1] += 1
-            if a[2] is None:
-                a[2] = a[3] = a[4] = value
-            else:
-                a[2] += value
-                a[3] = min(a[3], value)
-                a[4] = max(a[4], value)
-    return [(sid, bucket, *a) for (sid, bucket), a in acc.items()]
 
 
 class Store:
@@ -239,18 +272,22 @@ class Store:
         self.ensure_days(batch.days)
         conn = self.writer
         conflicts = False
-        inserted = len(batch.rows)
+        inserted = batch.samples
         with conn.transaction():
-            if batch.rows:
+            if batch.samples:
+                data = batch.copy_data()
                 try:
                     with conn.transaction():
-                        self._copy_samples(conn, batch.rows)
+                        self._copy_samples(conn, data)
                 except errors.UniqueViolation:
                     conflicts = True
-                    inserted = self._merge_samples(conn, batch.rows)
+                    inserted = self._merge_samples(conn, data)
                 else:
                     if self.flavour == _schema.PLAIN:
-                        self._merge_rollup(conn, _rollup(batch.rows))
+                        buckets = [
+                            (sid, minute, *acc) for (sid, minute), acc in batch.rollup.items()
+                        ]
+                        self._merge_rollup(conn, buckets)
             with conn.cursor() as cur:
                 if batch.receipts:
                     with cur.copy(
@@ -278,18 +315,16 @@ class Store:
         return WriteResult(inserted, conflicts, time.perf_counter() - started)
 
     @staticmethod
-    def _copy_samples(conn: psycopg.Connection, rows: Sequence[tuple]) -> None:
+    def _copy_samples(conn: psycopg.Connection, data: bytes) -> None:
         with (
             conn.cursor() as cur,
             cur.copy(
                 "COPY sample (series_id, ts, value, text_value, quality) FROM STDIN (FORMAT BINARY)"
             ) as copy,
         ):
-            copy.set_types(_SAMPLE_TYPES)
-            for row in rows:
-                copy.write_row(row)
+            copy.write(data)
 
-    def _merge_samples(self, conn: psycopg.Connection, rows: Sequence[tuple]) -> int:
+    def _merge_samples(self, conn: psycopg.Connection, data: bytes) -> int:
         with conn.cursor() as cur:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS sample_stage "
@@ -300,9 +335,7 @@ class Store:
                 "COPY sample_stage (series_id, ts, value, text_value, quality) "
                 "FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(_SAMPLE_TYPES)
-                for row in rows:
-                    copy.write_row(row)
+                copy.write(data)
             # one row per key even if the batch itself repeats a key: the first one wins
             insert = (
                 "INSERT INTO sample SELECT DISTINCT ON (series_id, ts) * FROM sample_stage "

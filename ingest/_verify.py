@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import gateway.protocol as wire
 import identifiers
-from ingest._store import PG_EPOCH_US, Batch, Store, pg_us
+from ingest._store import Batch, Store, pg_us
 
 logger = logging.getLogger(__name__)
 
@@ -438,18 +438,15 @@ class Verifier:
 
 
 def _add_rows(samples: tuple[wire.Sample, ...], series: dict[str, int], batch: Batch) -> None:
-    rows = batch.rows
-    days = batch.days
+    add = batch.add_sample
     for s in samples:
         value = s.value
-        ts = s.ts - PG_EPOCH_US
         if value is None:
-            rows.append((series[s.tag], ts, None, None, int(s.quality)))
+            add(series[s.tag], s.ts, None, None, s.quality)
         elif isinstance(value, str):
-            rows.append((series[s.tag], ts, None, value, int(s.quality)))
+            add(series[s.tag], s.ts, None, value, s.quality)
         else:
-            rows.append((series[s.tag], ts, float(value), None, int(s.quality)))
-        days.add(s.ts // 86_400_000_000)
+            add(series[s.tag], s.ts, float(value), None, s.quality)
 
 
 def _has_nul(env: wire.Envelope) -> bool:

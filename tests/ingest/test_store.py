@@ -39,9 +39,10 @@ def series(store: Store, tags: list[str]) -> dict[str, int]:
 
 
 def rows_batch(rows: list[tuple]) -> Batch:
+    """A batch of (series_id, ts µs since 2000, value, text, quality) rows."""
     batch = Batch()
-    batch.rows.extend(rows)
-    batch.days.update((ts + 946_684_800_000_000) // DAY for _, ts, *_ in rows)
+    for sid, ts, value, text, quality in rows:
+        batch.add_sample(sid, ts + 946_684_800_000_000, value, text, quality)
     return batch
 
 
