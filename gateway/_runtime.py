@@ -21,6 +21,7 @@ from gateway._envelopes import EnvelopeWriter
 from gateway._health import HealthServer, create_app
 from gateway._keys import load_key
 from gateway._outbox import Outbox
+from gateway._sparkplug import sparkplug_session
 from gateway._uplink import JsonSession, MqttSettings, Uplink
 from gateway.config import GatewayConfig, UplinkSettings
 
@@ -106,7 +107,9 @@ class Gateway:
         self.uplink = Uplink(
             self.outbox,
             mqtt_settings(config.uplink, config.gateway.id),
-            session=json_session(config, self.public_key),
+            session=(sparkplug_session if config.uplink.format == "sparkplug" else json_session)(
+                config, self.public_key
+            ),
         )
         self.writer = EnvelopeWriter(
             self.outbox,

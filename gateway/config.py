@@ -83,6 +83,12 @@ class UplinkSettings(StrictModel):
     tls: TlsSettings | None = None
     keepalive: Duration = Field(30.0, description="MQTT keepalive")
     inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK")
+    format: Literal["json", "sparkplug"] = Field(
+        "json", description="payload format: JSON envelopes, or Sparkplug B 3.0 (docs/protocol.md)"
+    )
+    sparkplug_group: str | None = Field(
+        None, pattern=r"^[^+/#]+$", description="Sparkplug group id; default: the firm prefix"
+    )
 
     @field_validator("broker")
     @classmethod
