@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -50,12 +50,17 @@ def next_tick(now: float, interval: float) -> float:
 
 async def run_every(
     interval: float,
-    poll: Callable[[], Awaitable[None]],
+    poll: Callable[[float], Awaitable[None]],
     stats: GroupStats,
     *,
     clock: Callable[[], float] = time.time,
+    overruns_to: Sequence[GroupStats] = (),
 ) -> None:
-    """Call ``poll`` on every aligned tick until cancelled; the poll's own errors propagate."""
+    """Call ``poll(tick)`` on every aligned tick until cancelled; its errors propagate.
+
+    ``stats`` gets the timing of every call; missed ticks are added to it and to each of
+    ``overruns_to`` (the groups a poll covers, when it covers several).
+    """
     tick = next_tick(clock(), interval)
     while True:
         now = clock()
@@ -66,11 +71,13 @@ async def run_every(
         if delay > 0:
             await asyncio.sleep(delay)
         started = clock()
-        await poll()
+        await poll(tick)
         finished = clock()
         stats.record(finished - started, max(0.0, started - tick))
         tick += interval
         if finished >= tick:
             missed = math.floor((finished - tick) / interval) + 1
             stats.overruns += missed
+            for other in overruns_to:
+                other.overruns += missed
             tick += missed * interval

@@ -27,7 +27,7 @@ async def test_polls_run_on_aligned_ticks() -> None:
     starts: list[float] = []
     stats = GroupStats()
 
-    async def poll() -> None:
+    async def poll(tick: float) -> None:
         starts.append(time.time())
 
     task = asyncio.create_task(run_every(0.05, poll, stats))
@@ -47,7 +47,7 @@ async def test_a_slow_poll_counts_overruns_and_never_stacks() -> None:
     most = 0
     stats = GroupStats()
 
-    async def poll() -> None:
+    async def poll(tick: float) -> None:
         nonlocal running, most
         running += 1
         most = max(most, running)
@@ -152,7 +152,7 @@ async def test_a_clock_set_back_does_not_stall_the_polls() -> None:
     def clock() -> float:
         return now[0]
 
-    async def poll() -> None:
+    async def poll(tick: float) -> None:
         polls.append(now[0])
         now[0] = now[0] - 3600.0 if len(polls) == 2 else now[0] + 0.001
 

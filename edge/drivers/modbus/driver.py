@@ -7,9 +7,9 @@ interval and puts a :class:`edge.Batch` per poll into a :class:`edge.SampleStrea
 A device that stops answering is marked down once: one :class:`edge.ConnectivityEvent`, one
 ERROR log line, then explicitly Bad samples for its groups at their usual ticks, without I/O,
 until a jittered exponential backoff lets one poll try again; the first answer brings it back
-(an event and an INFO line). A down device costs its neighbours nothing: each device's groups
-are tasks of their own, and only devices on the same link (one serial bus, one TCP endpoint)
-share a lock.
+(an event and an INFO line). A down device costs devices on other links nothing: each link
+(one serial bus, one TCP endpoint) has its own polling tasks and lock; devices behind one link
+take turns on it, as they must on the wire.
 
 A request that the device refuses with "illegal data address" is split, once, into requests
 without holes and then into single tags, and the split plan is kept: the driver learns which
@@ -222,22 +222,42 @@ class ModbusDriver:
             self.readers.append(DeviceReader(device_plan, link, ns_clock=ns_clock))
             self._filters[device.name] = ExceptionFilter(_rules(device))
         self._by_name = {reader.name: reader for reader in self.readers}
+        #: timing of each polling task, by link and interval
+        self.schedule_stats: dict[str, GroupStats] = {}
         self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> ModbusDriver:
+        """Start one polling task per link and interval.
+
+        Groups of one link are polled one after the other at each tick, not by a task each:
+        they would queue for the link's lock anyway, and thousands of tasks waking on every
+        tick to wait in that queue cost more CPU than the reads.
+        """
         if self.stream is None:
             raise ValueError("running the driver needs a stream to put samples into")
-        self._group = asyncio.TaskGroup()
-        await self._group.__aenter__()
+        buckets: dict[tuple[int, float], list[tuple[DeviceReader, GroupPlan]]] = {}
         for reader in self.readers:
             for group in reader.plan.groups:
-                stats = reader.stats.groups.setdefault(group.name, GroupStats())
-                task = self._group.create_task(
-                    run_every(group.interval, self._poller(reader, group), stats),
-                    name=f"modbus {reader.name}/{group.name}",
-                )
-                self._tasks.append(task)
+                reader.stats.groups[group.name] = GroupStats()
+                buckets.setdefault((id(reader.link), group.interval), []).append((reader, group))
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        for (_, interval), members in buckets.items():
+            link = members[0][0].link
+            stats = self.schedule_stats.setdefault(
+                f"{link.endpoint} every {interval:g}s", GroupStats()
+            )
+            task = self._group.create_task(
+                run_every(
+                    interval,
+                    self._poller(members),
+                    stats,
+                    overruns_to=[r.stats.groups[g.name] for r, g in members],
+                ),
+                name=f"modbus {link.endpoint} every {interval:g}s",
+            )
+            self._tasks.append(task)
         return self
 
     async def __aexit__(
@@ -248,8 +268,13 @@ class ModbusDriver:
     ) -> None:
         try:
             if self._group is not None:
-                for task in self._tasks:
-                    task.cancel()
+                # Python 3.11's wait_for (inside pymodbus) loses a cancellation that arrives
+                # as the answer does: cancel until every task has really stopped
+                pending = set(self._tasks)
+                while pending:
+                    for task in pending:
+                        task.cancel()
+                    _, pending = await asyncio.wait(pending, timeout=0.2)
                 await self._group.__aexit__(None, None, None)
         finally:
             self._group = None
@@ -261,19 +286,21 @@ class ModbusDriver:
             link.close()
 
     def _poller(
-        self, reader: DeviceReader, group: GroupPlan
-    ) -> Callable[[], Coroutine[None, None, None]]:
+        self, members: list[tuple[DeviceReader, GroupPlan]]
+    ) -> Callable[[float], Coroutine[None, None, None]]:
         stream = self.stream
         assert stream is not None  # noqa: S101 - checked in __aenter__
-        rbe = self._filters[reader.name]
 
-        async def poll() -> None:
-            samples, events = await reader.poll(group)
-            for event in events:
-                await stream.put(event)
-            selected = rbe.select(samples)
-            if selected:
-                await stream.put(Batch(reader.name, group.name, tuple(selected)))
+        async def poll(tick: float) -> None:
+            for reader, group in members:
+                started = time.time()
+                samples, events = await reader.poll(group)
+                for event in events:
+                    await stream.put(event)
+                selected = self._filters[reader.name].select(samples)
+                if selected:
+                    await stream.put(Batch(reader.name, group.name, tuple(selected)))
+                reader.stats.groups[group.name].record(time.time() - started, started - tick)
 
         return poll
 
