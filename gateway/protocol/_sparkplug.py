@@ -42,9 +42,9 @@ from gateway.protocol._topics import _escape
 SPARKPLUG_NAMESPACE = "spBv1.0"
 #: ``uuid`` of a payload whose ``body`` is a signed envelope in its JSON form
 SPARKPLUG_ENVELOPE_UUID = "guantong-envelope-json-v1"
-#: a Sparkplug payload carrying more than this is refused before it is parsed: the envelope
-#: (at most 1 MiB) plus its samples as metrics
-MAX_SPARKPLUG_BYTES = 2 * MAX_PAYLOAD_BYTES
+#: a Sparkplug payload carrying more than this is refused before it is parsed: room for the
+#: envelope (at most 1 MiB) and its samples repeated as metrics, text values included
+MAX_SPARKPLUG_BYTES = 4 * MAX_PAYLOAD_BYTES
 SPARKPLUG_BDSEQ = "bdSeq"
 SPARKPLUG_REBIRTH = "Node Control/Rebirth"
 #: the values of the ``Quality`` property (Sparkplug 3.0, "Quality Codes")
