@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 
 import pytest
@@ -24,22 +25,26 @@ def test_ticks_are_aligned_to_multiples_of_the_interval() -> None:
 
 
 async def test_polls_run_on_aligned_ticks() -> None:
-    starts: list[float] = []
+    calls: list[tuple[float, float]] = []
     stats = GroupStats()
 
     async def poll(tick: float) -> None:
-        starts.append(time.time())
+        calls.append((tick, time.time()))
 
     task = asyncio.create_task(run_every(0.05, poll, stats))
     await asyncio.sleep(0.32)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert 4 <= stats.polls <= 7
-    assert stats.overruns == 0
-    for start in starts:
-        phase = start % 0.05
-        assert min(phase, 0.05 - phase) < 0.02  # near a multiple of the interval
+    assert 3 <= stats.polls <= 7
+    assert stats.polls == len(calls)
+    ticks = [tick for tick, _ in calls]
+    for tick, started in calls:
+        assert round(tick / 0.05) * 0.05 == pytest.approx(tick)  # a multiple of the interval
+        assert started >= tick - 0.002  # never early (the loop's clock is not the wall clock)
+    for before, after in itertools.pairwise(ticks):
+        assert after - before == pytest.approx(0.05 * round((after - before) / 0.05))
+        assert after > before
 
 
 async def test_a_slow_poll_counts_overruns_and_never_stacks() -> None:
