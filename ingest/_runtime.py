@@ -25,7 +25,7 @@ from ingest import _schema
 from ingest._consumer import Consumer
 from ingest._health import HealthServer, create_app
 from ingest._store import Batch, Store
-from ingest._verify import Message, Transient, Verifier
+from ingest._verify import Message, Quarantined, Transient, Verifier
 from ingest.config import IngestConfig
 
 logger = logging.getLogger(__name__)
@@ -193,26 +193,20 @@ class Ingest:
                 delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _commit(self, batch: Batch, messages: list[Message]) -> None:
-        delay = 0.1
-        retried = False
-        while True:
-            try:
-                if retried and await asyncio.to_thread(self.store.committed, batch):
-                    break
-                result = await asyncio.to_thread(self.store.write, batch)
-            except psycopg.OperationalError as exc:
-                self._trouble(exc)
-                self.stats.write_retries += 1
-                retried = True
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
-                continue
-            self.stats.rows += result.rows_inserted
-            self.stats.conflict_batches += result.conflicts
-            self.stats.commit_seconds += result.seconds
-            break
-        if not self.stats.database_up:
-            logger.info("database reachable again; batch committed")
+        try:
+            await self._write(batch)
+        except psycopg.Error as exc:
+            # not an outage (those are retried): the database refuses this batch for good, a
+            # bug or a schema changed under ingest. Its messages go to quarantine whole, so
+            # that nothing is lost and ingest carries on; the chain is re-read from receipts.
+            logger.exception("the database refused a batch of %d messages", len(messages))
+            refused = Batch()
+            detail = f"{type(exc).__name__}: {exc}"
+            for msg in messages:
+                self.verifier.quarantine(msg, Quarantined("store_refused", detail), refused)
+            self.verifier.reset_chains()
+            batch = refused
+            await self._write(batch)
         self.stats.database_up = True
         self.stats.last_error = None
         self.stats.batches += 1
@@ -222,6 +216,29 @@ class Ingest:
         self.stats.newest_sample = max(self.stats.newest_sample, batch.newest)
         self.consumer.ack(messages)
         self._committed.set()
+
+    async def _write(self, batch: Batch) -> None:
+        """Write ``batch``, waiting out database outages; raise other database errors."""
+        delay = 0.1
+        retried = False
+        while True:
+            try:
+                if retried and await asyncio.to_thread(self.store.committed, batch):
+                    return
+                result = await asyncio.to_thread(self.store.write, batch)
+            except psycopg.OperationalError as exc:
+                self._trouble(exc)
+                self.stats.write_retries += 1
+                retried = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+                continue
+            if not self.stats.database_up:
+                logger.info("database reachable again; batch committed")
+            self.stats.rows += result.rows_inserted
+            self.stats.conflict_batches += result.conflicts
+            self.stats.commit_seconds += result.seconds
+            return
 
     def _trouble(self, exc: Exception) -> None:
         self.stats.waits += 1

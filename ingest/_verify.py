@@ -45,6 +45,8 @@ REASONS = {
     "foreign_device": "the device is registered under another firm or gateway",
     "fork": "an envelope with an already received seq but different content",
     "unstorable": "text PostgreSQL cannot hold (U+0000)",
+    "store_refused": "the database refused the batch holding it for a reason other than an "
+    "outage (the detail has the error); every message of that batch is kept here",
 }
 #: bytes of an oversized payload kept in quarantine (the size column has the whole size)
 KEEP_OVERSIZED = 64 * 1024
@@ -138,25 +140,20 @@ class Verifier:
         """Put what ``msg`` carries into ``batch``; return the samples it added."""
         outcome = await self._check(msg, batch)
         if isinstance(outcome, Quarantined):
-            self.stats.quarantined[outcome.reason] += 1
-            payload = msg.payload
-            if outcome.reason == "oversized":
-                payload = payload[:KEEP_OVERSIZED]
-            batch.quarantine.append(
-                (
-                    pg_us(msg.received),
-                    msg.topic,
-                    payload,
-                    len(msg.payload),
-                    outcome.reason,
-                    outcome.detail,
-                    outcome.gateway,
-                    outcome.seq,
-                )
-            )
-            logger.debug("quarantined %s: %s %s", msg.topic, outcome.reason, outcome.detail)
+            self.quarantine(msg, outcome, batch)
             return 0
         return outcome
+
+    def quarantine(self, msg: Message, outcome: Quarantined, batch: Batch) -> None:
+        self.stats.quarantined[outcome.reason] += 1
+        payload = msg.payload
+        if outcome.reason == "oversized":
+            payload = payload[:KEEP_OVERSIZED]
+        batch.quarantine.append(
+            (pg_us(msg.received), msg.topic, payload, len(msg.payload), outcome.reason,
+             outcome.detail, outcome.gateway, outcome.seq)
+        )  # fmt: skip
+        logger.debug("quarantined %s: %s %s", msg.topic, outcome.reason, outcome.detail)
 
     async def _check(  # noqa: PLR0911 - one return per refusal reads best
         self, msg: Message, batch: Batch

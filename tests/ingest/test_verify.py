@@ -6,12 +6,14 @@ a redelivery, every refusal the verifier knows, a gap, a declared loss and a cha
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import psycopg
 from _services import MosquittoBroker
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -143,3 +145,40 @@ async def test_bad_messages_are_quarantined_with_their_reason_and_good_ones_stor
     assert "guantong_ingest_envelopes_duplicate_total 1.0" in metrics
     assert "guantong_ingest_rows_inserted_total 6.0" in metrics
     assert 'guantong_ingest_connectivity_events_total{kind="gap"} 1.0' in metrics
+
+
+def alter(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]  # a test constant
+
+
+async def test_a_batch_the_database_refuses_goes_to_quarantine_and_ingest_carries_on(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register,
+    publisher, kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    dev = f"{kit.FIRM}/dev.kiln"
+    gw = kit.Chain(f"{kit.FIRM}/gw.line1")
+    await register(gw, [dev])
+    config = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)
+    async with Ingest(config) as ingest:
+        # a constraint the schema does not have: the database now refuses this value for good
+        await asyncio.to_thread(
+            alter, pg_dsn, "ALTER TABLE sample ADD CONSTRAINT no_666 CHECK (value <> 666)"
+        )
+        refused = gw.data(dev, [("temp", kit.T0, 666.0)])
+        publisher.publish(*kit.message(refused))
+        await kit.wait_until(lambda: kit.count(pg_dsn, "quarantine") == 1)
+        publisher.publish(*kit.message(gw.data(dev, [("temp", kit.T0 + 1, 21.0)])))
+        await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") == 1)
+        await kit.wait_until(lambda: ingest.consumer.stats.acked == 2)
+        assert ingest.running
+    rows = kit.fetch(pg_dsn, "SELECT reason, detail, payload FROM quarantine")
+    assert [(r, "no_666" in d, pl) for r, d, pl in rows] == [
+        ("store_refused", True, kit.message(refused)[1])
+    ]
+    assert kit.fetch(pg_dsn, "SELECT seq FROM receipt") == [(2,)]
+    assert kit.fetch(pg_dsn, "SELECT value FROM sample") == [(21.0,)]
+    # the refused envelope is missing from the chain: a gap, visible as such
+    assert kit.fetch(pg_dsn, "SELECT kind, first_seq, last_seq FROM connectivity_event") == [
+        ("gap", 1, 1)
+    ]
