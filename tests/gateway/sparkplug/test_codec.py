@@ -339,6 +339,11 @@ def test_a_ddata_without_its_envelope_is_refused() -> None:
     with pytest.raises(p.MalformedEnvelope) as info:
         p.decode_sparkplug_envelope(topic, carrying(b'{"v":1,"kind":"data"}'))
     assert info.value.field == "created"
+    with pytest.raises(p.MalformedEnvelope) as info:
+        p.decode_sparkplug_envelope(topic, b"\xff\xff\xff")
+    assert info.value.field == "payload"
+    with pytest.raises(p.EnvelopeTooLarge):
+        p.decode_sparkplug_envelope(topic, carrying(body + b" " * p.MAX_SPARKPLUG_BYTES))
 
 
 def test_signing_a_fresh_envelope_end_to_end() -> None:
