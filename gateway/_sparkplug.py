@@ -4,10 +4,10 @@ Sparkplug device, each tag a metric with an alias.
 The session follows the specification's rules for an edge node (docs/protocol.md,
 "Sparkplug B"):
 
-- every CONNECT carries an NDEATH Will (QoS 1, not retained) with a new ``bdSeq``, one more
-  than the previous connection's (255 wraps to 0), kept in a small state file so that it also
-  goes on across restarts; the uplink calls :meth:`SparkplugSession.will` exactly once per
-  CONNECT, which is where the number advances;
+- every CONNECT carries an NDEATH Will (QoS 1, not retained) with a ``bdSeq`` one more than
+  the previous accepted connection's (255 wraps to 0), kept in a small state file so that it
+  also goes on across restarts; the uplink calls :meth:`SparkplugSession.will` exactly once
+  per connection attempt and :meth:`SparkplugSession.births` after its CONNACK;
 - after CONNACK: NBIRTH (``seq`` 0, the same ``bdSeq``, ``Node Control/Rebirth`` = false,
   without an alias), then one DBIRTH per device naming every tag with its alias, datatype and
   last known value, then data; every message after NBIRTH takes the next ``seq`` (mod 256);
@@ -101,25 +101,26 @@ class _Metric:
 
 
 class BdSeqStore:
-    """The last ``bdSeq`` used, in a one-line file replaced atomically."""
+    """The ``bdSeq`` of the last connection that was accepted (CONNACK), in a one-line file
+    replaced atomically, so that the number goes on across restarts."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def next(self) -> int:
+        """The number after the last one stored; 0 for the first connection ever."""
         try:
-            last = int(self.path.read_text(encoding="ascii"))
+            return (int(self.path.read_text(encoding="ascii")) + 1) % 256
         except (FileNotFoundError, ValueError):
-            bdseq = 0
-        else:
-            bdseq = (last + 1) % 256
+            return 0
+
+    def store(self, bdseq: int) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", encoding="ascii") as f:
             f.write(f"{bdseq}\n")
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.path)
-        return bdseq
 
 
 class SparkplugSession:
@@ -141,6 +142,7 @@ class SparkplugSession:
         self._bdseq_store = bdseq
         self._clock = clock
         self.bdseq: int | None = None
+        self._born = False  # births() was called for the current bdSeq
         self._seq = 0
         alias = iter(range(2, 2**31))  # 1 is bdSeq's
         self._node_metrics = [
@@ -179,14 +181,23 @@ class SparkplugSession:
     # -- the Session protocol --------------------------------------------------------------------
 
     def will(self) -> Message:
-        """A new CONNECT: the next ``bdSeq``, and the NDEATH that carries it."""
+        """A new CONNECT: the next ``bdSeq``, and the NDEATH that carries it.
+
+        A connection attempt that was never accepted (no CONNACK, so no births) leaves no
+        session behind, and the next attempt reuses its number: a host sees ``bdSeq`` go up
+        by exactly one from one NBIRTH to the next.
+        """
         self.bdseq = self._bdseq_store.next()
+        self._born = False
         return self._ndeath(self.bdseq)
 
     def births(self) -> list[Message]:
         """NBIRTH (``seq`` 0) and a DBIRTH per device, each metric with its last known value."""
         if self.bdseq is None:
             raise RuntimeError("will() opens every connection, before births()")
+        if not self._born:  # the broker accepted the connection: its bdSeq is used
+            self._bdseq_store.store(self.bdseq)
+            self._born = True
         now = self._now()
         self._seq = 0
         node = [
