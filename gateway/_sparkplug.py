@@ -111,7 +111,12 @@ class BdSeqStore:
         """The number after the last one stored; 0 for the first connection ever."""
         try:
             return (int(self.path.read_text(encoding="ascii")) + 1) % 256
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            logger.warning(
+                "sparkplug: %s is unreadable (%s); bdSeq starts again at 0", self.path, exc
+            )
             return 0
 
     def store(self, bdseq: int) -> None:
