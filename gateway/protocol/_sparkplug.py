@@ -18,7 +18,9 @@ the specification.
 Integers: the specification stores Int8, Int16 and Int32 in a ``uint32`` without saying how a
 negative value is laid out, and implementations differ (Eclipse Tahu sign-extends to 32 bits,
 pysparkplug uses the type's own width). This codec emits 32-bit two's complement and decodes
-both forms; anything else is refused as out of range.
+both forms; anything else is refused as out of range. Likewise UInt32 is written in
+``int_value`` as the specification says, and read from ``long_value`` too, where Eclipse
+Tahu's libraries and Ignition have long put it.
 """
 
 from __future__ import annotations
@@ -382,7 +384,7 @@ def _from_wire(where: str, datatype: SparkplugDataType | None, field: str, raw: 
     expected = _FIELD_OF.get(datatype)
     if expected is None:
         raise MalformedEnvelope(f"{where}.datatype", f"{datatype.name} is not supported")
-    if field != expected:
+    if field != expected and not (datatype is _T.UINT32 and field == "long_value"):
         raise MalformedEnvelope(f"{where}.value", f"{datatype.name} travels in {expected}")
     if datatype in _SIGNED32:
         return _signed32(where, datatype, raw)

@@ -196,6 +196,18 @@ def test_negative_small_integers_are_read_in_either_layout(
     assert metric.value == value
 
 
+def test_uint32_is_written_in_int_value_and_read_from_long_value_too() -> None:
+    """The specification puts UInt32 in ``int_value``; Eclipse Tahu's libraries (the npm
+    ``sparkplug-payload`` 1.0.3, for one) write and read it in ``long_value``."""
+    raw = p.encode_sparkplug(
+        p.SparkplugPayload(metrics=(p.SparkplugMetric(name="a", datatype=T.UINT32, value=7),))
+    )
+    assert Pb.FromString(raw).metrics[0].WhichOneof("value") == "int_value"
+    tahu = raw_metric(name="a", datatype=T.UINT32, long_value=4_000_000_000)
+    assert p.decode_sparkplug(tahu).metrics[0].value == 4_000_000_000
+    refused(raw_metric(datatype=T.UINT32, long_value=2**32), "metrics[0].value")
+
+
 @pytest.mark.parametrize(
     ("datatype", "wire"),
     [(T.INT8, 0x100), (T.INT8, 0xFFFF_FF7F), (T.INT16, 0x1_0000), (T.UINT8, 256)],
