@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: samples of one group from one publish response → the driver
 OnSamples = Callable[[GroupPlan, list[Sample]], Awaitable[None]]
 
+#: Publish requests kept outstanding (at most one per subscription)
+PUBLISH_REQUESTS = 4
 _LIMITS = (
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
@@ -70,6 +72,7 @@ class Session:
         self._on_samples: OnSamples | None = None
         #: notifications wait for this, so that they follow the "device is back" event
         self._released = asyncio.Event()
+        self._publish_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def device(self) -> str:
@@ -148,6 +151,8 @@ class Session:
             return
         self._on_samples = None
         self._released.set()
+        for task in list(self._publish_tasks):
+            task.cancel()
         polite = not self.lost.is_set()
         try:
             async with asyncio.timeout(min(self.settings.timeout, 2.0) if polite else 0.5):
@@ -213,6 +218,19 @@ class Session:
             error = self._translate(exc, "subscribing failed on")
             self.mark_lost(str(error))
             raise error from exc
+        self._more_publish_requests(client)
+
+    def _more_publish_requests(self, client: Client) -> None:
+        """asyncua keeps one Publish request outstanding, so each subscription's notifications
+        wait for a round trip of every other's; a busy server then publishes late. Part 4
+        (5.13.5) has clients keep several outstanding: a few more loops, ended with the
+        session like asyncua's own."""
+        want = min(PUBLISH_REQUESTS, len(self.subscriptions)) - 1
+        session = client.uaclient.session
+        for _ in range(want):
+            task = asyncio.get_running_loop().create_task(session._publish_loop())
+            self._publish_tasks.add(task)
+            task.add_done_callback(self._publish_tasks.discard)
 
     async def _create_subscription(self, client: Client, group: GroupPlan) -> int:
         interval_ms = group.interval * 1000
