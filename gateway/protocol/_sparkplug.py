@@ -26,6 +26,7 @@ Tahu's libraries and Ignition have long put it.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -38,7 +39,6 @@ from gateway.protocol._envelope import Envelope
 from gateway.protocol._errors import EnvelopeTooLarge, MalformedEnvelope, TopicError
 from gateway.protocol._json import MAX_PAYLOAD_BYTES, decode_json
 from gateway.protocol._signing import SignedEnvelope
-from gateway.protocol._sparkplug_pb import Payload as _Payload
 from gateway.protocol._topics import _escape
 
 SPARKPLUG_NAMESPACE = "spBv1.0"
@@ -133,8 +133,8 @@ _FIELD_OF = {
     SparkplugDataType.BYTES: "bytes_value",
     SparkplugDataType.FILE: "bytes_value",
 }
-# signed types kept in int_value → their width in bits; unsigned ones → their limit
 _T = SparkplugDataType
+# signed types kept in int_value → their width in bits; unsigned ones → their limit
 _SIGNED32 = {_T.INT8: 8, _T.INT16: 16, _T.INT32: 32}
 _UNSIGNED = {_T.UINT8: 2**8, _T.UINT16: 2**16, _T.UINT32: 2**32}
 
@@ -198,6 +198,15 @@ def sparkplug_device(device: str) -> str:
     return _escape(identifiers.parse(device).suffix)
 
 
+@functools.cache
+def _pb() -> Any:
+    """The protobuf ``Payload`` class, built on first use: a gateway or ingest that only
+    speaks JSON does not pay for it at import."""
+    from gateway.protocol._sparkplug_pb import Payload  # noqa: PLC0415
+
+    return Payload
+
+
 # -- the payload model ---------------------------------------------------------------------------
 
 
@@ -230,7 +239,7 @@ class SparkplugPayload:
 def encode_sparkplug(payload: SparkplugPayload) -> bytes:
     """The protobuf bytes; raise :class:`MalformedEnvelope` for a value its datatype cannot
     hold (naming the metric)."""
-    out = _Payload()
+    out = _pb()()
     if payload.timestamp is not None:
         out.timestamp = payload.timestamp
     if payload.seq is not None:
@@ -324,7 +333,7 @@ def decode_sparkplug(raw: bytes) -> SparkplugPayload:
     if len(raw) > MAX_SPARKPLUG_BYTES:
         raise EnvelopeTooLarge("payload", len(raw), MAX_SPARKPLUG_BYTES)
     try:
-        message = _Payload.FromString(raw)
+        message = _pb().FromString(raw)
     except DecodeError as exc:
         raise MalformedEnvelope("payload", f"not a Sparkplug B protobuf payload: {exc}") from None
     metrics = tuple(_decode_metric(f"metrics[{i}]", m) for i, m in enumerate(message.metrics))
@@ -469,7 +478,7 @@ def decode_sparkplug_envelope(topic: str, raw: bytes) -> SignedEnvelope:
     if len(raw) > MAX_SPARKPLUG_BYTES:
         raise EnvelopeTooLarge("payload", len(raw), MAX_SPARKPLUG_BYTES)
     try:
-        message = _Payload.FromString(raw)
+        message = _pb().FromString(raw)
     except DecodeError as exc:
         raise MalformedEnvelope("payload", f"not a Sparkplug B protobuf payload: {exc}") from None
     payload = SparkplugPayload(
