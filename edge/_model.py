@@ -15,6 +15,10 @@ appear on the wire: 32-bit ``ABCD`` is big-endian (the Modbus norm), ``CDAB`` sw
 ``BADC`` swaps the bytes in each word, ``DCBA`` is little-endian; 64-bit values have the eight
 orders made of those swaps and a swap of the 32-bit halves. Common aliases (``big``,
 ``little``, ``MSW-BE``…) are accepted and normalised once, here.
+
+Two 8-bit values (``byte: low|high``) or several register bits may share a register; any other
+overlap is an error. A tag inside a range the device is declared unable to read
+(``unreadable``), or longer than one request may carry (``max_registers``), is refused at load.
 """
 
 from __future__ import annotations
