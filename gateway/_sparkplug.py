@@ -251,33 +251,46 @@ class SparkplugSession:
         if doc["kind"] == "loss":
             return self._loss_message(entry, doc, historical)
         device = doc["device"]
-        device_id, by_tag = self._devices[device]
-        metrics = []
+        known_device = self._devices.get(device)
+        if known_device is None:
+            # an envelope committed before the device left the config: its body still goes
+            # to ingest, without metrics that no DBIRTH declares
+            if (device, "") not in self._logged:
+                self._logged.add((device, ""))
+                logger.error("sparkplug: device %s is not in the config; DDATA without metrics",
+                             device)  # fmt: skip
+            known_device = (p.sparkplug_device(device), {})
+        device_id, by_tag = known_device
+        metrics, sources = [], []
         for tag, ts, value, label in doc["samples"]:
             known = by_tag.get(tag)
             if known is None:
-                if (device, tag) not in self._logged:
+                if by_tag and (device, tag) not in self._logged:
                     self._logged.add((device, tag))
                     logger.error("sparkplug: tag %r of %s is not in its DBIRTH", tag, device)
                 continue
-            metric = p.SparkplugMetric(
-                alias=known.alias,
-                timestamp=ts // 1000,
-                datatype=known.datatype,
-                value=_value(known.datatype, value),
-                is_historical=historical,
-                quality=_QUALITY[label],
+            metrics.append(
+                p.SparkplugMetric(
+                    alias=known.alias,
+                    timestamp=ts // 1000,
+                    datatype=known.datatype,
+                    value=_value(known.datatype, value),
+                    is_historical=historical,
+                    quality=_QUALITY[label],
+                )
             )
-            metrics.append(metric)
-            if not historical:
+            sources.append(known)
+        message = self._message(
+            p.SparkplugMessageType.DDATA, device_id, metrics, body=entry.payload, qos=1
+        )
+        if not historical:  # what the next birth reports, as sent (after _unfit)
+            for known, metric in zip(sources, metrics, strict=True):
                 known.value, known.quality, known.timestamp = (
                     metric.value,
                     metric.quality,
-                    ts // 1000,
+                    metric.timestamp,
                 )
-        return self._message(
-            p.SparkplugMessageType.DDATA, device_id, metrics, body=entry.payload, qos=1
-        )
+        return message
 
     def _unfit(self, device_id: str, metrics: list[p.SparkplugMetric], i: int) -> None:
         """Metric ``i`` holds a value its declared datatype cannot (a driver giving another type

@@ -83,6 +83,27 @@ def test_a_value_that_does_not_fit_its_tag_goes_out_null_and_bad_and_is_logged_o
                 (1.5, None),
             ]
     assert len([r for r in caplog.records if "does not fit" in r.message]) == 1
+    # and the next birth reports what was sent, not the value that did not fit
+    dbirth = p.decode_sparkplug(s.births()[1].payload)
+    assert [(m.value, m.quality) for m in dbirth.metrics] == [
+        (None, p.SPARKPLUG_QUALITY_BAD),
+        (1.5, None),
+    ]
+
+
+def test_an_envelope_of_a_device_no_longer_in_the_config_still_carries_its_body(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = session(tmp_path, ("t", T.DOUBLE))
+    env = p.Envelope(GW, 1, p.GENESIS, TS, "88.709.911/dev.gone", (p.Sample("t", TS, 1.0),))
+    e = Entry(1, 1, p.envelope_topic(env), p.encode_json(p.sign(env, KEY)))
+    with caplog.at_level(logging.ERROR, logger="gateway._sparkplug"):
+        message = s.data(e, historical=True)
+    assert message.topic == "spBv1.0/g/DDATA/gw.a/dev.gone"
+    signed = p.decode_sparkplug_envelope(message.topic, message.payload)
+    assert signed.envelope == env
+    assert p.decode_sparkplug(message.payload).metrics == ()
+    assert "not in the config" in caplog.text
 
 
 def test_a_tag_missing_from_the_dbirth_is_left_out_of_the_metrics_not_the_body(
