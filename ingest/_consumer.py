@@ -130,7 +130,7 @@ class Consumer:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object,
                        reason: mqtt.ReasonCode, _p: object) -> None:  # fmt: skip
-        if self.stats.connected:
+        if self.stats.connected and not self._stopping.is_set():
             logger.warning("disconnected from %s: %s", self.settings.broker, reason)
         self.stats.connected = False
         self.stats.last_error = str(reason)

@@ -21,13 +21,15 @@ from typing import Any
 
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresCluster
+from _services import MosquittoBroker, PostgresCluster, free_port
 
 import identifiers
+import simulators
 from edge import Batch, Quality, Sample
 from gateway._keys import create_key
-from gateway._runtime import Gateway
+from gateway._runtime import Gateway, running
 from gateway.config import GatewayConfig
+from guantong.cli.sim import gateway_config as sim_gateway_config
 from ingest import Ingest, migrate
 
 NS = 1_764_000_000_000_000_000
@@ -212,3 +214,55 @@ async def test_postgresql_restarted_mid_stream_loses_nothing(
             check_store(dsn, kit, gw, 120)
             assert ingest.stats.waits > 0  # the crash was met, and waited out
             assert ingest.stats.database_up
+
+
+def factory(port: int) -> dict[str, object]:
+    return {
+        "kind": "factory",
+        "name": "KilnWorks",
+        "firm": {"name": "test firm", "prefix": "88.709.911"},
+        "seed": 7,
+        "endpoints": [{"name": "plc", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": port}],
+        "lines": [
+            {
+                "name": "Line1",
+                "machines": [
+                    {"name": "kiln-1", "profile": "kiln", "endpoint": "plc", "unit_id": 1},
+                    {"name": "meter-1", "profile": "meter", "endpoint": "plc", "unit_id": 2},
+                ],
+            }
+        ],
+    }
+
+
+@pytest.mark.slow
+async def test_simulated_plcs_through_the_gateway_arrive_complete(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Modbus simulators → gateway (drivers, outbox, signing) → Mosquitto → ingest → store."""
+    factory_file = tmp_path / "factory.yaml"
+    factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
+    fac = simulators.load_factory(factory_file)
+    doc = sim_gateway_config(fac, base_dir=tmp_path)
+    doc["uplink"] = {"broker": broker.url}
+    doc["envelope"] = {"max_samples": 100, "max_delay": "100ms"}
+    doc["health"] = None
+    config = GatewayConfig.model_validate(doc, context={"base_dir": tmp_path})
+    key = create_key(config.gateway.key_file)
+    await register(kit.Chain(config.gateway.id, key), [d.id for d in config.devices])
+    async with (
+        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)),
+        simulators.Simulator(fac, base_dir=tmp_path),
+    ):
+        async with running(config, drain_timeout=20) as gw:
+            await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 2)
+            await asyncio.sleep(2)
+        samples, envelopes = gw.writer.stats.samples, gw.writer.stats.envelopes
+        await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") == envelopes)
+    assert kit.count(pg_dsn, "sample") == samples
+    assert kit.fetch(pg_dsn, "SELECT sum(samples), max(seq) FROM receipt") == [(samples, envelopes)]
+    devices = kit.fetch(pg_dsn, "SELECT DISTINCT d.identifier FROM receipt r "
+                        "JOIN device d ON d.id = r.device_id ORDER BY 1")  # fmt: skip
+    assert devices == [("88.709.911/dev.kiln-1",), ("88.709.911/dev.meter-1",)]
+    assert kit.count(pg_dsn, "quarantine") == 0
