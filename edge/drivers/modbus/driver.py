@@ -14,7 +14,7 @@ take turns on it, as they must on the wire.
 A request that the device refuses with "illegal data address" is split, once, into requests
 without holes and then into single tags, and the split plan is kept: the driver learns which
 holes a device cannot read through and stops reading them, and only a tag that is itself
-unreadable stays Bad.
+unreadable stays Bad. A poll that could read nothing of the group forgets the splits.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class DeviceReader:
             return self._bad(group.tag_names), []
         samples: list[Sample] = []
         events: list[ConnectivityEvent] = []
+        bad_before = self.stats.bad_samples
         requests = self._requests[group.name]
         index = 0
         while index < len(requests):
@@ -134,6 +135,10 @@ class DeviceReader:
             self.stats.samples += len(read)
             samples += read
             index += 1
+        if len(samples) == self.stats.bad_samples - bad_before:
+            # nothing of the group could be read: a device refusing everything for a while
+            # (program mode, a fault) teaches nothing about its holes; forget the splits
+            self._requests[group.name] = list(group.requests)
         return samples, events
 
     def _bad(self, tags: Iterable[str]) -> list[Sample]:

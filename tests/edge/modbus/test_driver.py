@@ -171,11 +171,20 @@ async def test_illegal_address_isolates_the_unreadable_tags(sim: Any, make_endpo
         assert reader.stats.splits >= 1  # it was read in one request with its neighbours
         assert {n: s.value for n, s in got.items() if n != "ghost"} == sim.expected(m)
 
+        learnt = {g.name: reader.requests(g.name) for g in reader.plan.groups}
+
         m.faults.exception = 2  # the whole device refuses: every tag Bad, but it is up
         samples, happened = await poll_all(reader)
         assert happened == []
         assert reader.up
         assert all(s.quality is Quality.BAD for s in samples)
+
+        m.faults.exception = None  # it teaches nothing: back to the plan, holes learnt anew
+        for g in reader.plan.groups:
+            assert reader.requests(g.name) == g.requests
+        samples, _ = await poll_all(reader)
+        assert {s.tag for s in samples if s.quality is not Quality.GOOD} == {"ghost"}
+        assert {g.name: reader.requests(g.name) for g in reader.plan.groups} == learnt
     finally:
         m.faults.exception = None
         driver.close()
