@@ -267,10 +267,11 @@ async def test_births_data_aliases_seq_wrap_and_death_then_bdseq_goes_on_after_a
     check_stream(list(host.messages), public)
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_rebirth_on_ncmd_repeats_the_births_with_the_same_bdseq(
-    tmp_path: Path, mqtt_broker: MqttServer, host: Host
+    tmp_path: Path, mqtt_broker: MqttServer, host: Host, protocol: str
 ) -> None:
-    config = make_config(tmp_path, mqtt_broker.port, host.group)
+    config = make_config(tmp_path, mqtt_broker.port, host.group, protocol=protocol)
     public = p.public_key_bytes(create_key(config.gateway.key_file))
     now = int(time.time() * 1000)
     rebirth = p.encode_sparkplug(
