@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import httpx
 import psycopg
-from _services import MosquittoBroker
+from _services import MosquittoBroker, free_port
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
@@ -182,3 +182,37 @@ async def test_a_batch_the_database_refuses_goes_to_quarantine_and_ingest_carrie
     assert kit.fetch(pg_dsn, "SELECT kind, first_seq, last_seq FROM connectivity_event") == [
         ("gap", 1, 1)
     ]
+
+
+async def test_an_unreachable_identifier_node_is_waited_out_not_quarantined(
+    *, pg_dsn: str, broker: MosquittoBroker, publisher, kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    port = free_port()
+    config = kit.ingest_config(pg_dsn, broker.port, f"http://127.0.0.1:{port}", tmp_path)
+    gw = kit.Chain(f"{kit.FIRM}/gw.line1")
+    dev = f"{kit.FIRM}/dev.kiln"
+    async with Ingest(config) as ingest:
+        publisher.publish(*kit.message(gw.data(dev, [("temp", kit.T0, 1.0)])))
+        await kit.wait_until(lambda: ingest.stats.waits > 0)
+        assert ingest.stats.last_error is not None
+        assert ingest.consumer.stats.acked == 0  # nothing decided: the message waits
+        # the records are in the registry before the node answers: no "not found" race
+        async with identifiers.Registry(pg_dsn) as registry:
+            await registry.migrate()
+            await registry.write(
+                [
+                    (gw.gateway, kit.FIRM, identifiers.GatewayRecord(
+                        enterprise=kit.ENTERPRISE, public_key=gw.public).to_values()),
+                    (dev, kit.FIRM, identifiers.DeviceRecord(
+                        enterprise=kit.ENTERPRISE, gateway=gw.gateway).to_values()),
+                ],
+                overwrite=True,
+            )  # fmt: skip
+        node_config = identifiers.NodeConfig.model_validate({
+            "kind": "identifiers", "listen": {"host": "127.0.0.1", "port": port},
+            "database": {"dsn": pg_dsn, "pool_max": 2}, "authoritative": ["88.709"],
+        })  # fmt: skip
+        async with identifiers.Node(node_config):
+            await kit.wait_until(lambda: kit.count(pg_dsn, "sample") == 1, within=30)
+            await kit.wait_until(lambda: ingest.consumer.stats.acked == 1)
+    assert kit.count(pg_dsn, "quarantine") == 0
