@@ -42,6 +42,8 @@ from gateway.protocol._signing import SignedEnvelope
 from gateway.protocol._topics import _escape
 
 SPARKPLUG_NAMESPACE = "spBv1.0"
+#: what ingest subscribes to: the messages that carry envelopes, and not a host's ``STATE``
+SPARKPLUG_SUBSCRIPTIONS = (f"{SPARKPLUG_NAMESPACE}/+/DDATA/+/+", f"{SPARKPLUG_NAMESPACE}/+/NDATA/+")
 #: ``uuid`` of a payload whose ``body`` is a signed envelope in its JSON form
 SPARKPLUG_ENVELOPE_UUID = "guantong-envelope-json-v1"
 #: a Sparkplug payload carrying more than this is refused before it is parsed: room for the

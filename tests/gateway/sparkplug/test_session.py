@@ -136,6 +136,36 @@ class Host:
         self.client.loop_stop()
 
 
+class Ingest:
+    """Subscribes as ingest does and decodes every message into a signed envelope."""
+
+    def __init__(self, server: MqttServer) -> None:
+        self.envelopes: list[p.SignedEnvelope] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(topic, 1) for topic in p.SPARKPLUG_SUBSCRIPTIONS]
+        )
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.on_message = lambda _c, _u, msg: self.envelopes.append(
+            p.decode_sparkplug_envelope(msg.topic, msg.payload)
+        )
+        self.client.connect(server.host, server.port)
+        self.client.loop_start()
+        assert subscribed.wait(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def ingest(mqtt_broker: MqttServer) -> Iterator[Ingest]:
+    i = Ingest(mqtt_broker)
+    yield i
+    i.close()
+
+
 @pytest.fixture
 def host(mqtt_broker: MqttServer) -> Iterator[Host]:
     h = Host(mqtt_broker, f"test-{uuid.uuid4().hex[:10]}")
@@ -223,10 +253,13 @@ async def wait_committed(gw: Gateway, envelopes: int) -> None:
 
 
 async def test_births_data_aliases_seq_wrap_and_death_then_bdseq_goes_on_after_a_restart(
-    tmp_path: Path, mqtt_broker: MqttServer, host: Host
+    tmp_path: Path, mqtt_broker: MqttServer, host: Host, ingest: Ingest
 ) -> None:
     config = make_config(tmp_path, mqtt_broker.port, host.group)
     public = p.public_key_bytes(create_key(config.gateway.key_file))
+    host.client.publish(f"spBv1.0/STATE/{host.group}", b'{"online":true}', qos=1).wait_for_publish(
+        5
+    )
     rounds = 140  # 2 devices: 280 DDATA after 3 births, so seq wraps past 255
     async with Gateway(config) as gw:
         await host.wait_for(lambda: len(host.of(M.DBIRTH)) == 2)
@@ -236,6 +269,7 @@ async def test_births_data_aliases_seq_wrap_and_death_then_bdseq_goes_on_after_a
         await wait_committed(gw, 2 * rounds)
         await asyncio.wait_for(gw.uplink.drained(), timeout=20)
     await host.wait_for(lambda: host.of(M.NDEATH))
+    await host.wait_for(lambda: len(ingest.envelopes) == 2 * rounds)
     first = list(host.messages)
     kinds = [m.topic.type for m in first]
     assert kinds[:3] == [M.NBIRTH, M.DBIRTH, M.DBIRTH]
@@ -244,6 +278,7 @@ async def test_births_data_aliases_seq_wrap_and_death_then_bdseq_goes_on_after_a
     assert [m.payload.seq for m in first[-3:-1]] == [25, 26]  # 282 messages after NBIRTH
     envelopes = check_stream(first, public)
     assert sorted(envelopes) == list(range(1, 2 * rounds + 1))
+    assert len(ingest.envelopes) == 2 * rounds  # DDATA only: no birth, death or STATE
     nbirth = first[0]
     assert bdseq_of(nbirth) == 0 == bdseq_of(first[-1])
     births = {m.name: m for m in nbirth.payload.metrics}
