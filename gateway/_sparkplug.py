@@ -257,8 +257,7 @@ class SparkplugSession:
             # to ingest, without metrics that no DBIRTH declares
             if (device, "") not in self._logged:
                 self._logged.add((device, ""))
-                logger.error("sparkplug: device %s is not in the config; DDATA without metrics",
-                             device)  # fmt: skip
+                logger.error("sparkplug: device %s is not in the config: no metrics", device)
             known_device = (p.sparkplug_device(device), {})
         device_id, by_tag = known_device
         metrics, sources = [], []
