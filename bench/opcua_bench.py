@@ -255,6 +255,27 @@ def child(role: str, payload: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(out.stdout.splitlines()[-1]))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(role: str, payload: dict[str, Any], sims: list[subprocess.Popen[str]]) -> None:
+    """Run one client and print its figures with the simulators' CPU share meanwhile: when
+    they are near a core each, they, not the client, set the rate and the lag."""
+    before = [cpu_seconds(p.pid) for p in sims]
+    started = time.perf_counter()
+    result = child(role, payload)
+    elapsed = time.perf_counter() - started
+    shares = [(cpu_seconds(p.pid) - b) / elapsed for p, b in zip(sims, before, strict=True)]
+    report(
+        "driver (OpcUaDriver, subscribe mode)" if role == "driver" else "baseline (plain asyncua)",
+        result,
+    )
+    print("  simulator CPU meanwhile: " + ", ".join(f"{s * 100:.0f}%" for s in shares))
+
+
 def report(name: str, r: dict[str, Any]) -> None:
     print(
         f"\n{name}: {r['monitored_items']:,} monitored items in {r['subscriptions']} "
@@ -320,8 +341,8 @@ def main() -> None:
             "urls": urls, "items": items, "seconds": args.seconds, "warmup": args.warmup,
             "window": args.window,
         }  # fmt: skip
-        report("driver (OpcUaDriver, subscribe mode)", child("driver", common))
-        report("baseline (plain asyncua subscriptions)", child("baseline", common))
+        measured("driver", common, sims)
+        measured("baseline", common, sims)
     finally:
         for proc in sims:
             proc.terminate()
