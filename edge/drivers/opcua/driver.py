@@ -70,6 +70,8 @@ class DeviceReader:
         self.session: Session | None = None
         self.stats = DeviceStats()
         self.events: list[ConnectivityEvent] = []
+        #: subscribe mode: the last sample of each tag, for tags with ``max_silence``
+        self.latest: dict[str, Sample] = {}
         #: set once the first connection attempt has ended, either way
         self.settled = asyncio.Event()
 
@@ -236,11 +238,14 @@ class OpcUaDriver:
 
     def _poller(self, reader: DeviceReader, group: GroupPlan) -> Callable[..., Awaitable[None]]:
         rbe = self._filters[reader.name]
+        silent = [tag.name for tag in group.tags if tag.max_silence is not None]
 
         async def poll(tick: float | None = None) -> None:
-            if reader.subscribing:  # notifications bring the data; ticks only mark outages
-                await reader.settled.wait()
+            if reader.subscribing:  # notifications bring the data; ticks mark outages and
+                await reader.settled.wait()  # keep quiet tags alive
                 if reader.up:
+                    if silent:
+                        await self._still(reader, group, silent)
                     return
             samples, event = await reader.poll(group)
             if event is not None:
@@ -251,15 +256,37 @@ class OpcUaDriver:
 
         return poll
 
+    async def _still(self, reader: DeviceReader, group: GroupPlan, silent: list[str]) -> None:
+        """A subscription says nothing while a value stays put, so a tag with ``max_silence``
+        would never be sent again: its last value is offered at every tick, stamped now
+        (no source time: the server did not send it again, the live subscription vouches
+        that it still holds), and the report-by-exception filter passes it once the tag has
+        been silent for ``max_silence``."""
+        now = self._clock()
+        offered = [
+            Sample(name, last.value, last.quality, now)
+            for name in silent
+            if (last := reader.latest.get(name)) is not None
+        ]
+        if selected := self._filters[reader.name].select(offered):
+            await self._emit(Batch(reader.name, group.name, tuple(selected)))
+
     def _publisher(
         self, reader: DeviceReader
     ) -> Callable[[GroupPlan, list[Sample]], Awaitable[None]]:
         rbe = self._filters[reader.name]
         stats = reader.stats
+        watched = {
+            tag.name for g in reader.plan.groups for tag in g.tags if tag.max_silence is not None
+        }
 
         async def publish(group: GroupPlan, samples: list[Sample]) -> None:
             stats.notifications += len(samples)
             stats.samples += len(samples)
+            if watched:
+                for sample in samples:
+                    if sample.tag in watched:
+                        reader.latest[sample.tag] = sample
             selected = rbe.select(samples)
             if selected:
                 await self._emit(Batch(reader.name, group.name, tuple(selected)))

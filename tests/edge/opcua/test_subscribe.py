@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -97,3 +98,29 @@ async def test_a_refused_monitored_item_is_one_bad_sample(sim: Any, make_server:
     assert ghosts[0].quality is Quality.BAD
     others = {s.tag: s.value for s in samples if s.tag != "ghost"}
     assert others == sim.expected(m)
+
+
+async def test_max_silence_resends_a_value_the_server_does_not(
+    sim: Any, make_server: Start
+) -> None:
+    m = sim.machine("cnc", live=True)
+    server = await make_server(m)
+    device = sim.device_for(
+        m, server.url, mode="subscribe", groups=False, interval="250ms"
+    ).model_dump(mode="json")
+    for tag in device["groups"][0]["tags"]:
+        if tag["name"] == "feed_override":  # a setpoint: it never changes by itself
+            tag["max_silence"] = "1s"
+    stream = SampleStream()
+    async with OpcUaDriver([Device.model_validate(device)], stream):
+        items = await collect(stream, 3.6)
+    sent = [s for i in items if isinstance(i, Batch) for s in i.samples if s.tag == "feed_override"]
+    assert [s.value for s in sent] == [sim.expected(m)["feed_override"]] * len(sent)
+    assert all(s.quality is Quality.GOOD for s in sent)
+    first, *again = sent
+    assert first.source_ts is not None  # the subscription's initial value
+    assert 2 <= len(again) <= 4
+    # resent by the gateway, stamped when it did, a max_silence apart
+    assert all(s.source_ts is None for s in again)
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(again)]
+    assert all(gap >= 1_000_000_000 for gap in gaps)
