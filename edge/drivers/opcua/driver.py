@@ -36,6 +36,9 @@ from edge.drivers.opcua.session import Session
 logger = logging.getLogger(__name__)
 
 Item = Batch | ConnectivityEvent
+#: seconds a session must have lived for the backoff to start again from its shortest wait:
+#: a server that accepts sessions and drops them at once is retried ever more slowly
+STABLE = 10.0
 Emit = Callable[[Item], Awaitable[None]]
 
 
@@ -101,6 +104,7 @@ class DeviceReader:
                     await asyncio.sleep(self.backoff.next_delay())
                     continue
                 self.stats.sessions += 1
+                opened = time.monotonic()
                 self.session = session
                 await self._answered(emit)
                 for group in self.plan.groups:
@@ -110,9 +114,10 @@ class DeviceReader:
                 self.settled.set()
                 await session.lost.wait()
                 self.session = None
-                self.stats.read_requests += session.read_requests
                 await session.close()
                 await self._went_down(session.lost_reason, emit)
+                if time.monotonic() - opened >= STABLE:
+                    self.backoff.reset()
                 await asyncio.sleep(self.backoff.next_delay())
         finally:
             if self.session is not None:
@@ -126,11 +131,14 @@ class DeviceReader:
         session = self.session
         if session is None or not self.up:
             return self._bad(group.tag_names), None
+        before = session.read_requests
         try:
             samples = await session.read(group)
         except OpcUaError as exc:
             event = self._down(str(exc))
             return self._bad(group.tag_names), event
+        finally:
+            self.stats.read_requests += session.read_requests - before
         self.stats.samples += len(samples)
         return samples, None
 
@@ -141,7 +149,6 @@ class DeviceReader:
         return bad
 
     async def _answered(self, emit: Emit) -> None:
-        self.backoff.reset()
         if self.up:
             return
         self.up = True
@@ -305,6 +312,7 @@ class OpcUaDriver:
                 for group in reader.plan.groups:
                     samples = await session.read(group)
                     reader.stats.samples += len(samples)
+                    reader.stats.read_requests = session.read_requests
                     out.append(Batch(reader.name, group.name, tuple(samples)))
             except OpcUaError as exc:
                 event = reader._down(str(exc))
