@@ -174,20 +174,40 @@ class Session:
         if client is None or self.lost.is_set():
             raise DeviceUnavailable(self.device, self.lost_reason or "not connected")
         session = client.uaclient
-        size = self.nodes_per_read
         samples: list[Sample] = []
-        for start in range(0, len(group.nodes), size):
+        start = 0
+        while start < len(group.nodes):
+            size = self.nodes_per_read
             nodes = list(group.nodes[start : start + size])
             try:
                 values = await session.read_attributes(nodes, ua.AttributeIds.Value)
-            except (ConnectionError, OSError, TimeoutError, ua.UaStatusCodeError) as exc:
+            except ua.UaStatusCodeError as exc:
+                if exc.code == ua.StatusCodes.BadTooManyOperations and size > 1:
+                    self._smaller_reads(size)
+                    continue
+                error = self._translate(exc, "read failed on")
+                self.mark_lost(str(error))
+                raise error from exc
+            except (ConnectionError, OSError, TimeoutError) as exc:
                 error = self._translate(exc, "read failed on")
                 self.mark_lost(str(error))
                 raise error from exc
             self.read_requests += 1
             edge_ts = self._clock()
             samples += _samples(group.codecs[start : start + size], values, edge_ts)
+            start += size
         return samples
+
+    def _smaller_reads(self, size: int) -> None:
+        """The server refused a Read of ``size`` nodes although it advertised more (or nothing):
+        halve the chunks for the rest of this session."""
+        self.server_max_nodes_per_read = max(1, size // 2)
+        logger.warning(
+            "%s: the server refused a Read of %d nodes (BadTooManyOperations); now %d at a time",
+            self.device,
+            size,
+            self.server_max_nodes_per_read,
+        )
 
     # --- subscriptions --------------------------------------------------------------------
 

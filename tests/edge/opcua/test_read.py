@@ -150,3 +150,37 @@ async def test_an_unknown_node_is_bad_and_the_rest_good(sim: Any, server: OpcUaE
     got = samples_of(await driver.read_once(), m.name)
     assert got.pop("ghost").quality is Quality.BAD
     assert {t: s.value for t, s in got.items()} == sim.expected(m)
+
+
+async def test_a_read_the_server_refuses_as_too_large_is_halved(
+    sim: Any, server: OpcUaEndpoint
+) -> None:
+    """A server that advertises no limit (or a wrong one) but answers BadTooManyOperations."""
+    from asyncua.common.callback import CallbackType  # noqa: PLC0415
+    from asyncua.common.utils import ServiceError  # noqa: PLC0415
+
+    asyncua_server = server._server
+    assert asyncua_server is not None
+    sizes: list[int] = []
+
+    def enforce(event: Any, dispatcher: Any) -> None:
+        sizes.append(len(event.request_params.NodesToRead))
+        if len(event.request_params.NodesToRead) > 5:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+
+    m = machine(server, "cnc")
+    driver = OpcUaDriver([sim.device_for(m, server.url, groups=False, max_nodes_per_read=16)])
+    session = Session(driver.readers[0].plan)
+    await session.open()
+    asyncua_server.subscribe_server_callback(CallbackType.PreRead, enforce)
+    try:
+        samples = await session.read(driver.readers[0].plan.groups[0])
+        assert session.nodes_per_read == 4  # 16, refused; 8, refused; 4
+        assert {s.tag: s.value for s in samples} == sim.expected(m)
+        assert all(s.quality is Quality.GOOD for s in samples)
+        assert not session.lost.is_set()
+        assert sizes[:3] == [16, 8, 4]
+        assert max(sizes[2:]) == 4
+    finally:
+        asyncua_server.unsubscribe_server_callback(CallbackType.PreRead, enforce)
+        await session.close()
