@@ -129,3 +129,30 @@ async def test_unreachable_opcua_device_exits_3_with_bad_samples(sim: Any, tmp_p
     assert code == 3
     assert err.startswith("error: ")
     assert not (tmp_path / "x.yaml").exists()
+
+
+async def test_discover_over_sign_and_encrypt_with_a_login(
+    sim: Any, make_server: Start, tmp_path: Path
+) -> None:
+    m = sim.machine("meter")
+    server = await make_server(
+        m, security=("SignAndEncrypt",), anonymous=False, users={"gateway": "s3cret"}
+    )
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    config = tmp_path / "site" / "gateway.yaml"
+    config.parent.mkdir()
+    code, _, err = await guantong(
+        "edge", "discover", server.url, "-o", str(config), "--prefix", "88.709.911",
+        "--security-mode", "SignAndEncrypt", "--username", "gateway",
+        "--password-file", str(secret),
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "site" / "opcua-client.der").exists()  # made next to the config
+    (device,) = yaml.safe_load(config.read_text(encoding="utf-8"))["devices"]
+    assert device["connection"]["security_mode"] == "SignAndEncrypt"
+    assert device["connection"]["password_file"] == str(secret)
+    code, out, err = await guantong("edge", "read", "-c", str(config), "--once")
+    assert code == 0, err
+    got = {x["tag"]: x["value"] for x in map(json.loads, out.splitlines())}
+    assert got == sim.expected(m)
