@@ -83,6 +83,7 @@ class EnvelopeWriter:
         max_ready: int = 256,
         declare_every: float = 60.0,
         on_commit: Callable[[], None] = lambda: None,
+        on_device: Callable[[str, bool], None] = lambda _device, _up: None,
     ) -> None:
         self._outbox = outbox
         self._key = key
@@ -94,6 +95,7 @@ class EnvelopeWriter:
         self._declare_every = declare_every
         self._declared_at = -math.inf
         self._on_commit = on_commit
+        self._on_device = on_device
         self._buffers: dict[str, list[protocol.Sample]] = {}
         self._since: dict[str, float] = {}  # device → monotonic time of its oldest sample
         self._ready: list[tuple[str, list[protocol.Sample]]] = []
@@ -137,6 +139,8 @@ class EnvelopeWriter:
         async for item in stream:
             if isinstance(item, ConnectivityEvent):
                 self.stats.device_events += 1
+                if self.stats.device_up.get(item.device, True) != item.up:
+                    self._on_device(self._devices[item.device], item.up)
                 self.stats.device_up[item.device] = item.up
                 continue
             self.add(item)

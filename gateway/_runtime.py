@@ -119,6 +119,7 @@ class Gateway:
             max_samples=config.envelope.max_samples,
             max_delay=config.envelope.max_delay,
             on_commit=self.uplink.notify,
+            on_device=self.uplink.device_changed,
         )
         self.health: HealthServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None

@@ -164,6 +164,7 @@ class SparkplugSession:
             metrics = {tag: _Metric(tag, next(alias), dt) for tag, dt in device.tags}
             self._devices[device.id] = (p.sparkplug_device(device.id), metrics)
         self._logged: set[tuple[str, str]] = set()
+        self._down: set[str] = set()  # devices not answering: no DBIRTH until they do
 
     def _topic(self, kind: p.SparkplugMessageType, device: str | None = None) -> str:
         return p.sparkplug_topic(self.group, kind, self.node, device)
@@ -215,10 +216,15 @@ class SparkplugSession:
         ]
         node += [_birth_metric(m, now) for m in self._node_metrics]
         messages = [self._message(p.SparkplugMessageType.NBIRTH, None, node, qos=0)]
-        for device, metrics in self._devices.values():
-            births = [_birth_metric(m, now) for m in metrics.values()]
-            messages.append(self._message(p.SparkplugMessageType.DBIRTH, device, births, qos=0))
+        for device_id in self._devices:
+            if device_id not in self._down:
+                messages.append(self._dbirth(device_id, now))
         return messages
+
+    def _dbirth(self, device_id: str, now: int) -> Message:
+        device, metrics = self._devices[device_id]
+        births = [_birth_metric(m, now) for m in metrics.values()]
+        return self._message(p.SparkplugMessageType.DBIRTH, device, births, qos=0)
 
     def subscriptions(self) -> list[str]:
         return [
@@ -307,6 +313,21 @@ class SparkplugSession:
                 device_id,
             )
         metrics[i] = dataclasses.replace(bad, value=None, quality=p.SPARKPLUG_QUALITY_BAD)
+
+    def device(self, device: str, up: bool) -> list[Message]:
+        """DDEATH when a device stops answering, its DBIRTH again when it answers again."""
+        if device not in self._devices:
+            return []
+        if up:
+            self._down.discard(device)
+        else:
+            self._down.add(device)
+        if not self._born:
+            return []  # the next births reflect it
+        if up:
+            return [self._dbirth(device, self._now())]
+        topic_device = self._devices[device][0]
+        return [self._message(p.SparkplugMessageType.DDEATH, topic_device, [], qos=0)]
 
     def death(self) -> Message | None:
         """NDEATH with this connection's ``bdSeq``, published before a clean DISCONNECT."""

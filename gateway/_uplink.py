@@ -81,6 +81,9 @@ class Session(Protocol):
     def data(self, entry: Entry, historical: bool) -> Message:
         """What is published for an outbox entry; ``historical`` for outage backlog."""
 
+    def device(self, device: str, up: bool) -> list[Message]:
+        """A device (identifier) stopped or started answering; sent only while connected."""
+
     def death(self) -> Message | None:
         """Published on a clean stop."""
 
@@ -108,6 +111,9 @@ class JsonSession:
     def data(self, entry: Entry, historical: bool) -> Message:
         marks = (("historical", "true"),) if historical else ()
         return Message(entry.topic, entry.payload, properties=marks)
+
+    def device(self, device: str, up: bool) -> list[Message]:
+        return []  # the Bad samples in the envelopes show it
 
     def death(self) -> Message:
         return self.will()
@@ -152,11 +158,21 @@ class Uplink:
         self._outbox = outbox
         self._settings = settings
         self._session = session
+        self._live: _Connection | None = None  # the connection after CONNACK
         self._backoff = (backoff_initial, backoff_max)
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.stats = UplinkStats()
+
+    def device_changed(self, device: str, up: bool) -> None:
+        """Tell the session; what it answers goes out now if connected (births carry it later)."""
+        if self._session is None:
+            return
+        messages = self._session.device(device, up)
+        if self._live is not None:
+            for message in messages:
+                self._send(self._live, message)
 
     def notify(self) -> None:
         """Tell the uplink the outbox has new envelopes."""
@@ -196,10 +212,13 @@ class Uplink:
             try:
                 if await self._await_connack(conn):
                     delay = self._backoff[0]
+                    self._live = conn
                     await self._pump(conn)
             except asyncio.CancelledError:
                 self._close(conn, graceful=True)
                 raise
+            finally:
+                self._live = None
             self._close(conn, graceful=False)
             logger.debug("uplink: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter

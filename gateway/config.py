@@ -108,6 +108,8 @@ class UplinkSettings(StrictModel):
             raise ValueError("use mqtts:// together with a tls section, mqtt:// without one")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs a username")
+        if self.sparkplug_group is not None and self.format != "sparkplug":
+            raise ValueError("sparkplug_group goes with format: sparkplug")
         return self
 
     @property

@@ -1,8 +1,9 @@
 """The northbound wire contract: envelopes, their canonical bytes and signatures, topics.
 
-A leaf: it imports the identifier codec and ``cryptography``, nothing heavy (no MQTT, no
-drivers, no pydantic), so that ingest and third-party verifiers can use it alone. The format is
-specified in docs/protocol.md, precisely enough to implement a gateway in another language.
+A leaf: it imports the identifier codec, ``cryptography`` and (for Sparkplug B, on first use)
+``protobuf``, nothing heavy (no MQTT, no drivers, no pydantic), so that ingest and third-party
+verifiers can use it alone. The format is specified in docs/protocol.md, precisely enough to
+implement a gateway in another language.
 
 Public API::
 
@@ -12,6 +13,9 @@ Public API::
     encode_json, decode_json                  the JSON carrier
     Topic, data_topic, loss_topic, status_topic, envelope_topic, parse_topic, check_topic
     GENESIS, VERSION, MAX_* limits, SUBSCRIPTION
+    Sparkplug*, encode_sparkplug, decode_sparkplug, decode_sparkplug_envelope,
+    check_sparkplug_topic, SPARKPLUG_SUBSCRIPTIONS …   Sparkplug B 3.0 payloads and topics;
+                                              the signed envelope travels in ``body``
 
 Exceptions::
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from _services import MqttServer
+from _services import MosquittoBroker, MqttServer
+from _services._base import make_server_dir
 
 import gateway.protocol as p
 
@@ -73,3 +74,16 @@ def subscribe() -> Iterator[Callable[[MqttServer, str], Subscriber]]:
     yield start
     for sub in made:
         sub.close()
+
+
+@pytest.fixture
+def durable_broker() -> Iterator[MosquittoBroker]:
+    """A private Mosquitto that keeps sessions and queued messages across a stop and start.
+
+    Its store lives in the broker's own directory, which the broker's user may write (as root,
+    Mosquitto switches to the ``mosquitto`` user, who cannot write into pytest's tmp_path).
+    """
+    directory = make_server_dir("mqtt-durable")
+    durable = ["allow_anonymous true", "persistence true", f"persistence_location {directory}/"]
+    with MosquittoBroker(directory=directory, listener_config=durable) as broker:
+        yield broker

@@ -124,34 +124,31 @@ OUTAGE_SECONDS = float(os.environ.get("GUANTONG_TEST_OUTAGE_SECONDS", "3"))
 
 
 async def test_a_broker_outage_while_reading_simulators_loses_no_sample(
-    tmp_path: Path, subscribe: Callable[[MqttServer, str], Any]
+    tmp_path: Path, subscribe: Callable[[MqttServer, str], Any], durable_broker: MosquittoBroker
 ) -> None:
-    store = tmp_path / "broker-store"
-    store.mkdir()
-    durable = ["allow_anonymous true", "persistence true", f"persistence_location {store}/"]
+    broker = durable_broker
     factory_file = tmp_path / "factory.yaml"
     factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
     fac = simulators.load_factory(factory_file)
-    with MosquittoBroker(listener_config=durable) as broker:
-        data = gateway_config(fac, base_dir=tmp_path)
-        data["uplink"] = {"broker": broker.url}
-        data["envelope"] = {"max_samples": 100, "max_delay": "100ms"}
-        data["health"] = None
-        config = GatewayConfig.model_validate(data, context={"base_dir": tmp_path})
-        create_key(config.gateway.key_file)
-        sub = subscribe(broker, "gt/v1/#")
-        async with simulators.Simulator(fac, base_dir=tmp_path):
-            async with running(config, drain_timeout=OUTAGE_SECONDS + 30) as gw:
-                await asyncio.sleep(2)
-                await asyncio.to_thread(broker.stop)
-                await asyncio.sleep(OUTAGE_SECONDS)
-                backlog = gw.outbox.depth()[0]
-                await asyncio.to_thread(broker.start)
-                await asyncio.sleep(2)
-            read = gw.stream.stats.samples
-        async with asyncio.timeout(30):
-            while len({s.envelope.seq for s in sub.envelopes()}) < gw.writer.stats.envelopes:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+    data = gateway_config(fac, base_dir=tmp_path)
+    data["uplink"] = {"broker": broker.url}
+    data["envelope"] = {"max_samples": 100, "max_delay": "100ms"}
+    data["health"] = None
+    config = GatewayConfig.model_validate(data, context={"base_dir": tmp_path})
+    create_key(config.gateway.key_file)
+    sub = subscribe(broker, "gt/v1/#")
+    async with simulators.Simulator(fac, base_dir=tmp_path):
+        async with running(config, drain_timeout=OUTAGE_SECONDS + 30) as gw:
+            await asyncio.sleep(2)
+            await asyncio.to_thread(broker.stop)
+            await asyncio.sleep(OUTAGE_SECONDS)
+            backlog = gw.outbox.depth()[0]
+            await asyncio.to_thread(broker.start)
+            await asyncio.sleep(2)
+        read = gw.stream.stats.samples
+    async with asyncio.timeout(30):
+        while len({s.envelope.seq for s in sub.envelopes()}) < gw.writer.stats.envelopes:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
     assert backlog > 0, "envelopes waited in the outbox during the outage"
     assert gw.uplink.stats.connects >= 2
     public = p.public_key_bytes(load_key(config.gateway.key_file))

@@ -120,40 +120,39 @@ async def test_envelopes_reach_the_broker_signed_chained_with_birth_and_offline_
 
 
 @pytest.mark.slow
-async def test_a_broker_outage_loses_nothing(tmp_path: Path, subscribe: Subscribe) -> None:
-    store = tmp_path / "mosquitto-data"
-    store.mkdir()
-    durable = ["allow_anonymous true", "persistence true", f"persistence_location {store}/"]
-    with MosquittoBroker(listener_config=durable) as broker:
-        config = make_config(tmp_path, broker.port, "gw.outage")
-        key = create_key(config.gateway.key_file)
-        sub = subscribe(broker, "gt/v1/#")
-        async with Gateway(config, drain_timeout=30) as gw:
-            start = time.monotonic()
-            n = 0
-            stopped = restarted = False
-            while time.monotonic() - start < 6:
-                await gw.stream.put(batch("kiln", n))
-                await gw.stream.put(batch("press", n))
-                n += 1
-                elapsed = time.monotonic() - start
-                if elapsed > 1.5 and not stopped:
-                    await asyncio.to_thread(broker.stop)
-                    stopped = True
-                if elapsed > 4 and not restarted:
-                    await asyncio.to_thread(broker.start)
-                    restarted = True
-                await asyncio.sleep(0.01)
-            await wait_committed(gw, n * 20)
-            await asyncio.wait_for(gw.uplink.drained(), timeout=40)
-            assert gw.uplink.stats.connects >= 2
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            got = {s.envelope.seq for s in sub.envelopes()}
-            if len(got) == gw.writer.stats.envelopes:
-                break
-            await asyncio.sleep(0.1)
-        check_delivery(sub.envelopes(), p.public_key_bytes(key), n)
+async def test_a_broker_outage_loses_nothing(
+    tmp_path: Path, subscribe: Subscribe, durable_broker: MosquittoBroker
+) -> None:
+    broker = durable_broker
+    config = make_config(tmp_path, broker.port, "gw.outage")
+    key = create_key(config.gateway.key_file)
+    sub = subscribe(broker, "gt/v1/#")
+    async with Gateway(config, drain_timeout=30) as gw:
+        start = time.monotonic()
+        n = 0
+        stopped = restarted = False
+        while time.monotonic() - start < 6:
+            await gw.stream.put(batch("kiln", n))
+            await gw.stream.put(batch("press", n))
+            n += 1
+            elapsed = time.monotonic() - start
+            if elapsed > 1.5 and not stopped:
+                await asyncio.to_thread(broker.stop)
+                stopped = True
+            if elapsed > 4 and not restarted:
+                await asyncio.to_thread(broker.start)
+                restarted = True
+            await asyncio.sleep(0.01)
+        await wait_committed(gw, n * 20)
+        await asyncio.wait_for(gw.uplink.drained(), timeout=40)
+        assert gw.uplink.stats.connects >= 2
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = {s.envelope.seq for s in sub.envelopes()}
+        if len(got) == gw.writer.stats.envelopes:
+            break
+        await asyncio.sleep(0.1)
+    check_delivery(sub.envelopes(), p.public_key_bytes(key), n)
 
 
 def test_a_key_readable_by_others_is_refused(tmp_path: Path, mqtt_broker: MqttServer) -> None:

@@ -18,7 +18,7 @@ import pytest
 from _services import MqttServer
 
 import gateway.protocol as p
-from edge import Batch, Quality, Sample
+from edge import Batch, ConnectivityEvent, Quality, Sample
 from gateway._keys import create_key
 from gateway._runtime import Gateway
 from gateway.config import GatewayConfig
@@ -451,3 +451,29 @@ async def test_link_loss_gives_the_will_ndeath_then_a_new_bdseq_and_historical_b
     before = host.messages[: host.messages.index(will)]
     envelopes = check_stream(before, public) | check_stream(after, public)
     assert sorted(envelopes) == list(range(1, 22))
+
+
+async def test_a_device_that_stops_answering_gets_a_ddeath_and_a_dbirth_when_back(
+    tmp_path: Path, mqtt_broker: MqttServer, host: Host
+) -> None:
+    config = make_config(tmp_path, mqtt_broker.port, host.group)
+    create_key(config.gateway.key_file)
+    async with Gateway(config) as gw:
+        await host.wait_for(lambda: len(host.of(M.DBIRTH)) == 2)
+        await gw.stream.put(ConnectivityEvent("kiln", up=False, ts=NS, reason="timeout"))
+        await host.wait_for(lambda: host.of(M.DDEATH))
+        await gw.stream.put(ConnectivityEvent("kiln", up=False, ts=NS, reason="still down"))
+        await gw.stream.put(ConnectivityEvent("kiln", up=True, ts=NS))
+        await host.wait_for(lambda: len(host.of(M.DBIRTH)) == 3)
+    await host.wait_for(lambda: host.of(M.NDEATH))
+    kinds = [(m.topic.type, m.topic.device) for m in host.messages]
+    assert kinds == [
+        (M.NBIRTH, None),
+        (M.DBIRTH, "dev.kiln"),
+        (M.DBIRTH, "dev.press"),
+        (M.DDEATH, "dev.kiln"),  # once, though the device was reported down twice
+        (M.DBIRTH, "dev.kiln"),
+        (M.NDEATH, None),
+    ]
+    seqs = [m.payload.seq for m in host.messages if m.topic.type is not M.NDEATH]
+    assert seqs == [0, 1, 2, 3, 4]
