@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 class ConsumerStats:
     def __init__(self) -> None:
         self.connected = False
+        #: the broker has acknowledged the subscription on the current connection
+        self.subscribed = False
         self.connects = 0
         self.received = 0
         self.acked = 0
@@ -83,6 +85,7 @@ class Consumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     async def __aenter__(self) -> Consumer:
@@ -132,8 +135,17 @@ class Consumer:
                        reason: mqtt.ReasonCode, _p: object) -> None:  # fmt: skip
         if self.stats.connected and not self._stopping.is_set():
             logger.warning("disconnected from %s: %s", self.settings.broker, reason)
-        self.stats.connected = False
+        self.stats.connected = self.stats.subscribed = False
         self.stats.last_error = str(reason)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int,
+                      reasons: list[mqtt.ReasonCode], _p: object) -> None:  # fmt: skip
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            logger.error("broker refused the subscription to %s: %s", SUBSCRIPTION, refused[0])
+            self.stats.last_error = str(refused[0])
+            return
+        self.stats.subscribed = True
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time_ns() // 1000

@@ -97,7 +97,11 @@ def create_app(ingest: Ingest, alive: Callable[[], bool]) -> Starlette:
         pipe, mqtt = ingest.stats, ingest.consumer.stats
         body = {
             "status": "ok" if alive() else "stopped",
-            "mqtt": {"connected": mqtt.connected, "last_error": mqtt.last_error},
+            "mqtt": {
+                "connected": mqtt.connected,
+                "subscribed": mqtt.subscribed,
+                "last_error": mqtt.last_error,
+            },
             "database": {"up": pipe.database_up, "flavour": ingest.store.flavour},
             "last_error": pipe.last_error,
             "queue": ingest.queue.qsize(),

@@ -11,10 +11,15 @@ there. Meanwhile the queue fills and the broker holds the rest.
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +28,7 @@ import psycopg
 import identifiers
 from ingest import _schema
 from ingest._consumer import Consumer
+from ingest._decode import Checked, Refused, precheck_many, watch_parent
 from ingest._health import HealthServer, create_app
 from ingest._store import Batch, Store
 from ingest._verify import Message, Quarantined, Transient, Verifier
@@ -31,6 +37,10 @@ from ingest.config import IngestConfig
 logger = logging.getLogger(__name__)
 
 _BACKOFF_MAX = 5.0
+#: messages handed to a decode worker at once (one round trip between processes)
+_CHUNK = 16
+
+Pre = Checked | Refused | str | None
 
 
 @dataclass
@@ -57,6 +67,28 @@ def migrate(dsn: str, *, compress_after: float = 7 * 86400.0) -> list[int]:
         return _schema.migrate(conn, compress_after=compress_after)
 
 
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start spawned workers without re-running the program's ``__main__`` in them.
+
+    A spawned process imports the parent's main module (by module name or file) before it
+    runs anything, and ``python -m guantong`` or the ``guantong`` script would run the whole
+    command again there. The workers need nothing from it: they import ``ingest._decode``.
+    A spawning ProcessPoolExecutor starts a worker on a ``submit`` that finds none idle, so
+    as many submits in a row as there are workers start them all, here, at once.
+    """
+    main = sys.modules["__main__"]
+    saved = {
+        name: main.__dict__[name] for name in ("__spec__", "__file__") if name in main.__dict__
+    }
+    main.__spec__ = None
+    main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 class Ingest:
     """Async context manager running the whole pipeline of one config until it is left."""
 
@@ -72,6 +104,11 @@ class Ingest:
             cache_seconds=config.identifiers.cache_seconds,
         )  # fmt: skip
         self.stats = PipelineStats()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._decoded: asyncio.Queue[tuple[list[Message], asyncio.Future[Any]]] = asyncio.Queue(
+            max(2, config.batch.decode_workers * 2)
+        )
+        self._ready: collections.deque[tuple[Message, Pre]] = collections.deque()
         self.health: HealthServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._pipeline: asyncio.Task[None] | None = None
@@ -90,6 +127,23 @@ class Ingest:
             stack.callback(self.store.close)
             self.stats.database_up = True
             await stack.enter_async_context(self.resolver)
+            if self.config.batch.decode_workers:
+                # spawn, not fork: this process already runs threads (paho, database)
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    self.config.batch.decode_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=watch_parent,
+                    initargs=(os.getpid(),),
+                )
+                stack.push_async_callback(self._stop_pool)
+                # start the workers now, not when the first message waits for them
+                loop = asyncio.get_running_loop()
+                workers = self.config.batch.decode_workers
+                with _main_module_hidden():
+                    started = [
+                        loop.run_in_executor(self._pool, precheck_many, []) for _ in range(workers)
+                    ]
+                await asyncio.gather(*started)
             self._pipeline = asyncio.create_task(self._run(), name="ingest-pipeline")
             stack.push_async_callback(self._stop_pipeline)
             stack.push_async_callback(self._partitions_task())
@@ -123,6 +177,10 @@ class Ingest:
 
         return stop
 
+    async def _stop_pool(self) -> None:
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
+
     async def _stop_pipeline(self) -> None:
         if self._pipeline is not None:
             self._pipeline.cancel()
@@ -143,6 +201,7 @@ class Ingest:
 
     async def _run(self) -> None:
         writing: asyncio.Task[None] | None = None
+        decoding = asyncio.create_task(self._decode_stage(), name="ingest-decode")
         try:
             while True:
                 batch, messages = await self._collect()
@@ -150,6 +209,9 @@ class Ingest:
                     await writing
                 writing = asyncio.create_task(self._commit(batch, messages), name="ingest-commit")
         finally:
+            decoding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await decoding
             if writing is not None:
                 # a batch being written is finished, not abandoned: it may be mid-COMMIT
                 await asyncio.shield(writing)
@@ -158,34 +220,74 @@ class Ingest:
         batch = Batch()
         messages: list[Message] = []
         limits = self.config.batch
-        first = await self.queue.get()
+        item = await self._next(None)
         deadline = time.monotonic() + limits.max_delay
-        msg: Message | None = first
-        while True:
-            if msg is not None:
-                await self._verify(msg, batch)
-                messages.append(msg)
+        while item is not None:
+            msg, pre = item
+            await self._verify(msg, pre, batch)
+            messages.append(msg)
             if batch.samples >= limits.max_rows:
                 break
-            try:
-                msg = self.queue.get_nowait()
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                msg = await asyncio.wait_for(self.queue.get(), left)
-            except TimeoutError:
-                break
+            item = await self._next(deadline - time.monotonic())
         return batch, messages
 
-    async def _verify(self, msg: Message, batch: Batch) -> None:
+    async def _next(self, within: float | None) -> tuple[Message, Pre] | None:
+        """The next message in arrival order, with its precheck if a worker did it."""
+        if self._pool is None:
+            try:
+                msg = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                if within is not None and within <= 0:
+                    return None
+                try:
+                    msg = await asyncio.wait_for(self.queue.get(), within)
+                except TimeoutError:
+                    return None
+            return msg, None
+        if not self._ready:
+            try:
+                chunk, future = self._decoded.get_nowait()
+            except asyncio.QueueEmpty:
+                if within is not None and within <= 0:
+                    return None
+                try:
+                    chunk, future = await asyncio.wait_for(self._decoded.get(), within)
+                except TimeoutError:
+                    return None
+            try:
+                checked: list[Pre] = list(await future)
+            except Exception:  # a worker died: decode these here instead
+                logger.exception("decode worker failed; decoding %d messages here", len(chunk))
+                checked = [None] * len(chunk)
+            self._ready.extend(zip(chunk, checked, strict=True))
+        return self._ready.popleft()
+
+    async def _decode_stage(self) -> None:
+        """Hand chunks of received messages to the worker processes, keeping their order."""
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is None:
+            return
+        while True:
+            chunk = [await self.queue.get()]
+            while len(chunk) < _CHUNK:
+                try:
+                    chunk.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            work = [(m.topic, m.payload) for m in chunk]
+            try:
+                future: asyncio.Future[Any] = loop.run_in_executor(pool, precheck_many, work)
+            except RuntimeError:  # the pool is broken or shut down: decode in the pipeline
+                future = loop.create_future()
+                future.set_result([None] * len(chunk))
+            await self._decoded.put((chunk, future))
+
+    async def _verify(self, msg: Message, pre: Pre, batch: Batch) -> None:
         delay = 0.1
         while True:
             try:
-                await self.verifier.add(msg, batch)
+                await self.verifier.add(msg, batch, pre)
                 return
             except (Transient, psycopg.OperationalError) as exc:
                 self._trouble(exc)

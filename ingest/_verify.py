@@ -14,11 +14,10 @@ another hash is a fork or a rewound gateway, quarantined.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import gateway.protocol as wire
 import identifiers
+from ingest._decode import Checked, Refused, Value, precheck
 from ingest._store import Batch, Store, pg_us
 
 logger = logging.getLogger(__name__)
@@ -136,9 +136,14 @@ class Verifier:
         """Forget chain state (after a failed write whose effects must not be assumed)."""
         self._chains.clear()
 
-    async def add(self, msg: Message, batch: Batch) -> int:
-        """Put what ``msg`` carries into ``batch``; return the samples it added."""
-        outcome = await self._check(msg, batch)
+    async def add(
+        self, msg: Message, batch: Batch, pre: Checked | Refused | str | None = None
+    ) -> int:
+        """Put what ``msg`` carries into ``batch``; return the samples it added.
+
+        ``pre`` is :func:`precheck` of the message if a worker process did it already.
+        """
+        outcome = await self._check(msg, batch, pre)
         if isinstance(outcome, Quarantined):
             self.quarantine(msg, outcome, batch)
             return 0
@@ -155,36 +160,22 @@ class Verifier:
         )  # fmt: skip
         logger.debug("quarantined %s: %s %s", msg.topic, outcome.reason, outcome.detail)
 
-    async def _check(  # noqa: PLR0911 - one return per refusal reads best
-        self, msg: Message, batch: Batch
+    async def _check(
+        self, msg: Message, batch: Batch, pre: Checked | Refused | str | None
     ) -> int | Quarantined:
-        try:
-            topic = wire.parse_topic(msg.topic)
-        except wire.TopicError as exc:
-            return Quarantined("bad_topic", str(exc))
-        if topic.kind == "status":
+        if pre is None:
+            pre = precheck(msg.topic, msg.payload)
+        if isinstance(pre, Refused):
+            return Quarantined(pre.reason, pre.detail, pre.gateway, pre.seq)
+        if isinstance(pre, str):
             self.stats.ignored += 1
             return 0
-        try:
-            signed = wire.decode_json(msg.payload)
-        except wire.EnvelopeTooLarge as exc:
-            return Quarantined("oversized", str(exc), topic.gateway)
-        except wire.UnsupportedVersion as exc:
-            return Quarantined("unsupported_version", str(exc), topic.gateway)
-        except wire.ProtocolError as exc:
-            reason = "unsigned" if exc.field == "sig" and "missing" in exc.reason else "malformed"
-            return Quarantined(reason, str(exc), topic.gateway)
-        env = signed.envelope
-        try:
-            wire.check_topic(msg.topic, env)
-        except wire.TopicError as exc:
-            return Quarantined("topic_mismatch", str(exc), env.gateway, env.seq)
-        refused = await self._authenticate(signed)
+        refused = await self._authenticate(pre)
         if refused is not None:
             return refused
-        if _has_nul(env):
-            return Quarantined("unstorable", "a text contains U+0000", env.gateway, env.seq)
-        return await self._chain(msg, signed, batch)
+        if pre.has_nul:
+            return Quarantined("unstorable", "a text contains U+0000", pre.gateway, pre.seq)
+        return await self._chain(msg, pre, batch)
 
     # --- identity -----------------------------------------------------------------------------
 
@@ -220,9 +211,8 @@ class Verifier:
         return party
 
     async def _authenticate(  # noqa: PLR0911 - one return per refusal reads best
-        self, signed: wire.SignedEnvelope
+        self, env: Checked
     ) -> Quarantined | None:
-        env = signed.envelope
         gw = await self._party(env.gateway)
         if isinstance(gw, Quarantined):
             reason = "unknown_gateway" if gw.reason == "unknown" else gw.reason
@@ -232,7 +222,7 @@ class Verifier:
                 "unverifiable", f"{env.gateway} is not a gateway", env.gateway, env.seq
             )
         try:
-            signed.verify(gw.key)
+            env.verify(gw.key)
         except wire.SignatureError:
             # the key may have been replaced since it was cached: ask the node once more
             self.resolver.forget(env.gateway)
@@ -240,7 +230,7 @@ class Verifier:
             try:
                 if isinstance(fresh, Quarantined) or fresh.key is None:
                     raise wire.SignatureError(env.gateway, env.seq, "no key")
-                signed.verify(fresh.key)
+                env.verify(fresh.key)
             except wire.SignatureError as exc:
                 return Quarantined("bad_signature", str(exc), env.gateway, env.seq)
             gw = fresh
@@ -318,10 +308,7 @@ class Verifier:
             found.update(stored)
         return found
 
-    async def _chain(
-        self, msg: Message, signed: wire.SignedEnvelope, batch: Batch
-    ) -> int | Quarantined:
-        env = signed.envelope
+    async def _chain(self, msg: Message, env: Checked, batch: Batch) -> int | Quarantined:
         gateway_id = await self._gateway_id(env.gateway)
         chain = await self._chain_of(env.gateway, gateway_id)
         seq, digest = env.seq, env.digest
@@ -343,7 +330,7 @@ class Verifier:
         if loss is None:
             device = env.device or ""  # a data envelope always names its device
             device_id = await self._device_id(device, env.gateway, gateway_id)
-            series = await self._series(device_id, {s.tag for s in env.samples})
+            series = await self._series(device_id, {s[0] for s in env.samples})
         events = batch.events
         before = known.get(seq - 1)
         if (seq == 1 and env.prev != wire.GENESIS) or (
@@ -434,23 +421,14 @@ class Verifier:
         return len(env.samples)
 
 
-def _add_rows(samples: tuple[wire.Sample, ...], series: dict[str, int], batch: Batch) -> None:
+def _add_rows(
+    samples: Sequence[tuple[str, int, Value, int]], series: dict[str, int], batch: Batch
+) -> None:
     add = batch.add_sample
-    for s in samples:
-        value = s.value
+    for tag, ts, value, quality in samples:
         if value is None:
-            add(series[s.tag], s.ts, None, None, s.quality)
+            add(series[tag], ts, None, None, quality)
         elif isinstance(value, str):
-            add(series[s.tag], s.ts, None, value, s.quality)
+            add(series[tag], ts, None, value, quality)
         else:
-            add(series[s.tag], s.ts, float(value), None, s.quality)
-
-
-def _has_nul(env: wire.Envelope) -> bool:
-    if env.loss is not None:
-        return "\x00" in env.loss.reason
-    return any(isinstance(s.value, str) and "\x00" in s.value for s in env.samples)
-
-
-async def run_blocking(func: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.to_thread(func, *args)
+            add(series[tag], ts, float(value), None, quality)

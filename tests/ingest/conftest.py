@@ -173,7 +173,9 @@ def ingest_config(
                 "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
                 "keepalive": 5,
             },
-            "batch": {"max_delay": "50ms", **batch},
+            # decoding in the ingest process keeps each start fast; tests that mean to
+            # exercise the worker processes ask for them
+            "batch": {"max_delay": "50ms", "decode_workers": 0, **batch},
             "health": {"listen": "127.0.0.1:0"},
         },
         context={"base_dir": tmp_path},

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from _services import MosquittoBroker, PostgresCluster, free_port
@@ -111,17 +112,21 @@ def check_store(dsn: str, kit: SimpleNamespace, gw: Gateway, batches: int) -> No
     assert rollup == [(batches * 2 * TAGS, float(sum(per_device)))]
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["decode-here", "decode-workers"])
 async def test_exact_counts_and_redelivered_messages_add_no_rows(
     *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
-    publisher: Any, kit: SimpleNamespace, tmp_path: Path,
+    publisher: Any, kit: SimpleNamespace, tmp_path: Path, workers: int,
 ) -> None:  # fmt: skip
     config = await registered_gateway(tmp_path, broker.port, register, kit)
     copies: list[tuple[str, bytes]] = []
     spy = kit.Subscriber(broker.port, copies)
     async with (
-        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as ingest,
+        Ingest(
+            kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path, decode_workers=workers)
+        ) as ingest,
         Gateway(config) as gw,
     ):
+        await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         await feed(gw, 50)
         await settled(gw, pg_dsn, kit, 50 * 2 * TAGS)
         check_store(pg_dsn, kit, gw, 50)
@@ -134,6 +139,13 @@ async def test_exact_counts_and_redelivered_messages_add_no_rows(
         await kit.wait_until(lambda: ingest.consumer.stats.acked == ingest.consumer.stats.received)
         check_store(pg_dsn, kit, gw, 50)
     spy.close()
+
+
+def subscribed(url: str) -> bool:
+    try:
+        return bool(httpx.get(url, timeout=2).json()["mqtt"]["subscribed"])
+    except httpx.HTTPError:
+        return False
 
 
 def ingest_process(config: Path) -> subprocess.Popen[str]:
@@ -151,15 +163,18 @@ async def test_ingest_killed_with_sigkill_and_restarted_loses_nothing(
     kit: SimpleNamespace, tmp_path: Path,
 ) -> None:  # fmt: skip
     config = await registered_gateway(tmp_path, broker.port, register, kit)
-    doc = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path).model_dump(mode="json")
-    doc["health"] = None
+    config_ = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path, decode_workers=2)
+    doc = config_.model_dump(mode="json")
+    health = f"127.0.0.1:{free_port()}"
+    doc["health"] = {"listen": health}
     path = tmp_path / "ingest.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     first = ingest_process(path)
     second: subprocess.Popen[str] | None = None
     before = 0
     try:
-        await kit.wait_until(lambda: kit.fetch(pg_dsn, "SELECT to_regclass('receipt')")[0][0])
+        # gateways publishing before ingest's first subscription would not be kept for it
+        await kit.wait_until(lambda: subscribed(f"http://{health}/healthz"))
         async with Gateway(config) as gw:
 
             async def kill() -> None:
@@ -209,6 +224,7 @@ async def test_postgresql_restarted_mid_stream_loses_nothing(
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
                 await asyncio.to_thread(cluster.start)
 
+            await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
             await feed(gw, 120, pause=0.01, at={40: crash})
             await settled(gw, dsn, kit, 120 * 2 * TAGS)
             check_store(dsn, kit, gw, 120)
@@ -252,9 +268,10 @@ async def test_simulated_plcs_through_the_gateway_arrive_complete(
     key = create_key(config.gateway.key_file)
     await register(kit.Chain(config.gateway.id, key), [d.id for d in config.devices])
     async with (
-        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)),
+        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as ingest,
         simulators.Simulator(fac, base_dir=tmp_path),
     ):
+        await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         async with running(config, drain_timeout=20) as gw:
             await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 2)
             await asyncio.sleep(2)

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import httpx
 import psycopg
+import pytest
 from _services import MosquittoBroker, free_port
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,8 +23,10 @@ import identifiers
 from ingest import Ingest
 
 
+@pytest.mark.parametrize("workers", [0, 1], ids=["decode-here", "decode-worker"])
 async def test_bad_messages_are_quarantined_with_their_reason_and_good_ones_stored(
     *,
+    workers: int,
     pg_dsn: str,
     broker: MosquittoBroker,
     node: identifiers.Node,
@@ -84,8 +87,9 @@ async def test_bad_messages_are_quarantined_with_their_reason_and_good_ones_stor
     other = other_gw.data(other_dev, [("p", t0, 1.25)])
     sent.append(kit.message(other))
 
-    config = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)
+    config = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path, decode_workers=workers)
     async with Ingest(config) as ingest:
+        await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         for topic, payload in sent:
             publisher.publish(topic, payload)
         total = sum(expected.values())
@@ -161,6 +165,7 @@ async def test_a_batch_the_database_refuses_goes_to_quarantine_and_ingest_carrie
     await register(gw, [dev])
     config = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)
     async with Ingest(config) as ingest:
+        await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         # a constraint the schema does not have: the database now refuses this value for good
         await asyncio.to_thread(
             alter, pg_dsn, "ALTER TABLE sample ADD CONSTRAINT no_666 CHECK (value <> 666)"
@@ -192,6 +197,7 @@ async def test_an_unreachable_identifier_node_is_waited_out_not_quarantined(
     gw = kit.Chain(f"{kit.FIRM}/gw.line1")
     dev = f"{kit.FIRM}/dev.kiln"
     async with Ingest(config) as ingest:
+        await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         publisher.publish(*kit.message(gw.data(dev, [("temp", kit.T0, 1.0)])))
         await kit.wait_until(lambda: ingest.stats.waits > 0)
         assert ingest.stats.last_error is not None

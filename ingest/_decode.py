@@ -1,0 +1,119 @@
+"""The part of verification that needs no identifier node and no database: topic, strict
+decoding, topic against envelope. It is most of the CPU per sample, so it can run in worker
+processes (``batch.decode_workers``); what it returns is small and picklable.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+import gateway.protocol as wire
+
+Value = float | int | bool | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The message goes to quarantine: ``reason`` is one of ``ingest.REASONS``."""
+
+    reason: str
+    detail: str
+    gateway: str | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A decoded envelope that belongs on its topic, reduced to what the verifier needs.
+
+    ``samples`` are (tag, ts µs, value, quality); ``canonical`` and ``signature`` are what
+    :meth:`verify` checks; ``has_nul`` says a text holds U+0000 (PostgreSQL cannot store it).
+    """
+
+    gateway: str
+    device: str | None
+    seq: int
+    prev: bytes
+    created: int
+    kind: int
+    loss: wire.Loss | None
+    samples: Sequence[tuple[str, int, Value, int]]
+    digest: bytes
+    canonical: bytes
+    signature: bytes
+    has_nul: bool
+
+    def verify(self, key: Ed25519PublicKey) -> None:
+        """As ``SignedEnvelope.verify``: raise ``SignatureError`` unless the signature holds."""
+        try:
+            key.verify(self.signature, self.canonical)
+        except InvalidSignature:
+            raise wire.SignatureError(
+                self.gateway, self.seq, "the signature does not verify"
+            ) from None
+
+
+#: a status message: acknowledged, counted, not stored
+STATUS = "status"
+
+
+def precheck(  # noqa: PLR0911 - one return per refusal reads best
+    topic: str, payload: bytes
+) -> Checked | Refused | str:
+    try:
+        where = wire.parse_topic(topic)
+    except wire.TopicError as exc:
+        return Refused("bad_topic", str(exc))
+    if where.kind == "status":
+        return STATUS
+    try:
+        signed = wire.decode_json(payload)
+    except wire.EnvelopeTooLarge as exc:
+        return Refused("oversized", str(exc), where.gateway)
+    except wire.UnsupportedVersion as exc:
+        return Refused("unsupported_version", str(exc), where.gateway)
+    except wire.ProtocolError as exc:
+        reason = "unsigned" if exc.field == "sig" and "missing" in exc.reason else "malformed"
+        return Refused(reason, str(exc), where.gateway)
+    env = signed.envelope
+    try:
+        wire.check_topic(topic, env)
+    except wire.TopicError as exc:
+        return Refused("topic_mismatch", str(exc), env.gateway, env.seq)
+    if env.loss is not None:
+        samples: list[tuple[str, int, Value, int]] = []
+        has_nul = "\x00" in env.loss.reason
+    else:
+        samples = [(s.tag, s.ts, s.value, int(s.quality)) for s in env.samples]
+        has_nul = any(isinstance(s[2], str) and "\x00" in s[2] for s in samples)
+    return Checked(
+        env.gateway, env.device, env.seq, env.prev, env.created, int(env.kind), env.loss,
+        samples, env.digest, env.canonical, signed.signature, has_nul,
+    )  # fmt: skip
+
+
+def precheck_many(messages: Sequence[tuple[str, bytes]]) -> list[Checked | Refused | str]:
+    """:func:`precheck` for a chunk of messages: one round trip to a worker process."""
+    return [precheck(topic, payload) for topic, payload in messages]
+
+
+def watch_parent(parent: int) -> None:
+    """Initializer of a worker process: exit when the ingest process is gone.
+
+    A worker blocks reading its task queue, whose write end it holds too, so it would not see
+    a SIGKILLed parent go and would live on as an orphan.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
