@@ -16,6 +16,7 @@ import ssl
 from collections.abc import AsyncIterator
 
 from edge import SampleStream
+from edge.drivers import drivers_for
 from gateway import protocol
 from gateway._envelopes import EnvelopeWriter
 from gateway._health import HealthServer, create_app
@@ -170,12 +171,8 @@ class Gateway:
 @contextlib.asynccontextmanager
 async def running(config: GatewayConfig, **kwargs: float) -> AsyncIterator[Gateway]:
     """The gateway with its drivers: what ``guantong gateway run`` runs until it is stopped."""
-    from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415 - loads pymodbus on demand
-
-    unsupported = [d.name for d in config.devices if d.connection.protocol == "opcua"]
-    if unsupported:
-        raise GatewayError(f"devices {unsupported}: this gateway version reads Modbus devices only")
     async with contextlib.AsyncExitStack() as stack:
         gateway = await stack.enter_async_context(Gateway(config, **kwargs))
-        await stack.enter_async_context(ModbusDriver(config.devices, gateway.stream))
+        for driver in drivers_for(config.devices, gateway.stream):
+            await stack.enter_async_context(driver)
         yield gateway

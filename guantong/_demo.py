@@ -164,8 +164,6 @@ def demo_factory(source: Path, workdir: Path) -> simulators.FactoryConfig:
 
 def demo_gateway(factory: simulators.FactoryConfig, workdir: Path, port: int) -> GatewayConfig:
     data = gateway_config(factory, base_dir=workdir)
-    # OPC UA machines wait for the OPC UA driver: the gateway reads the Modbus ones
-    data["devices"] = [d for d in data["devices"] if d["connection"]["protocol"] != "opcua"]
     data["uplink"] = {"broker": f"mqtt://127.0.0.1:{port}"}
     data["health"] = {"listen": "127.0.0.1:0"}
     path = workdir / "gateway.yaml"
@@ -198,8 +196,8 @@ async def run_demo(
             say(f"factory {factory.title or factory.name}: {len(sim.machines)} machines simulated")
             say(f"MQTT broker: mqtt://127.0.0.1:{port} (topics gt/v1/#)")
             say(f"gateway {config.gateway.id}, key {protocol.fingerprint(gw.public_key)}")
-            say(f"reading {len(config.devices)} Modbus devices; health: {gw.health.url}/healthz"
-                if gw.health else f"reading {len(config.devices)} Modbus devices")  # fmt: skip
+            say(f"reading {len(config.devices)} devices over Modbus TCP and OPC UA; health: "
+                f"{gw.health.url if gw.health else 'off'}")  # fmt: skip
             say(f"ready in {time.monotonic() - started:.1f} s; Ctrl-C stops")
             last = (time.monotonic(), 0, 0)
             while duration is None or time.monotonic() - started < duration:

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import json
 import sys
-from typing import Any
 
 import click
 
 from edge import Batch, ConnectivityEvent, Device, SampleStream
 from edge._samples import format_ts
+from edge.drivers import drivers_for
 from gateway.config import GatewayConfig
 from guantong import _configfile
 from guantong.cli import _exit
@@ -73,21 +73,6 @@ def _select(config: GatewayConfig, names: tuple[str, ...]) -> list[Device]:
     return [known[n] for n in names] if names else list(config.devices)
 
 
-def _drivers(devices: list[Device], stream: SampleStream | None = None) -> list[Any]:
-    """A Modbus and an OPC UA driver for the devices of each; each library loads only when
-    a device needs it."""
-    drivers: list[Any] = []
-    if modbus := [d for d in devices if d.connection.protocol != "opcua"]:
-        from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415
-
-        drivers.append(ModbusDriver(modbus, stream))
-    if opcua := [d for d in devices if d.connection.protocol == "opcua"]:
-        from edge.drivers.opcua import OpcUaDriver  # noqa: PLC0415
-
-        drivers.append(OpcUaDriver(opcua, stream))
-    return drivers
-
-
 def _print(item: Batch | ConnectivityEvent) -> None:
     if isinstance(item, ConnectivityEvent):
         state = "up" if item.up else f"down: {item.reason}"
@@ -102,7 +87,7 @@ def _print(item: Batch | ConnectivityEvent) -> None:
 
 
 async def _read_once(devices: list[Device]) -> int:
-    drivers = _drivers(devices)
+    drivers = drivers_for(devices)
     try:
         results = await asyncio.gather(*(driver.read_once() for driver in drivers))
     finally:
@@ -119,7 +104,7 @@ async def _read_once(devices: list[Device]) -> int:
 async def _follow(devices: list[Device]) -> int:
     stream = SampleStream()
     async with contextlib.AsyncExitStack() as stack:
-        for driver in _drivers(devices, stream):
+        for driver in drivers_for(devices, stream):
             await stack.enter_async_context(driver)
         async for item in stream:
             _print(item)

@@ -31,7 +31,7 @@ def test_the_demo_verifies_data_of_every_device_and_stops_cleanly(tmp_path: Path
     samples, envelopes, devices, _, rejected, missing = map(int, summary.groups())
     assert samples > 0
     assert envelopes > 0
-    assert devices == 5  # the demo factory's Modbus machines
+    assert devices == 7  # every machine of the demo factory, Modbus and OPC UA
     assert (rejected, missing) == (0, 0)
     assert "ready in" in result.stderr
     conf = str(workdir / "mosquitto.conf").encode()
