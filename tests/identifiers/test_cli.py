@@ -250,3 +250,25 @@ async def test_register_enterprise_and_delete(node: identifiers.Node, token: str
     code, _, err = await guantong(*delete)
     assert (code, "Handle code 402" in err) == (1, True)
     assert await guantong(*delete, env=env) == (0, "deleted\t88.709.911/firm\n", "")
+
+
+async def test_gateway_init_creates_the_key_and_registers_it(
+    node: identifiers.Node, token: str, tmp_path: Path
+) -> None:
+    config, _ = write_gateway(tmp_path, location="workshop 2")
+    (tmp_path / "gateway.key").unlink()  # init makes the key
+    (tmp_path / "token").write_text(token + "\n")
+    code, out, err = await guantong(
+        "gateway", "init", "-c", str(config), "--node", node.url,
+        "--token-file", str(tmp_path / "token"),
+    )  # fmt: skip
+    assert code == 0, err
+    printed = json.loads(out.splitlines()[0])
+    assert out.splitlines()[1:] == [
+        "created\t88.709.911/gw.1",
+        "created\t88.709.911/dev.kiln.01",
+        "created\t88.709.911/dev.meter.01",
+    ]
+    async with identifiers.Client(node.url) as client:
+        gateway = identifiers.GatewayRecord.from_record(await client.resolve("88.709.911/gw.1"))
+    assert gateway.public_key.hex() == printed["public_key"]
