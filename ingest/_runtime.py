@@ -92,8 +92,12 @@ def _main_module_hidden() -> Iterator[None]:
 class Ingest:
     """Async context manager running the whole pipeline of one config until it is left."""
 
-    def __init__(self, config: IngestConfig, *, run_migrations: bool = True) -> None:
+    def __init__(
+        self, config: IngestConfig, *, run_migrations: bool = True, stop_timeout: float = 10.0
+    ) -> None:
         self.config = config
+        #: how long a stop waits for the batch being written (longer: an outage is not waited out)
+        self.stop_timeout = stop_timeout
         self.run_migrations = run_migrations
         self.store = Store(config.database.dsn, partitions_ahead=config.database.partitions_ahead)
         self.queue: asyncio.Queue[Message] = asyncio.Queue(config.batch.queue_messages)
@@ -213,8 +217,15 @@ class Ingest:
             with contextlib.suppress(asyncio.CancelledError):
                 await decoding
             if writing is not None:
-                # a batch being written is finished, not abandoned: it may be mid-COMMIT
-                await asyncio.shield(writing)
+                # let a batch being written finish (it may be mid-COMMIT), but not wait out a
+                # database outage: unacknowledged, its messages come again after the restart
+                try:
+                    await asyncio.wait_for(asyncio.shield(writing), self.stop_timeout)
+                except TimeoutError:
+                    writing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await writing
+                    logger.warning("stopping with a batch not committed; the broker keeps it")
 
     async def _collect(self) -> tuple[Batch, list[Message]]:
         batch = Batch()

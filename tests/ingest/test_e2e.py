@@ -283,3 +283,30 @@ async def test_simulated_plcs_through_the_gateway_arrive_complete(
                         "JOIN device d ON d.id = r.device_id ORDER BY 1")  # fmt: skip
     assert devices == [("88.709.911/dev.kiln-1",), ("88.709.911/dev.meter-1",)]
     assert kit.count(pg_dsn, "quarantine") == 0
+
+
+@pytest.mark.slow
+async def test_a_stop_during_a_database_outage_does_not_wait_for_the_database(
+    *, broker: MosquittoBroker, node: identifiers.Node, register: Any, publisher: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    chain = kit.Chain(f"{kit.FIRM}/gw.stop")
+    dev = f"{kit.FIRM}/dev.kiln"
+    await register(chain, [dev])
+    with PostgresCluster() as cluster, cluster.database() as dsn:
+        config = kit.ingest_config(dsn, broker.port, node.url, tmp_path)
+        ingest = Ingest(config, stop_timeout=0.5)
+        async with asyncio.timeout(60):  # a stop that waited for the database would hang here
+            async with ingest:
+                await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
+                publisher.publish(*kit.message(chain.data(dev, [("t", kit.T0, 1.0)])))
+                await kit.wait_until(lambda: kit.count(dsn, "receipt") == 1)
+                await asyncio.to_thread(cluster.kill)
+                publisher.publish(*kit.message(chain.data(dev, [("t", kit.T0 + 1, 2.0)])))
+                await kit.wait_until(lambda: ingest.stats.write_retries > 0)
+            assert not ingest.running
+        await asyncio.to_thread(cluster.start)
+        # the second envelope was not acknowledged: the broker keeps it for the next start
+        async with Ingest(config) as again:
+            await kit.wait_until(lambda: kit.count(dsn, "receipt") == 2)
+            await kit.wait_until(lambda: again.consumer.stats.acked == 1)
