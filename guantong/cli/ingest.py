@@ -7,12 +7,10 @@ import json
 import logging
 import signal
 import sys
-from typing import Any
 
 import click
 import psycopg
 
-from guantong import _configfile
 from guantong.cli import _exit
 from ingest import ConsumerError, Ingest, MigrationError, migrate
 
@@ -28,15 +26,6 @@ _CONFIG = click.option(
 )
 
 
-def _load(path: str) -> Any:
-    try:
-        return _configfile.load(path, "ingest")
-    except _configfile.ConfigFileError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(_exit.INVALID)
-
-
 @click.group("ingest")
 def group() -> None:
     """Verify gateways' envelopes from MQTT and store them in PostgreSQL."""
@@ -46,7 +35,7 @@ def group() -> None:
 @_CONFIG
 def migrate_cmd(config_file: str) -> None:
     """Create or upgrade the ingest schema (also done by 'run'); print what was applied."""
-    config = _load(config_file)
+    config = _exit.load_or_exit(config_file, "ingest")
     db = config.database
     try:
         applied = migrate(db.dsn, compress_after=db.compress_after)
@@ -67,7 +56,7 @@ def run(config_file: str) -> None:
     A message is acknowledged to the broker only after its rows are committed; on a stop the
     batch being written is finished and the rest stays with the broker for the next start.
     """
-    config = _load(config_file)
+    config = _exit.load_or_exit(config_file, "ingest")
 
     async def work() -> None:
         stop = asyncio.Event()
