@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway.protocol import SUBSCRIPTION
+from gateway.protocol import SPARKPLUG_SUBSCRIPTIONS, SUBSCRIPTION
 from ingest._errors import ConsumerError
 from ingest._verify import Message
 from ingest.config import MqttSettings
@@ -129,7 +129,8 @@ class Consumer:
             self.settings.broker,
             "resumed" if flags.session_present else "new",
         )
-        client.subscribe(SUBSCRIPTION, qos=1)
+        # JSON envelopes, and Sparkplug B DDATA/NDATA (which carry the same signed envelopes)
+        client.subscribe([(f, 1) for f in (SUBSCRIPTION, *SPARKPLUG_SUBSCRIPTIONS)])
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object,
                        reason: mqtt.ReasonCode, _p: object) -> None:  # fmt: skip
@@ -142,7 +143,7 @@ class Consumer:
                       reasons: list[mqtt.ReasonCode], _p: object) -> None:  # fmt: skip
         refused = [r for r in reasons if r.is_failure]
         if refused:
-            logger.error("broker refused the subscription to %s: %s", SUBSCRIPTION, refused[0])
+            logger.error("broker refused a subscription: %s", refused[0])
             self.stats.last_error = str(refused[0])
             return
         self.stats.subscribed = True

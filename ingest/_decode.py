@@ -67,26 +67,39 @@ STATUS = "status"
 def precheck(  # noqa: PLR0911 - one return per refusal reads best
     topic: str, payload: bytes
 ) -> Checked | Refused | str:
+    sparkplug = topic.startswith(wire.SPARKPLUG_NAMESPACE + "/")
+    gateway = None
     try:
-        where = wire.parse_topic(topic)
+        if sparkplug:
+            wire.parse_sparkplug_topic(topic)
+        else:
+            where = wire.parse_topic(topic)
+            if where.kind == "status":
+                return STATUS
+            gateway = where.gateway
     except wire.TopicError as exc:
         return Refused("bad_topic", str(exc))
-    if where.kind == "status":
-        return STATUS
     try:
-        signed = wire.decode_json(payload)
+        signed = (
+            wire.decode_sparkplug_envelope(topic, payload)
+            if sparkplug
+            else wire.decode_json(payload)
+        )
     except wire.EnvelopeTooLarge as exc:
-        return Refused("oversized", str(exc), where.gateway)
+        return Refused("oversized", str(exc), gateway)
     except wire.UnsupportedVersion as exc:
-        return Refused("unsupported_version", str(exc), where.gateway)
+        return Refused("unsupported_version", str(exc), gateway)
+    except wire.TopicError as exc:  # Sparkplug: not DDATA/NDATA, or not the envelope's sender
+        return Refused("topic_mismatch", str(exc))
     except wire.ProtocolError as exc:
         reason = "unsigned" if exc.field == "sig" and "missing" in exc.reason else "malformed"
-        return Refused(reason, str(exc), where.gateway)
+        return Refused(reason, str(exc), gateway)
     env = signed.envelope
-    try:
-        wire.check_topic(topic, env)
-    except wire.TopicError as exc:
-        return Refused("topic_mismatch", str(exc), env.gateway, env.seq)
+    if not sparkplug:  # decode_sparkplug_envelope checked its topic already
+        try:
+            wire.check_topic(topic, env)
+        except wire.TopicError as exc:
+            return Refused("topic_mismatch", str(exc), env.gateway, env.seq)
     if env.loss is not None:
         samples: list[tuple[str, int, Value, int]] = []
         has_nul = "\x00" in env.loss.reason

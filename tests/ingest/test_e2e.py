@@ -310,3 +310,23 @@ async def test_a_stop_during_a_database_outage_does_not_wait_for_the_database(
         async with Ingest(config) as again:
             await kit.wait_until(lambda: kit.count(dsn, "receipt") == 2)
             await kit.wait_until(lambda: again.consumer.stats.acked == 1)
+
+
+async def test_a_sparkplug_gateway_is_verified_and_stored_like_a_json_one(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    config = await registered_gateway(tmp_path, broker.port, register, kit)
+    config = config.model_copy(
+        update={"uplink": config.uplink.model_copy(update={"format": "sparkplug"})}
+    )
+    async with (
+        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as ingest,
+        Gateway(config) as gw,
+    ):
+        await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
+        await feed(gw, 20)
+        await settled(gw, pg_dsn, kit, 20 * 2 * TAGS)
+        check_store(pg_dsn, kit, gw, 20)
+        # births and deaths carry no envelope: not stored, not quarantined, not subscribed to
+        assert ingest.consumer.stats.received == gw.writer.stats.envelopes

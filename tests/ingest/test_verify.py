@@ -61,6 +61,16 @@ async def test_bad_messages_are_quarantined_with_their_reason_and_good_ones_stor
     bad("malformed", topic1, b"not json at all")
     bad("unsigned", topic1, json.dumps({k: v for k, v in doc.items() if k != "sig"}).encode())
     bad("topic_mismatch", p.data_topic(gw.gateway, other_dev), raw1)
+    # the same envelope in Sparkplug B: on another edge node's topic, and a broken payload
+    ddata = p.SparkplugMessageType.DDATA
+    in_sparkplug = p.encode_sparkplug(
+        p.SparkplugPayload(timestamp=1, seq=0, uuid=p.SPARKPLUG_ENVELOPE_UUID, body=raw1)
+    )
+    edge_node = p.sparkplug_edge_node(gw.gateway)
+    other_edge_node = p.sparkplug_edge_node(other_gw.gateway)
+    spb_dev = p.sparkplug_device(dev)
+    bad("topic_mismatch", p.sparkplug_topic(firm, ddata, other_edge_node, spb_dev), in_sparkplug)
+    bad("malformed", p.sparkplug_topic(firm, ddata, edge_node, spb_dev), b"\x0a\xff not protobuf")
     ghost = kit.Chain(f"{firm}/gw.ghost")
     bad("unknown_gateway", *kit.message(ghost.data(dev, [("t", t0, 1)])))
     forger = kit.Chain(gw.gateway, Ed25519PrivateKey.generate())
