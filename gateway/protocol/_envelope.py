@@ -39,13 +39,13 @@ MAX_TS = 4_102_444_800_000_000
 MAX_EXACT_INT = 2**53
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _HEAD = struct.Struct(">BB")  # version, kind
 _CHAIN = struct.Struct(">Q32sqI")  # seq, prev, created, sample count
 _SAMPLE_TS = struct.Struct(">qBB")  # ts, quality, value type
-_F64 = struct.Struct(">d")
+_NUMBER_SAMPLE = struct.Struct(">qBBd")  # ts, quality, value type, the double
+_BOOL_SAMPLE = struct.Struct(">qBBB")
 _LOSS = struct.Struct(">QQQ")  # first, last, samples
 
 
@@ -141,8 +141,7 @@ class Envelope:
             raise MalformedEnvelope("samples", "a data envelope carries at least one sample")
         if len(self.samples) > MAX_SAMPLES:
             raise EnvelopeTooLarge("samples", len(self.samples), MAX_SAMPLES)
-        for i, sample in enumerate(self.samples):
-            _check_sample(i, sample)
+        _check_samples(self.samples)
 
     def _check_loss(self, loss: Loss) -> None:
         if self.device is not None or self.samples:
@@ -164,22 +163,22 @@ class Envelope:
         out = [MAGIC, _HEAD.pack(self.version, self.kind), _string(self.gateway)]
         out.append(_string(self.device or ""))
         out.append(_CHAIN.pack(self.seq, self.prev, self.created, len(self.samples)))
+        tags, append = _TAGS, out.append
         for s in self.samples:
-            out.append(_string(s.tag))
+            append(tags.get(s.tag) or _string(s.tag))
             value = s.value
-            if value is None:
-                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _NULL))
-            elif value is True or value is False:
-                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _BOOL))
-                out.append(_U8.pack(value))
-            elif isinstance(value, str):
-                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _TEXT))
-                encoded = value.encode()
-                out.append(_U32.pack(len(encoded)))
-                out.append(encoded)
+            kind = type(value)
+            if kind is float or kind is int:
+                append(_NUMBER_SAMPLE.pack(s.ts, s.quality, _NUMBER, value))
+            elif value is None:
+                append(_SAMPLE_TS.pack(s.ts, s.quality, _NULL))
+            elif kind is bool:
+                append(_BOOL_SAMPLE.pack(s.ts, s.quality, _BOOL, value))
             else:
-                out.append(_SAMPLE_TS.pack(s.ts, s.quality, _NUMBER))
-                out.append(_F64.pack(float(value)))
+                encoded = value.encode()  # type: ignore[union-attr]
+                append(_SAMPLE_TS.pack(s.ts, s.quality, _TEXT))
+                append(_U32.pack(len(encoded)))
+                append(encoded)
         if self.loss is not None:
             out.append(_LOSS.pack(self.loss.first, self.loss.last, self.loss.samples))
             out.append(_string(self.loss.reason))
@@ -227,30 +226,53 @@ def _check_identifier(name: str, value: object) -> None:
         raise MalformedEnvelope(name, f"is not in normal form (expected {str(parsed)!r})")
 
 
-def _check_sample(i: int, sample: object) -> None:
-    where = f"samples[{i}]"
-    if not isinstance(sample, Sample):
-        raise MalformedEnvelope(where, "must be a Sample")
-    _check_text(f"{where}.tag", sample.tag, MAX_TAG_BYTES, allow_empty=False)
-    if _CONTROL.search(sample.tag):
-        raise MalformedEnvelope(f"{where}.tag", "contains a control character")
-    _check_int(f"{where}.ts", sample.ts, MIN_TS, MAX_TS - 1)
-    if not isinstance(sample.quality, Quality):
-        raise MalformedEnvelope(f"{where}.quality", "must be a Quality")
-    value = sample.value
-    if value is None or value is True or value is False:
-        return
+#: tag names already checked, with their canonical bytes: tags repeat in every envelope of a
+#: device, and checking and encoding each anew is a large part of decoding
+_TAGS: dict[str, bytes] = {}
+_MAX_TAGS = 200_000
+#: value types that need no check beyond their type (int and float are checked on the spot)
+_PLAIN = frozenset((int, float, bool, type(None)))
+
+
+def _check_samples(samples: tuple[Sample, ...]) -> None:
+    """Every sample, in one tight loop: this is most of the cost of decoding an envelope."""
+    tags = _TAGS
+    for i, sample in enumerate(samples):
+        if type(sample) is not Sample:
+            raise MalformedEnvelope(f"samples[{i}]", "must be a Sample")
+        tag, ts, value = sample.tag, sample.ts, sample.value
+        if type(tag) is not str or tag not in tags:
+            _learn_tag(f"samples[{i}].tag", tag)
+        if type(ts) is not int or not MIN_TS <= ts < MAX_TS:
+            _check_int(f"samples[{i}].ts", ts, MIN_TS, MAX_TS - 1)
+        if type(sample.quality) is not Quality:
+            raise MalformedEnvelope(f"samples[{i}].quality", "must be a Quality")
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):  # type: ignore[arg-type]
+                _check_value(i, value)
+        elif (kind is int and abs(value) > MAX_EXACT_INT) or kind not in _PLAIN:  # type: ignore[arg-type]
+            _check_value(i, value)
+
+
+def _learn_tag(where: str, tag: object) -> None:
+    _check_text(where, tag, MAX_TAG_BYTES, allow_empty=False)
+    if _CONTROL.search(tag):  # type: ignore[arg-type]
+        raise MalformedEnvelope(where, "contains a control character")
+    if len(_TAGS) < _MAX_TAGS:
+        _TAGS[tag] = _string(tag)  # type: ignore[index,arg-type]
+
+
+def _check_value(i: int, value: object) -> None:
+    """Raise for a sample value the contract cannot carry (called only for the unusual ones)."""
+    where = f"samples[{i}].value"
     if isinstance(value, str):
-        _check_text(f"{where}.value", value, MAX_TEXT_BYTES, allow_empty=True)
+        _check_text(where, value, MAX_TEXT_BYTES, allow_empty=True)
     elif type(value) is int:
         if abs(value) > MAX_EXACT_INT:
-            raise MalformedEnvelope(
-                f"{where}.value", f"{value} is not exact as a double: send it as text"
-            )
+            raise MalformedEnvelope(where, f"{value} is not exact as a double: send it as text")
     elif type(value) is float:
         if not math.isfinite(value):
-            raise MalformedEnvelope(
-                f"{where}.value", f"{value} cannot be carried: send None, not GOOD"
-            )
+            raise MalformedEnvelope(where, f"{value} cannot be carried: send None, not GOOD")
     else:
-        raise MalformedEnvelope(f"{where}.value", f"type {type(value).__name__} is not allowed")
+        raise MalformedEnvelope(where, f"type {type(value).__name__} is not allowed")
