@@ -47,9 +47,7 @@ if TYPE_CHECKING:
         ModbusTcp,
         OpcUa,
         Stage,
-        StrictModel,
         Tag,
-        parse_duration,
         parse_modbus_address,
         parse_modbus_range,
     )
@@ -57,7 +55,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "edge._model": ("BYTE_ORDERS", "Connection", "DataType", "Device", "DeviceInfo", "Group",
                     "ModbusAddress", "ModbusOptions", "ModbusRtu", "ModbusTable", "ModbusTcp",
-                    "OpcUa", "Stage", "StrictModel", "Tag", "parse_duration",
+                    "OpcUa", "Stage", "Tag",
                     "parse_modbus_address", "parse_modbus_range"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
@@ -92,10 +90,8 @@ __all__ = [
     "SampleStream",
     "Stage",
     "StreamClosed",
-    "StrictModel",
     "Tag",
     "Value",
-    "parse_duration",
     "parse_modbus_address",
     "parse_modbus_range",
 ]

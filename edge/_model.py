@@ -31,9 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
@@ -41,36 +39,9 @@ from pydantic import (
 )
 
 import identifiers
-
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown fields are errors and loaded configs are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from common import Duration, StrictModel
 
 # --- small value types -----------------------------------------------------------------------
-
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: object) -> float:
-    """``"500ms"``, ``"2s"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '500ms'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
-        seconds = float(m["n"]) * _UNIT_SECONDS[m["unit"]]
-    else:
-        raise ValueError(f"{value!r} is not a duration such as '500ms', '2s', '5m' or '1h'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _identifier(value: str) -> str:

@@ -15,11 +15,12 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 
+from common import HttpServer
 from edge import SampleStream
 from edge.drivers import drivers_for
 from gateway import protocol
 from gateway._envelopes import EnvelopeWriter
-from gateway._health import HealthServer, create_app
+from gateway._health import create_app
 from gateway._keys import load_key
 from gateway._outbox import Outbox
 from gateway._sparkplug import sparkplug_session
@@ -122,7 +123,7 @@ class Gateway:
             on_commit=self.uplink.notify,
             on_device=self.uplink.device_changed,
         )
-        self.health: HealthServer | None = None
+        self.health: HttpServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._consumer: asyncio.Task[None] | None = None
 
@@ -139,7 +140,9 @@ class Gateway:
             if self.config.health is not None:
                 host, port = self.config.health.address
                 app = create_app(self, lambda: self.writer.running and self.uplink.running)
-                self.health = await stack.enter_async_context(HealthServer(app, host, port))
+                self.health = await stack.enter_async_context(
+                    HttpServer(app, host, port, name="gateway health")
+                )
             self._stack = stack.pop_all()
         logger.info(
             "gateway %s started: %d devices, key %s",

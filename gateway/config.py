@@ -7,47 +7,22 @@ simulators, or written by a technician in a hurry, runs as it is.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 import identifiers
-from edge import Device, StrictModel
-from edge._model import Duration, IdentifierStr, non_empty
+from common import ConfigPath, Duration, ListenSettings, Size, StrictModel, TlsSettings
+from edge import Device
+from edge._model import IdentifierStr, non_empty
 from gateway.protocol import MAX_PAYLOAD_BYTES, MAX_SAMPLES
-
-_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}  # fmt: skip
-
-
-def parse_size(value: object) -> int:
-    """``"1GiB"``, ``"512 MiB"``, ``"500MB"`` or a number of bytes → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(value))
-    if match is None or match.group(2).lower() not in _UNITS:
-        raise ValueError("a size is a number of bytes or a string like '1GiB' or '500MB'")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
-
-
-def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-#: a path in the config file, relative to the file's folder
-ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
-Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class GatewayIdentity(StrictModel):
@@ -56,18 +31,6 @@ class GatewayIdentity(StrictModel):
     key_file: ConfigPath = Field(
         description="Ed25519 private key of the gateway; relative to the config file"
     )
-
-
-class TlsSettings(StrictModel):
-    ca_file: ConfigPath = Field(description="CA certificate(s) that signed the broker's cert")
-    cert_file: ConfigPath | None = Field(None, description="client certificate (PEM)")
-    key_file: ConfigPath | None = Field(None, description="client certificate's key (PEM)")
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
 
 
 class UplinkSettings(StrictModel):
@@ -140,23 +103,10 @@ class OutboxSettings(StrictModel):
     )
 
 
-class HealthSettings(StrictModel):
+class HealthSettings(ListenSettings):
     listen: str = Field(
         "127.0.0.1:9108", description="host:port of /healthz and /metrics (port 0: any free one)"
     )
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError("listen must be host:port, e.g. 127.0.0.1:9108")
-        return value
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
 
 
 class GatewayConfig(StrictModel):

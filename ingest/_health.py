@@ -9,14 +9,10 @@ stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import uvicorn
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,8 +23,6 @@ from starlette.routing import Route
 
 if TYPE_CHECKING:
     from ingest._runtime import Ingest
-
-logger = logging.getLogger(__name__)
 
 
 class _IngestCollector(Collector):
@@ -114,52 +108,3 @@ def create_app(ingest: Ingest, alive: Callable[[], bool]) -> Starlette:
         return Response(data, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics)])
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the ingest process decides what signals do."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class HealthServer:
-    """Async context manager serving :func:`create_app` on ``host:port`` (port 0: any)."""
-
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
-        self._app = app
-        self._address = (host, port)
-        self._socket: socket.socket | None = None
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> HealthServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket = sock
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(self._address)
-        host, port = sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(
-            self._app, lifespan="off", ws="none", log_config=None, access_log=False
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="ingest-health")
-        while not self._server.started:
-            if self._task.done():
-                await self._task
-                raise RuntimeError(f"health endpoint {self.url} stopped while starting")
-            await asyncio.sleep(0.01)
-        logger.info("health and metrics on %s", self.url)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            if self._server is not None and self._task is not None:
-                self._server.should_exit = True
-                await self._task
-        finally:
-            if self._socket is not None:
-                self._socket.close()

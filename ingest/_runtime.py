@@ -26,10 +26,11 @@ from typing import Any
 import psycopg
 
 import identifiers
+from common import HttpServer
 from ingest import _schema
 from ingest._consumer import Consumer
 from ingest._decode import Checked, Refused, precheck_many, watch_parent
-from ingest._health import HealthServer, create_app
+from ingest._health import create_app
 from ingest._store import Batch, Store
 from ingest._verify import Message, Quarantined, Transient, Verifier
 from ingest.config import IngestConfig
@@ -113,7 +114,7 @@ class Ingest:
             max(2, config.batch.decode_workers * 2)
         )
         self._ready: collections.deque[tuple[Message, Pre]] = collections.deque()
-        self.health: HealthServer | None = None
+        self.health: HttpServer | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._pipeline: asyncio.Task[None] | None = None
         self._committed = asyncio.Event()
@@ -155,7 +156,9 @@ class Ingest:
             if self.config.health is not None:
                 host, port = self.config.health.address
                 app = create_app(self, lambda: self.running)
-                self.health = await stack.enter_async_context(HealthServer(app, host, port))
+                self.health = await stack.enter_async_context(
+                    HttpServer(app, host, port, name="ingest health")
+                )
             self._stack = stack.pop_all()
         logger.info("ingest started: %s, schema %s", self.config.mqtt.broker, self.store.flavour)
         return self

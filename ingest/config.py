@@ -6,55 +6,19 @@ next to its broker and database. Unknown fields are errors, as in every Guantong
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+from common import ConfigPath, Duration, ListenSettings, StrictModel, TlsSettings
 
 
-def parse_duration(value: object) -> float:
-    """``"200ms"``, ``"2s"``, ``"5m"``, ``"1h"``, ``"7d"`` or a number of seconds → seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '200ms'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
-        seconds = float(m["n"]) * _UNIT_SECONDS[m["unit"]]
-    else:
-        raise ValueError(f"{value!r} is not a duration such as '200ms', '2s', '5m', '1h' or '7d'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
-
-
-def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatabaseSettings(_Strict):
+class DatabaseSettings(StrictModel):
     dsn: str = Field(description="libpq connection string; keep the password in PGPASSFILE")
     partitions_ahead: int = Field(
         7, ge=1, le=366, description="daily sample partitions created ahead of today"
@@ -67,19 +31,7 @@ class DatabaseSettings(_Strict):
     )
 
 
-class TlsSettings(_Strict):
-    ca_file: ConfigPath = Field(description="CA certificate(s) that signed the broker's cert")
-    cert_file: ConfigPath | None = Field(None, description="client certificate (PEM)")
-    key_file: ConfigPath | None = Field(None, description="client certificate's key (PEM)")
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
-
-
-class MqttSettings(_Strict):
+class MqttSettings(StrictModel):
     broker: str = Field(
         "mqtt://127.0.0.1:1883", description="mqtt://host:port, or mqtts://host:port for TLS"
     )
@@ -136,7 +88,7 @@ class MqttSettings(_Strict):
         return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
-class IdentifierSettings(_Strict):
+class IdentifierSettings(StrictModel):
     node: str = Field(description="URL of the identifier node that resolves gateways and devices")
     cache_seconds: Duration = Field(
         60.0, description="how long a resolved gateway or device is reused without asking"
@@ -151,7 +103,7 @@ class IdentifierSettings(_Strict):
         return value
 
 
-class BatchSettings(_Strict):
+class BatchSettings(StrictModel):
     max_rows: int = Field(20_000, ge=1, le=1_000_000, description="samples per transaction")
     max_delay: Duration = Field(0.2, description="longest a message waits to be committed")
     decode_workers: int = Field(
@@ -170,26 +122,13 @@ class BatchSettings(_Strict):
     )
 
 
-class HealthSettings(_Strict):
+class HealthSettings(ListenSettings):
     listen: str = Field(
         "127.0.0.1:9109", description="host:port of /healthz and /metrics (port 0: any free one)"
     )
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError("listen must be host:port, e.g. 127.0.0.1:9109")
-        return value
 
-    @property
-    def address(self) -> tuple[str, int]:
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
-
-
-class IngestConfig(_Strict):
+class IngestConfig(StrictModel):
     kind: Literal["ingest"]
     database: DatabaseSettings
     identifiers: IdentifierSettings

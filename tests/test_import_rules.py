@@ -12,15 +12,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-UNITS = ("identifiers", "edge", "gateway.protocol", "gateway", "ingest", "evidence",
+UNITS = ("common", "identifiers", "edge", "gateway.protocol", "gateway", "ingest", "evidence",
          "simulators", "guantong")  # fmt: skip
 ALLOWED = {
-    "identifiers": set(),
-    "edge": {"identifiers"},
+    "common": set(),
+    "identifiers": {"common"},
+    "edge": {"common", "identifiers"},
     "gateway.protocol": {"identifiers"},
-    "gateway": {"edge", "identifiers", "gateway.protocol"},
-    "ingest": {"gateway.protocol", "identifiers"},
-    "evidence": {"ingest", "identifiers"},
+    "gateway": {"common", "edge", "identifiers", "gateway.protocol"},
+    "ingest": {"common", "gateway.protocol", "identifiers"},
+    "evidence": {"common", "ingest", "identifiers"},
     "simulators": set(),
     "guantong": set(UNITS),
 }
