@@ -10,6 +10,7 @@ Public API::
     ConfigPath                      a path relative to the config file (``base_dir`` context)
     ListenSettings                  ``listen: host:port`` of a local HTTP endpoint
     TlsSettings                     TLS towards a broker: CA, optional client certificate
+    MqttClientSettings              broker URL, credentials, TLS, keepalive (validated)
     HttpServer                      serves an ASGI app on a bound socket (async context manager)
 """
 
@@ -19,6 +20,7 @@ from common._config import (
     ConfigPath,
     Duration,
     ListenSettings,
+    MqttClientSettings,
     Size,
     StrictModel,
     TlsSettings,
@@ -45,6 +47,7 @@ __all__ = [
     "Duration",
     "HttpServer",
     "ListenSettings",
+    "MqttClientSettings",
     "Size",
     "StrictModel",
     "TlsSettings",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -99,3 +100,47 @@ class TlsSettings(StrictModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         return self
+
+
+class MqttClientSettings(StrictModel):
+    """How a service reaches its MQTT broker: address, credentials, TLS, keepalive."""
+
+    broker: str = Field(
+        "mqtt://127.0.0.1:1883", description="mqtt://host:port, or mqtts://host:port for TLS"
+    )
+    username: str | None = None
+    password_file: ConfigPath | None = Field(
+        None, description="file holding the MQTT password (kept out of the config)"
+    )
+    tls: TlsSettings | None = None
+    keepalive: Duration = Field(30.0, description="MQTT keepalive")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("broker must look like mqtt://host:port or mqtts://host:port")
+        if parts.path not in ("", "/") or parts.query or parts.username:
+            raise ValueError(
+                "broker is host and port only; credentials go in username and password_file"
+            )
+        _ = parts.port  # raises ValueError for a port out of range
+        return value
+
+    @model_validator(mode="after")
+    def _tls_scheme(self) -> MqttClientSettings:
+        if (urlsplit(self.broker).scheme == "mqtts") != (self.tls is not None):
+            raise ValueError("use mqtts:// together with a tls section, mqtt:// without one")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs a username")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.broker)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     Field,
-    field_validator,
     model_validator,
 )
 
 import identifiers
-from common import ConfigPath, Duration, ListenSettings, Size, StrictModel, TlsSettings
+from common import ConfigPath, Duration, ListenSettings, MqttClientSettings, Size, StrictModel
 from edge import Device
 from edge._model import IdentifierStr, non_empty
 from gateway.protocol import MAX_PAYLOAD_BYTES, MAX_SAMPLES
@@ -33,18 +31,9 @@ class GatewayIdentity(StrictModel):
     )
 
 
-class UplinkSettings(StrictModel):
-    broker: str = Field(
-        "mqtt://127.0.0.1:1883", description="mqtt://host:port, or mqtts://host:port for TLS"
-    )
+class UplinkSettings(MqttClientSettings):
     protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version")
     client_id: str | None = Field(None, description="MQTT client id; default: the gateway id")
-    username: str | None = None
-    password_file: ConfigPath | None = Field(
-        None, description="file holding the MQTT password (kept out of the config)"
-    )
-    tls: TlsSettings | None = None
-    keepalive: Duration = Field(30.0, description="MQTT keepalive")
     inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages awaiting PUBACK")
     format: Literal["json", "sparkplug"] = Field(
         "json", description="payload format: JSON envelopes, or Sparkplug B 3.0 (docs/protocol.md)"
@@ -53,36 +42,11 @@ class UplinkSettings(StrictModel):
         None, pattern=r"^[^+/#]+$", description="Sparkplug group id; default: the firm prefix"
     )
 
-    @field_validator("broker")
-    @classmethod
-    def _broker_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("broker must look like mqtt://host:port or mqtts://host:port")
-        if parts.path not in ("", "/") or parts.query or parts.username:
-            raise ValueError("broker is host and port only; credentials go in username and "
-                             "password_file")  # fmt: skip
-        _ = parts.port  # raises ValueError for a port out of range
-        return value
-
     @model_validator(mode="after")
-    def _tls_scheme(self) -> UplinkSettings:
-        if (urlsplit(self.broker).scheme == "mqtts") != (self.tls is not None):
-            raise ValueError("use mqtts:// together with a tls section, mqtt:// without one")
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file needs a username")
+    def _sparkplug(self) -> UplinkSettings:
         if self.sparkplug_group is not None and self.format != "sparkplug":
             raise ValueError("sparkplug_group goes with format: sparkplug")
         return self
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.broker).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.broker)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
 class EnvelopeSettings(StrictModel):

@@ -12,10 +12,9 @@ from urllib.parse import urlsplit
 from pydantic import (
     Field,
     field_validator,
-    model_validator,
 )
 
-from common import ConfigPath, Duration, ListenSettings, StrictModel, TlsSettings
+from common import Duration, ListenSettings, MqttClientSettings, StrictModel
 
 
 class DatabaseSettings(StrictModel):
@@ -31,22 +30,13 @@ class DatabaseSettings(StrictModel):
     )
 
 
-class MqttSettings(StrictModel):
-    broker: str = Field(
-        "mqtt://127.0.0.1:1883", description="mqtt://host:port, or mqtts://host:port for TLS"
-    )
+class MqttSettings(MqttClientSettings):
     client_id: str = Field(
         "guantong-ingest",
         min_length=1,
         max_length=64,
         description="fixed: the broker keeps the persistent session under this id",
     )
-    username: str | None = None
-    password_file: ConfigPath | None = Field(
-        None, description="file holding the MQTT password (kept out of the config)"
-    )
-    tls: TlsSettings | None = None
-    keepalive: Duration = 30.0
     session_expiry: Duration = Field(
         7 * 86400.0, description="how long the broker keeps the session while ingest is away"
     )
@@ -57,35 +47,6 @@ class MqttSettings(StrictModel):
         description="QoS 1 messages the broker may send before ingest acknowledges "
         "(acknowledged only after commit, so this bounds a batch)",
     )
-
-    @field_validator("broker")
-    @classmethod
-    def _broker_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("broker must look like mqtt://host:port or mqtts://host:port")
-        if parts.path not in ("", "/") or parts.query or parts.username:
-            raise ValueError("broker is host and port only; credentials go in username and "
-                             "password_file")  # fmt: skip
-        _ = parts.port
-        return value
-
-    @model_validator(mode="after")
-    def _tls_scheme(self) -> MqttSettings:
-        if (urlsplit(self.broker).scheme == "mqtts") != (self.tls is not None):
-            raise ValueError("use mqtts:// together with a tls section, mqtt:// without one")
-        if self.password_file is not None and self.username is None:
-            raise ValueError("password_file needs a username")
-        return self
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.broker).hostname or ""
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.broker)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
 
 class IdentifierSettings(StrictModel):
