@@ -14,6 +14,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -182,7 +183,12 @@ async def run_demo(
     say: Callable[[str], None],
     status: Callable[[str], None],
 ) -> Verifier:
-    """Run until ``duration`` seconds pass or the task is cancelled (Ctrl-C)."""
+    """Run until ``duration`` seconds pass or SIGINT (Ctrl-C) or SIGTERM arrives; then stop
+    everything in order, the broker last, so that nothing is left running."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     factory = demo_factory(factory_file, workdir)
     started = time.monotonic()
     with mosquitto(workdir) as port:
@@ -200,8 +206,9 @@ async def run_demo(
                 f"{gw.health.url if gw.health else 'off'}")  # fmt: skip
             say(f"ready in {time.monotonic() - started:.1f} s; Ctrl-C stops")
             last = (time.monotonic(), 0, 0)
-            while duration is None or time.monotonic() - started < duration:
-                await asyncio.sleep(1)
+            while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1)
                 now, read, verified = time.monotonic(), gw.stream.stats.samples, check.samples
                 up = sum(1 for d in config.devices if gw.writer.stats.device_up.get(d.name, True))
                 envelopes, _ = gw.outbox.depth()

@@ -53,9 +53,6 @@ def demo(factory_file: Path, workdir: Path, duration: float | None) -> None:
                 status=status,
             )
         )
-    except KeyboardInterrupt:
-        click.echo("\nstopped", err=True)
-        sys.exit(_exit.OK)
     except _demo.DemoError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(_exit.UNAVAILABLE)

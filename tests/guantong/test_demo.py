@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,27 @@ def read_cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:  # the process ended while we looked
         return b""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guantong", "demo", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # until the demo says it is ready
+        if "ready in" in line:
+            break
+    else:
+        pytest.fail(f"the demo stopped before it was ready: {proc.wait()}")
+    time.sleep(2)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.startswith("verified ")
+    conf = str(workdir / "mosquitto.conf").encode()
+    assert [p for p in Path("/proc").glob("[0-9]*") if conf in read_cmdline(p)] == []
