@@ -33,13 +33,21 @@ from edge import Batch, ConnectivityEvent, SampleStream
 from edge import Quality as EdgeQuality
 from edge import Sample as EdgeSample
 from gateway import protocol
-from gateway._outbox import Dropped, Head, Outbox
+from gateway._outbox import Dropped, Head, Outbox, OutboxError
 
 logger = logging.getLogger(__name__)
 
 _QUALITY = {q: protocol.Quality[q.name] for q in EdgeQuality}
 #: the chain head of a gateway that has committed nothing yet
 _ORIGIN = Head(0, protocol.GENESIS)
+
+
+class _Unfinished(Exception):
+    """The outbox refused a commit; ``rest`` is what is still to be committed."""
+
+    def __init__(self, rest: list[tuple[str, list[protocol.Sample]]]) -> None:
+        self.rest = rest
+        super().__init__(f"{len(rest)} envelopes' worth of samples not committed")
 
 
 def to_wire(sample: EdgeSample) -> protocol.Sample:
@@ -64,6 +72,8 @@ class WriterStats:
     losses: int = 0
     dropped_envelopes: int = 0
     device_events: int = 0
+    #: commits the outbox refused (disk full, I/O error), retried later
+    commit_errors: int = 0
     #: per device name: False after a "down" event, True after an "up" event
     device_up: dict[str, bool] = field(default_factory=dict)
 
@@ -105,6 +115,7 @@ class EnvelopeWriter:
         self._head = _ORIGIN  # the last envelope sealed
         self._committed = _ORIGIN  # the last envelope committed
         self._dropping = False
+        self._failing = 0  # commits the outbox refused in a row
         self._closing = False
         self.stats = WriterStats()
 
@@ -185,7 +196,14 @@ class EnvelopeWriter:
                 if self._closing or now - since >= self._max_delay:
                     self._cut(device)
             if self._ready:
-                await asyncio.to_thread(self._commit, self._take_ready())
+                try:
+                    await asyncio.to_thread(self._commit, self._take_ready())
+                except _Unfinished as failed:
+                    await self._retry_later(failed)
+                    continue
+                if self._failing:
+                    logger.info("the outbox takes envelopes again")
+                    self._failing = 0
                 self._on_commit()
             if self._closing and not self._ready and not self._buffers:
                 await asyncio.to_thread(self._settle_losses)
@@ -195,6 +213,20 @@ class EnvelopeWriter:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.001))
+
+    async def _retry_later(self, failed: _Unfinished) -> None:
+        """Put back what the outbox refused and wait before the next try (disk full clears
+        when space is freed); meanwhile the full queue holds the drivers back."""
+        self._ready[:0] = failed.rest
+        self.stats.commit_errors += 1
+        if self._closing:
+            left = sum(len(samples) for _, samples in self._ready)
+            logger.error("stopping with %d samples the outbox would not take", left)
+            raise failed.__cause__ or failed
+        if not self._failing:
+            logger.error("the outbox refuses envelopes (%s); retrying", failed.__cause__)
+        self._failing += 1
+        await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failing, 7)))
 
     # -- in a worker thread: build, sign, commit --------------------------------------------------
 
@@ -221,18 +253,23 @@ class EnvelopeWriter:
         return self._data_rows(device, samples[:half]) + self._data_rows(device, samples[half:])
 
     def _commit(self, ready: list[tuple[str, list[protocol.Sample]]]) -> None:
-        """Seal ``ready`` and commit it in transactions of at most a quarter of the outbox."""
+        """Seal ``ready`` and commit it in transactions of at most a quarter of the outbox.
+
+        If the outbox refuses (disk full, I/O error), :class:`_Unfinished` carries the part
+        of ``ready`` that is not committed, to be tried again.
+        """
         rows: list[tuple[int, str, bytes, int]] = []
-        size = 0
-        for device, samples in ready:
-            for row in self._data_rows(device, samples):
-                rows.append(row)
-                size += len(row[2])
-                if size > self._outbox.max_bytes // 4:
+        size = done = 0
+        try:
+            for i, (device, samples) in enumerate(ready):
+                rows += self._data_rows(device, samples)
+                size = sum(len(r[2]) for r in rows)
+                if size > self._outbox.max_bytes // 4 or i == len(ready) - 1:
                     self._append(rows)
-                    rows, size = [], 0
-        if rows:
-            self._append(rows)
+                    rows, done = [], i + 1
+        except OutboxError as exc:
+            self._head = self._committed  # what was sealed and not committed is numbered anew
+            raise _Unfinished(ready[done:]) from exc
         if self._outbox.losses() and (
             not self._dropping or time.monotonic() - self._declared_at >= self._declare_every
         ):

@@ -125,3 +125,29 @@ async def test_a_full_outbox_declares_exactly_what_it_dropped(tmp_path: Path) ->
     assert dropped_samples + sum(len(e.samples) for e in data) == 40 * 50
     assert writer.stats.dropped_envelopes == len(declared)
     assert_chained(envelopes, first_prev=envelopes[0].prev)
+
+
+async def test_a_full_disk_holds_the_samples_back_until_the_outbox_takes_them(
+    tmp_path: Path,
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    with Outbox(tmp_path / "o.db") as box:
+        assert box._db is not None
+        pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+        async with EnvelopeWriter(box, key, GW, DEVICES, max_samples=50, max_delay=0.01) as w:
+            with box._lock:  # the committer thread uses the connection too
+                box._db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite's "disk full"
+            for n in range(20):
+                w.add(batch("kiln", n * 50, 50))
+            async with asyncio.timeout(10):
+                while w.stats.commit_errors < 2:  # noqa: ASYNC110 - polling a counter
+                    await asyncio.sleep(0.01)
+            assert w.stats.samples < 1000
+            with box._lock:
+                box._db.execute("PRAGMA max_page_count = 1073741823")  # space is freed
+            async with asyncio.timeout(20):
+                while w.stats.samples < 1000:  # noqa: ASYNC110 - polling a counter
+                    await asyncio.sleep(0.01)
+        envelopes = decoded(box, key)
+    assert [s.tag for e in envelopes for s in e.samples] == [f"t{i}" for i in range(1000)]
+    assert_chained(envelopes)
