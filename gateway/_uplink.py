@@ -217,6 +217,9 @@ class Uplink:
             except asyncio.CancelledError:
                 self._close(conn, graceful=True)
                 raise
+            except Exception as exc:  # e.g. the outbox failed: log, reconnect, try again
+                logger.exception("uplink: the connection loop failed")
+                self._down(f"failed: {exc}")
             finally:
                 self._live = None
             self._close(conn, graceful=False)
