@@ -63,8 +63,8 @@ _ROW_QUALITY = struct.Struct(">ih").pack
 class Batch:
     """What one transaction writes; built by the verifier, written by :meth:`Store.write`.
 
-    Samples are added with :meth:`add_sample` (timestamps in µs since the Unix epoch), which
-    encodes the COPY row at once and folds the value into the 1-minute rollup.
+    Samples are added with :meth:`add_samples` (timestamps in µs since the Unix epoch), which
+    encodes the COPY rows at once and folds the values into the 1-minute rollup.
     ``receipts``: (gateway_id, seq, hash, prev, signature_valid, kind, device_id, samples,
     created, received), times as µs since 2000.
     ``events``: (gateway_id, kind, first_seq, last_seq, samples, reason, seq).
@@ -85,33 +85,54 @@ class Batch:
     def add_sample(
         self, sid: int, ts: int, value: float | None, text: str | None, quality: int
     ) -> None:
-        pg_ts = ts - PG_EPOCH_US
-        key = (sid, pg_ts - pg_ts % _MINUTE_US)
-        acc = self.rollup.get(key)
-        if acc is None:
-            acc = self.rollup[key] = [0, 0, None, None, None]
-        acc[0] += 1
-        if value is not None:
-            self.data += _ROW_NUMBER(5, 4, sid, 8, pg_ts, 8, value, -1, 2, quality)
-            if acc[1]:
-                acc[2] += value
-                if value < acc[3]:
-                    acc[3] = value
-                elif value > acc[4]:
-                    acc[4] = value
+        self.add_samples([("", ts, text if value is None else value, quality)], {"": sid})
+
+    def add_samples(
+        self, samples: Iterable[tuple[str, int, object, int]], series: dict[str, int]
+    ) -> None:
+        """Add (tag, ts µs since the Unix epoch, value, quality) samples of one device.
+
+        One loop with everything in local names: it runs for every sample ingest stores. A
+        value is a number (``bool`` and ``int`` stored as a double), a text, or None.
+        """
+        data, rollup, days, newest = self.data, self.rollup, self.days, self.newest
+        pack_number, pack_null, pack_text, pack_quality = (
+            _ROW_NUMBER, _ROW_NULL, _ROW_TEXT, _ROW_QUALITY,
+        )  # fmt: skip
+        count = 0
+        for tag, ts, value, quality in samples:
+            sid = series[tag]
+            pg_ts = ts - PG_EPOCH_US
+            minute = pg_ts - pg_ts % _MINUTE_US
+            acc = rollup.get((sid, minute))
+            if acc is None:
+                acc = rollup[sid, minute] = [0, 0, None, None, None]
+                days.add((minute + PG_EPOCH_US) // _DAY_US)
+            acc[0] += 1
+            if value is None:
+                data += pack_null(5, 4, sid, 8, pg_ts, -1, -1, 2, quality)
+            elif type(value) is str:
+                encoded = value.encode()
+                data += pack_text(5, 4, sid, 8, pg_ts, -1, len(encoded))
+                data += encoded
+                data += pack_quality(2, quality)
             else:
-                acc[2] = acc[3] = acc[4] = value
-            acc[1] += 1
-        elif text is not None:
-            encoded = text.encode()
-            self.data += _ROW_TEXT(5, 4, sid, 8, pg_ts, -1, len(encoded))
-            self.data += encoded
-            self.data += _ROW_QUALITY(2, quality)
-        else:
-            self.data += _ROW_NULL(5, 4, sid, 8, pg_ts, -1, -1, 2, quality)
-        self.samples += 1
-        self.newest = max(self.newest, ts)
-        self.days.add(ts // _DAY_US)
+                number = float(value)  # type: ignore[arg-type]
+                data += pack_number(5, 4, sid, 8, pg_ts, 8, number, -1, 2, quality)
+                if acc[1]:
+                    acc[2] += number
+                    if number < acc[3]:
+                        acc[3] = number
+                    elif number > acc[4]:
+                        acc[4] = number
+                else:
+                    acc[2] = acc[3] = acc[4] = number
+                acc[1] += 1
+            if ts > newest:  # noqa: PLR1730 - max() would be a call per sample
+                newest = ts
+            count += 1
+        self.samples += count
+        self.newest = newest
 
     def copy_data(self) -> bytes:
         return _COPY_HEADER + bytes(self.data) + _COPY_TRAILER

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import gateway.protocol as wire
 import identifiers
-from ingest._decode import Checked, Refused, Value, precheck
+from ingest._decode import Checked, Refused, precheck
 from ingest._store import Batch, Store, pg_us
 
 logger = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ class Verifier:
             chain.remember(seq, digest, env.prev)
             self.stats.accepted += 1
             return 0
-        _add_rows(env.samples, series, batch)
+        batch.add_samples(env.samples, series)
         batch.receipts.append(
             (
                 gateway_id,
@@ -419,16 +419,3 @@ class Verifier:
         chain.remember(seq, digest, env.prev)
         self.stats.accepted += 1
         return len(env.samples)
-
-
-def _add_rows(
-    samples: Sequence[tuple[str, int, Value, int]], series: dict[str, int], batch: Batch
-) -> None:
-    add = batch.add_sample
-    for tag, ts, value, quality in samples:
-        if value is None:
-            add(series[tag], ts, None, None, quality)
-        elif isinstance(value, str):
-            add(series[tag], ts, None, value, quality)
-        else:
-            add(series[tag], ts, float(value), None, quality)
