@@ -1,0 +1,90 @@
+"""Evidence: what the store shows about a firm's data connectivity, and which indicator items
+of the SME digitalization level assessment (2024 edition) those facts support.
+
+Metrics are computed in SQL over the ingest store, per firm and window; the firm's device
+records (key equipment, business stages) come from its identifier records. docs/evidence.md
+defines every metric and the mapping, and says what they cannot show.
+
+Public API::
+
+    Window, Params                  the window ``[start, end)`` and the definitions' knobs
+    RegisteredDevice                a device record's facts: gateway, key equipment, stages
+    registered_devices              the firm's device records, through an identifiers.Client
+    collect                         the metrics of a firm and window (blocking psycopg)
+    FirmEvidence, DeviceEvidence, TagEvidence, GatewayEvidence, Networking, StageCoverage,
+    Latency, Integrity, Outage      what collect returns
+    load_indicators, Indicators     the versioned indicator file, validated
+    INDICATORS_2024                 the path of the 2024 file
+    assess, Assessment, ItemSupport which items the evidence supports, and how strongly
+    STRENGTHS                       none < weak < partial < strong
+
+Exceptions::
+
+    Exception
+    └── EvidenceError
+        ├── InvalidWindow           (also a ValueError) empty, reversed or naive window
+        ├── StoreUnavailable        the ingest store cannot be read
+        ├── RegistryError           the firm's device records cannot be read (.firm)
+        └── IndicatorFileError      an invalid indicator file (.path, .problems)
+"""
+
+from evidence._errors import (
+    EvidenceError,
+    IndicatorFileError,
+    InvalidWindow,
+    RegistryError,
+    StoreUnavailable,
+)
+from evidence._mapping import (
+    INDICATORS_2024,
+    STRENGTHS,
+    Assessment,
+    Indicators,
+    ItemSupport,
+    assess,
+    load_indicators,
+)
+from evidence._metrics import collect
+from evidence._models import (
+    DeviceEvidence,
+    FirmEvidence,
+    GatewayEvidence,
+    Integrity,
+    Latency,
+    Networking,
+    Outage,
+    Params,
+    StageCoverage,
+    TagEvidence,
+    Window,
+)
+from evidence._registry import RegisteredDevice, registered_devices
+
+__all__ = [
+    "INDICATORS_2024",
+    "STRENGTHS",
+    "Assessment",
+    "DeviceEvidence",
+    "EvidenceError",
+    "FirmEvidence",
+    "GatewayEvidence",
+    "IndicatorFileError",
+    "Indicators",
+    "Integrity",
+    "InvalidWindow",
+    "ItemSupport",
+    "Latency",
+    "Networking",
+    "Outage",
+    "Params",
+    "RegisteredDevice",
+    "RegistryError",
+    "StageCoverage",
+    "StoreUnavailable",
+    "TagEvidence",
+    "Window",
+    "assess",
+    "collect",
+    "load_indicators",
+    "registered_devices",
+]

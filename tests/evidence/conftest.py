@@ -1,0 +1,253 @@
+"""One store, filled once per module through the real path, for two firms that differ only by
+the faults put into one of them.
+
+Both firms have the same plant: two gateways, five registered devices, 180 s of 1 Hz data
+sent in signed envelopes of 5 s each, through a private Mosquitto into a running ingest
+(which verifies every envelope against the keys on a real identifier node). The healthy firm
+``88.709.911`` gets everything; the faulty firm ``88.709.912`` gets the same, except:
+
+- ``dev.press`` goes offline at t = 90 s;
+- ``gw.line1``'s envelopes for t = 100..109 s (kiln and fan) are dropped from its outbox
+  and declared lost;
+- the kiln's envelope for t = 150..154 s never arrives, undeclared (a gap);
+- gateway ``gw.line2`` (and its ``dev.meter``) falls silent after t = 60 s;
+- ``dev.fan`` sends every sample with quality BAD;
+- a forged envelope in the name of ``gw.line1`` is quarantined for its signature.
+
+The tests then check every metric of the faulty firm against the healthy one, exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from _services import MosquittoBroker, PostgresServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import evidence
+import gateway.protocol as p
+import identifiers
+from ingest import Ingest, IngestConfig
+
+HEALTHY, FAULTY = "88.709.911", "88.709.912"
+SECONDS, SLOT = 180, 5
+#: device suffix → (gateway suffix, key equipment, stages, tags)
+PLANT: dict[str, tuple[str, bool, tuple[str, ...], tuple[str, ...]]] = {
+    "dev.kiln": ("gw.line1", True, ("设备管理", "能耗管理"), ("power", "temp")),
+    "dev.press": ("gw.line1", True, ("设备管理", "质量管理"), ("force",)),
+    "dev.fan": ("gw.line1", False, ("安全生产",), ("rpm",)),
+    "dev.spare": ("gw.line1", True, ("生产管控",), ("x",)),  # registered, never sends
+    "dev.meter": ("gw.line2", True, ("能耗管理",), ("kwh",)),
+}
+
+
+def us(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+class Chain:
+    """A gateway's envelopes, numbered, chained and signed, with chosen creation times."""
+
+    def __init__(self, gateway: str, key: Ed25519PrivateKey | None = None) -> None:
+        self.gateway = gateway
+        self.key = key or Ed25519PrivateKey.generate()
+        self.seq = 0
+        self.prev = p.GENESIS
+
+    def _next(self, created: int, **fields: Any) -> tuple[str, bytes]:
+        env = p.Envelope(self.gateway, self.seq + 1, self.prev, created, **fields)
+        self.seq, self.prev = env.seq, env.digest
+        signed = p.sign(env, self.key)
+        return p.envelope_topic(env), p.encode_json(signed)
+
+    def data(self, created: int, device: str, samples: list[p.Sample]) -> tuple[str, bytes]:
+        return self._next(created, device=device, samples=tuple(samples))
+
+    def loss(self, created: int, first: int, last: int, samples: int) -> tuple[str, bytes]:
+        return self._next(created, loss=p.Loss(first, last, samples, "outbox full"))
+
+
+@dataclass
+class Plant:
+    """What the module's tests get: the store and the facts of the scenario."""
+
+    dsn: str
+    start: dt.datetime
+    registered: dict[str, list[evidence.RegisteredDevice]]
+    #: wall-clock time just before the first message was published and after the last commit
+    sent_after: dt.datetime
+    stored_before: dt.datetime
+    expected: dict[str, Any] = field(default_factory=dict)
+
+    def at(self, seconds: float) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=seconds)
+
+    def window(self, begin: float = 0, end: float = SECONDS) -> evidence.Window:
+        return evidence.Window(self.at(begin), self.at(end))
+
+    def collect(self, firm: str, window: evidence.Window | None = None, **kw: Any) -> Any:
+        window = window or self.window()
+        kw.setdefault("as_of", window.end)
+        kw.setdefault("params", evidence.Params(fresh_within=60, outage_after=30))
+        with psycopg.connect(self.dsn) as conn:
+            return evidence.collect(conn, f"{firm}/firm", window, self.registered[firm], **kw)
+
+    def fetch(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(query, params or None).fetchall()
+
+
+def messages(firm: str, start: dt.datetime, chains: dict[str, Chain]) -> list[tuple[str, bytes]]:
+    """The plant's envelopes in the order its gateways make them, faults for FAULTY."""
+    faulty = firm == FAULTY
+    out = []
+    dropped: list[tuple[int, int]] = []
+    for slot in range(SECONDS // SLOT):
+        t0 = slot * SLOT
+        if dropped and t0 == 110:  # the gateway declares what its outbox dropped
+            line1 = chains["gw.line1"]
+            lost = sum(n for _, n in dropped)
+            out.append(line1.loss(us(start) + t0 * 1_000_000, dropped[0][0], dropped[-1][0], lost))
+            dropped = []
+        for i, (device, (gw, _key, _stages, tags)) in enumerate(PLANT.items()):
+            if device == "dev.spare":
+                continue
+            if faulty and device == "dev.press" and t0 >= 90:
+                continue
+            if faulty and gw == "gw.line2" and t0 >= 60:
+                continue
+            chain = chains[gw]
+            created = us(start) + (t0 + SLOT - 1) * 1_000_000 + 500_000 + i * 1000
+            quality = p.Quality.BAD if faulty and device == "dev.fan" else p.Quality.GOOD
+            samples = [
+                p.Sample(tag, us(start) + t * 1_000_000, float(t), quality)
+                for t in range(t0, t0 + SLOT)
+                for tag in tags
+            ]
+            if faulty and gw == "gw.line1" and t0 in (100, 105):
+                chain.seq += 1  # made and signed, then dropped from a full outbox
+                dropped.append((chain.seq, len(samples)))
+                continue
+            if faulty and device == "dev.kiln" and t0 == 150:
+                chain.seq += 1  # lost on the way, and nobody said so
+                continue
+            out.append(chain.data(created, f"{firm}/{device}", samples))
+    return out
+
+
+def forged(firm: str, start: dt.datetime) -> tuple[str, bytes]:
+    impostor = Chain(f"{firm}/gw.line1")  # a key the registry does not know
+    return impostor.data(us(start), f"{firm}/dev.kiln", [p.Sample("temp", us(start), 1.0)])
+
+
+class Publisher:
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def publish_all(self, items: list[tuple[str, bytes]]) -> None:
+        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in items]
+        for info in infos:
+            info.wait_for_publish(30)
+            assert info.is_published()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def wait_until(check: Callable[[], Any], within: float = 30.0) -> Any:
+    async with asyncio.timeout(within):
+        while True:
+            value = await asyncio.to_thread(check)
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+
+
+def count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - constant
+    assert row is not None
+    return int(row[0])
+
+
+async def fill(dsn: str, broker: MosquittoBroker, tmp: Path, start: dt.datetime) -> Plant:
+    node_config = identifiers.NodeConfig.model_validate(
+        {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+         "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"]}
+    )  # fmt: skip
+    ingest_config = IngestConfig.model_validate(
+        {"kind": "ingest", "database": {"dsn": dsn, "partitions_ahead": 1},
+         "identifiers": {"node": "http://127.0.0.1:1"},  # replaced below, once the node runs
+         "mqtt": {"broker": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+                  "keepalive": 5},
+         "batch": {"max_delay": "50ms", "decode_workers": 0}, "health": None},
+        context={"base_dir": tmp},
+    )  # fmt: skip
+    async with identifiers.Node(node_config) as node:
+        _, token = await node.registry.create_token("88.709", days=1, label="evidence tests")
+        config = ingest_config.model_copy(
+            update={"identifiers": ingest_config.identifiers.model_copy(update={"node": node.url})}
+        )
+        async with identifiers.Client(node.url, token=token) as client:
+            chains: dict[str, dict[str, Chain]] = {}
+            for firm in (HEALTHY, FAULTY):
+                chains[firm] = {gw: Chain(f"{firm}/{gw}") for gw in ("gw.line1", "gw.line2")}
+                enterprise = f"{firm}/firm"
+                records = [
+                    (c.gateway, identifiers.GatewayRecord(
+                        enterprise=enterprise, public_key=p.public_key_bytes(c.key)).to_values())
+                    for c in chains[firm].values()
+                ]  # fmt: skip
+                records += [
+                    (f"{firm}/{dev}", identifiers.DeviceRecord(
+                        enterprise=enterprise, gateway=f"{firm}/{gw}", key_equipment=key,
+                        stages=stages, name=dev).to_values())
+                    for dev, (gw, key, stages, _tags) in PLANT.items()
+                ]  # fmt: skip
+                await client.register(records)
+            sent = [
+                msg for firm in (HEALTHY, FAULTY) for msg in messages(firm, start, chains[firm])
+            ]
+            sent.append(forged(FAULTY, start))
+            receipts = len(sent) - 1
+            async with Ingest(config) as ingest:
+                await wait_until(lambda: ingest.consumer.stats.subscribed)
+                publisher = Publisher(broker.port)
+                sent_after = dt.datetime.now(dt.UTC)
+                try:
+                    await asyncio.to_thread(publisher.publish_all, sent)
+                    await wait_until(lambda: count(dsn, "receipt") == receipts)
+                    await wait_until(lambda: count(dsn, "quarantine") == 1)
+                    await wait_until(lambda: ingest.consumer.stats.acked == len(sent))
+                finally:
+                    publisher.close()
+                stored_before = dt.datetime.now(dt.UTC)
+            registered = {
+                firm: await evidence.registered_devices(client, f"{firm}/firm")
+                for firm in (HEALTHY, FAULTY)
+            }
+    return Plant(dsn, start, registered, sent_after, stored_before)
+
+
+@pytest.fixture(scope="module")
+def plant(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
+    # whole minutes, in the past: the window's counts come from the rollup, and every
+    # envelope was created before ingest received it
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    start = now - dt.timedelta(minutes=5)
+    with pg_server.database() as dsn, MosquittoBroker() as broker:
+        yield asyncio.run(fill(dsn, broker, tmp_path_factory.mktemp("evidence"), start))
