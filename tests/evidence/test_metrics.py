@@ -240,3 +240,29 @@ def test_a_database_without_the_ingest_schema_is_unavailable(pg_dsn: str) -> Non
                              dt.datetime(2026, 1, 2, tzinfo=dt.UTC))  # fmt: skip
     with psycopg.connect(pg_dsn) as conn, pytest.raises(evidence.StoreUnavailable):
         evidence.collect(conn, f"{HEALTHY}/firm", window, [])
+
+
+def test_the_registry_decides_what_counts(plant: Any) -> None:
+    """A device the registry no longer lists is shown but not counted; a registered gateway
+    that never sent anything was out for the whole window."""
+    records = [d for d in plant.registered[HEALTHY] if not d.identifier.endswith("dev.press")]
+    records.append(
+        evidence.RegisteredDevice(f"{HEALTHY}/dev.new", f"{HEALTHY}/gw.line3", True, ("设备管理",))
+    )
+    with psycopg.connect(plant.dsn) as conn:
+        ev = evidence.collect(
+            conn, f"{HEALTHY}/firm", plant.window(), records, as_of=plant.at(180),
+            params=evidence.Params(fresh_within=60, outage_after=30),
+        )  # fmt: skip
+    press = dev(ev, "dev.press")
+    assert (press.registered, press.key_equipment, press.networked) == (False, False, True)
+    assert press.gateway == f"{HEALTHY}/gw.line1"  # from the store
+    new = dev(ev, "dev.new")
+    assert (new.registered, new.networked, new.completeness) == (True, False, 0.0)
+    # key devices: kiln, meter, spare, new; networked: kiln, meter
+    assert ev.networking == evidence.Networking(4, 2, 0.5)
+    line3 = gw(ev, "gw.line3")
+    assert line3.envelopes == 0
+    assert line3.outages == (evidence.Outage(plant.at(0), plant.at(180)),)
+    assert line3.online_seconds == 0.0
+    assert ev.stage("设备管理") == evidence.StageCoverage("设备管理", 2, 1)
