@@ -178,8 +178,11 @@ def collect(
 
     ``registered``: the firm's device records (:func:`registered_devices`), the denominator
     of the networking rate and the source of key-equipment flags and business stages.
-    ``as_of`` (default: the window's end, or now if that is later than now) is the moment
+    ``as_of`` (default: the window's end, or now if the window has not ended) is the moment
     freshness and gateway online time are measured at.
+
+    All queries read one snapshot (a repeatable-read, read-only transaction) when ``conn`` is
+    idle, so a running ingest cannot make the counts of one query disagree with another's.
     """
     params = params or Params()
     firm = str(identifiers.parse(firm))
@@ -190,7 +193,10 @@ def collect(
     if not window.start < as_of <= window.end:
         raise InvalidWindow(f"as_of {as_of} is not inside the window")
     try:
-        with conn.cursor() as cur:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with conn.transaction(), conn.cursor() as cur:
+            if idle:
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             return _collect(
                 cur, firm, window=window, registered=registered, params=params, as_of=as_of
             )

@@ -266,3 +266,17 @@ def test_the_registry_decides_what_counts(plant: Any) -> None:
     assert line3.outages == (evidence.Outage(plant.at(0), plant.at(180)),)
     assert line3.online_seconds == 0.0
     assert ev.stage("设备管理") == evidence.StageCoverage("设备管理", 2, 1)
+
+
+@pytest.mark.parametrize("state", ["autocommit", "in-transaction"])
+def test_collect_gives_the_same_answer_whatever_the_connection_state(
+    plant: Any, faulty: evidence.FirmEvidence, state: str
+) -> None:
+    with psycopg.connect(plant.dsn, autocommit=state == "autocommit") as conn:
+        if state == "in-transaction":
+            conn.execute("SELECT 1")  # a caller's transaction: evidence reads inside it
+        again = evidence.collect(
+            conn, faulty.firm, faulty.window, plant.registered[FAULTY], as_of=faulty.as_of,
+            params=faulty.params,
+        )  # fmt: skip
+    assert again == faulty
