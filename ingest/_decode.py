@@ -5,11 +5,14 @@ processes (``batch.decode_workers``); what it returns is small and picklable.
 
 from __future__ import annotations
 
+import dataclasses
+import marshal
 import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -59,6 +62,22 @@ class Checked:
                 self.gateway, self.seq, "the signature does not verify"
             ) from None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # from a worker process the samples travel in marshal's form, which costs a fifth of
+        # what pickling a tuple per sample does (both sides run the same Python)
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        values[_SAMPLES] = marshal.dumps(self.samples)
+        return _unpickle_checked, tuple(values)
+
+
+_SAMPLES = [f.name for f in dataclasses.fields(Checked)].index("samples")
+
+
+def _unpickle_checked(*values: Any) -> Checked:
+    fields = list(values)
+    fields[_SAMPLES] = marshal.loads(fields[_SAMPLES])  # noqa: S302 - from our own worker
+    return Checked(*fields)
+
 
 #: a status message: acknowledged, counted, not stored
 STATUS = "status"
@@ -105,7 +124,10 @@ def precheck(  # noqa: PLR0911 - one return per refusal reads best
         has_nul = "\x00" in env.loss.reason
     else:
         samples = [(s.tag, s.ts, s.value, int(s.quality)) for s in env.samples]
-        has_nul = any(isinstance(s[2], str) and "\x00" in s[2] for s in samples)
+        # JSON text holds U+0000 only as an escape; without one, no text can hold it
+        has_nul = (sparkplug or b"\\u0000" in payload) and any(
+            isinstance(s[2], str) and "\x00" in s[2] for s in samples
+        )
     return Checked(
         env.gateway, env.device, env.seq, env.prev, env.created, int(env.kind), env.loss,
         samples, env.digest, env.canonical, signed.signature, has_nul,
