@@ -242,6 +242,9 @@ class Ingest:
             messages.append(msg)
             if batch.samples >= limits.max_rows:
                 break
+            # verifying usually completes without suspending: let the loop run the previous
+            # batch's write (and the consumer's hand-overs) meanwhile, not only after this batch
+            await asyncio.sleep(0)
             item = await self._next(deadline - time.monotonic())
         return batch, messages
 
