@@ -27,12 +27,18 @@ The database or the broker being away is not an error: ingest waits, retries and
 everything unacknowledged meanwhile (``/healthz`` and ``/metrics`` show it).
 """
 
-from ingest._errors import ConsumerError, IngestError, MigrationError, StoreError
-from ingest._runtime import Ingest, migrate
-from ingest._schema import LATEST as LATEST_SCHEMA
-from ingest._store import Batch, Store
-from ingest._verify import REASONS, Message, Verifier
-from ingest.config import IngestConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingest._errors import ConsumerError, IngestError, MigrationError, StoreError
+    from ingest._runtime import Ingest, migrate
+    from ingest._schema import LATEST as LATEST_SCHEMA
+    from ingest._store import Batch, Store
+    from ingest._verify import REASONS, Message, Verifier
+    from ingest.config import IngestConfig
 
 __all__ = [
     "LATEST_SCHEMA",
@@ -49,3 +55,36 @@ __all__ = [
     "Verifier",
     "migrate",
 ]
+
+#: name → (module, attribute). Imported on first use: a decode worker process imports
+#: ``ingest._decode`` and needs none of the rest (psycopg, paho, the HTTP server), whose
+#: import took half a second of every start of ingest with a decode worker.
+_LAZY = {
+    "ConsumerError": ("ingest._errors", "ConsumerError"),
+    "IngestError": ("ingest._errors", "IngestError"),
+    "MigrationError": ("ingest._errors", "MigrationError"),
+    "StoreError": ("ingest._errors", "StoreError"),
+    "Ingest": ("ingest._runtime", "Ingest"),
+    "migrate": ("ingest._runtime", "migrate"),
+    "LATEST_SCHEMA": ("ingest._schema", "LATEST"),
+    "Batch": ("ingest._store", "Batch"),
+    "Store": ("ingest._store", "Store"),
+    "REASONS": ("ingest._verify", "REASONS"),
+    "Message": ("ingest._verify", "Message"),
+    "Verifier": ("ingest._verify", "Verifier"),
+    "IngestConfig": ("ingest.config", "IngestConfig"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'ingest' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
