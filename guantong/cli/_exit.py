@@ -28,3 +28,15 @@ def load_or_exit(path: str, kind: str) -> Any:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)
         sys.exit(INVALID)
+
+
+def config_option(help_text: str, *, exists: bool = True) -> Any:
+    """The ``-c/--config FILE`` option of a command that loads one config file."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_file",
+        required=True,
+        type=click.Path(dir_okay=False, exists=exists),
+        help=help_text,
+    )

@@ -19,14 +19,7 @@ from guantong.cli import identifiers as identifiers_cmd
 
 logger = logging.getLogger(__name__)
 
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, exists=True),
-    help="The gateway config file (kind: gateway).",
-)
+_CONFIG = _exit.config_option("The gateway config file (kind: gateway).")
 
 
 @click.group("gateway")

@@ -33,14 +33,7 @@ _TOKEN = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding the write token (else env GUANTONG_IDENTIFIERS_TOKEN).",
 )
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Node config file (kind: identifiers).",
-)
+_CONFIG = _exit.config_option("Node config file (kind: identifiers).", exists=False)
 
 
 @click.group("identifiers")

@@ -16,14 +16,7 @@ from ingest import ConsumerError, Ingest, MigrationError, migrate
 
 logger = logging.getLogger(__name__)
 
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, exists=True),
-    help="The ingest config file (kind: ingest).",
-)
+_CONFIG = _exit.config_option("The ingest config file (kind: ingest).")
 
 
 @click.group("ingest")

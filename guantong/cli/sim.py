@@ -34,14 +34,7 @@ PASSWORD_FILE = "opcua-password.txt"  # noqa: S105 - a file name, not a password
 #: production devices count for the networking rate; utilities do not
 _NOT_PRODUCTION = {"meter", "compressor"}
 
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="The factory file (kind: factory).",
-)
+_CONFIG = _exit.config_option("The factory file (kind: factory).", exists=False)
 
 
 @click.group("sim")
