@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from _bench import start_mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import Batch, Quality, Sample
@@ -40,32 +38,6 @@ from gateway._uplink import MqttSettings, Uplink
 GW = "88.709.911/gw.bench"
 #: MQTT PUBLISH framing per message: fixed header, topic length, packet id (QoS 1)
 MQTT_OVERHEAD = 2 + 2 + 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_mosquitto(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 1000000\n",
-        encoding="utf-8",
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.025)
-    proc.kill()
-    raise SystemExit("mosquitto did not start")
 
 
 def batches(devices: int, tags: int, rounds: int) -> list[Batch]:
@@ -134,7 +106,7 @@ async def main() -> None:
     parser.add_argument("--tags", type=int, default=100)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="guantong-bench-"))
-    broker, port = start_mosquitto(directory)
+    broker, port = start_mosquitto(directory, ["max_queued_messages 1000000"])
     try:
         # 3. the outbox alone: commit with the broker away, then replay
         rounds = 60

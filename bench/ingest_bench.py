@@ -24,17 +24,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from _bench import start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,32 +53,6 @@ DEVICES = [f"{FIRM}/dev.m{i:02d}" for i in range(10)]
 TAGS = [f"t{i:02d}" for i in range(50)]
 PER_ENVELOPE = 500  # 50 tags x 10 polls
 BATCH_ROWS = 20_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_mosquitto(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 0\n",
-        encoding="utf-8",
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.025)
-    proc.kill()
-    raise SystemExit("mosquitto did not start")
 
 
 def envelopes(  # noqa: PLR0917
@@ -323,7 +296,7 @@ def main() -> None:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     directory = Path(tempfile.mkdtemp(prefix="guantong-ingest-bench-"))
-    broker, port = start_mosquitto(directory)
+    broker, port = start_mosquitto(directory, ["max_queued_messages 0", "max_inflight_messages 0"])
     try:
         asyncio.run(bench(args, f"{base}/{name}", port))
     finally:

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from _bench import in_child
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -224,21 +226,6 @@ async def run_baseline(plan: list[list[int]], seconds: float) -> dict[str, Any]:
 # --- the orchestrator -------------------------------------------------------------------------
 
 
-def child(role: str, payload: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(payload, f)
-    try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--role", role, "--payload", f.name],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        os.unlink(f.name)
-    return dict(json.loads(out.stdout.splitlines()[-1]))
-
-
 def report(name: str, r: dict[str, Any]) -> None:
     print(
         f"{name:9} {r['tags']:>10,} tags in {r['seconds']:5.1f} s  {r['tags_per_s']:>10,.0f} tags/s"
@@ -305,13 +292,13 @@ def main() -> None:
             f"simulator processes; {os.cpu_count()} CPUs"
         )
         common = {"ports": ports, "units": units, "seconds": args.seconds}
-        driver = child("driver", common)
+        driver = in_child(__file__, "driver", common)
         print(
             f"{driver['configured_tags']:,} tags configured, read with "
             f"{driver['requests_per_poll']:,} requests per pass; {driver['good']:,} Good samples"
         )
-        baseline = child("baseline", {"plan": driver["plan"], "seconds": args.seconds})
-        scheduled = child("scheduled", common)
+        baseline = in_child(__file__, "baseline", {"plan": driver["plan"], "seconds": args.seconds})
+        scheduled = in_child(__file__, "scheduled", common)
         report("driver", driver)
         report("pymodbus", baseline)
         report("scheduled", scheduled)

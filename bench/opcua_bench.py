@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _bench import in_child
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -240,21 +242,6 @@ async def run_baseline(urls: list[str], items: list[int], args: dict[str, Any]) 
 # --- the orchestrator -------------------------------------------------------------------------
 
 
-def child(role: str, payload: dict[str, Any]) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(payload, f)
-    try:
-        out = subprocess.run(
-            [sys.executable, __file__, "--role", role, "--payload", f.name],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    finally:
-        os.unlink(f.name)
-    return dict(json.loads(out.stdout.splitlines()[-1]))
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -266,7 +253,7 @@ def measured(role: str, payload: dict[str, Any], sims: list[subprocess.Popen[str
     they are near a core each, they, not the client, set the rate and the lag."""
     before = [cpu_seconds(p.pid) for p in sims]
     started = time.perf_counter()
-    result = child(role, payload)
+    result = in_child(__file__, role, payload)
     elapsed = time.perf_counter() - started
     shares = [(cpu_seconds(p.pid) - b) / elapsed for p, b in zip(sims, before, strict=True)]
     report(

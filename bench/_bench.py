@@ -1,0 +1,59 @@
+"""What the benchmark scripts share: free ports, a Mosquitto of their own, child processes.
+
+Imported as ``_bench`` by the scripts in this folder (a script's folder is on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_mosquitto(directory: Path, settings: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """A Mosquitto on a free 127.0.0.1 port with ``settings`` added to its config."""
+    port = free_port()
+    conf = directory / "mosquitto.conf"
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", *settings]
+    if os.geteuid() == 0:
+        lines.insert(0, "user root")
+    conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.025)
+    proc.kill()
+    raise SystemExit("mosquitto did not start")
+
+
+def in_child(script: str, role: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run ``script --role ROLE`` in a process of its own; its last stdout line is the JSON
+    result (a measurement must not share this process's GIL or memory)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(payload, f)
+    try:
+        out = subprocess.run(
+            [sys.executable, script, "--role", role, "--payload", f.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(f.name)
+    return dict(json.loads(out.stdout.splitlines()[-1]))
