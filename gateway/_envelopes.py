@@ -262,11 +262,12 @@ class EnvelopeWriter:
         size = done = 0
         try:
             for i, (device, samples) in enumerate(ready):
-                rows += self._data_rows(device, samples)
-                size = sum(len(r[2]) for r in rows)
+                new = self._data_rows(device, samples)
+                rows += new
+                size += sum(len(r[2]) for r in new)
                 if size > self._outbox.max_bytes // 4 or i == len(ready) - 1:
                     self._append(rows)
-                    rows, done = [], i + 1
+                    rows, size, done = [], 0, i + 1
         except OutboxError as exc:
             self._head = self._committed  # what was sealed and not committed is numbered anew
             raise _Unfinished(ready[done:]) from exc
