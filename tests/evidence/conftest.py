@@ -333,4 +333,6 @@ class Served:
 @pytest.fixture(scope="session")
 def kit() -> SimpleNamespace:
     """What test modules need of this file (they cannot import a conftest)."""
-    return SimpleNamespace(Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY)
+    return SimpleNamespace(
+        Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY, wait_until=wait_until
+    )

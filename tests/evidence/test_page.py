@@ -1,0 +1,177 @@
+"""The evidence web page in headless Chromium, over a live pipeline: Modbus simulators →
+gateway (drivers, outbox, signing) → Mosquitto → ingest → PostgreSQL, with the gateway and its
+devices registered on an identifier node from the gateway's config.
+
+The browser logs in with a token, watches a live value change, opens a chart, checks the
+indicator table and the integrity panel against the API's own answer, and switches to English.
+Screenshots are kept in ``var/test-artifacts/evidence-page/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from _services import MosquittoBroker, PostgresServer, free_port
+from playwright.sync_api import Page, expect, sync_playwright
+
+import evidence
+import identifiers
+import simulators
+from gateway._keys import create_key
+from gateway._runtime import running
+from gateway.config import GatewayConfig
+from guantong.cli.identifiers import gateway_records
+from guantong.cli.sim import gateway_config
+from ingest import Ingest, IngestConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "evidence-page"
+CHROMIUM = "/usr/bin/chromium"
+# the network is closed and the browser is Debian's: nothing may be fetched or updated
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]  # fmt: skip
+PREFIX = "88.709.911"
+FIRM, KILN = f"{PREFIX}/firm", f"{PREFIX}/dev.kiln-1"
+SECRET, SHA256 = evidence.new_token()
+
+
+def factory(port: int) -> dict[str, Any]:
+    return {
+        "kind": "factory", "name": "KilnWorks", "firm": {"name": "test firm", "prefix": PREFIX},
+        "seed": 7,
+        "endpoints": [{"name": "plc", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": port}],
+        "lines": [{"name": "Line1", "machines": [
+            {"name": "kiln-1", "profile": "kiln", "endpoint": "plc", "unit_id": 1},
+            {"name": "meter-1", "profile": "meter", "endpoint": "plc", "unit_id": 2},
+        ]}],
+    }  # fmt: skip
+
+
+def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path, kit: Any) -> Any:
+    """``around`` for the service: registers the gateway and its devices, then runs ingest,
+    the simulated PLCs and the gateway while the service serves."""
+
+    @contextlib.asynccontextmanager
+    async def run(node_url: str, node_token: str) -> AsyncIterator[None]:
+        (tmp / "factory.yaml").write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
+        fac = simulators.load_factory(tmp / "factory.yaml")
+        doc = gateway_config(fac, base_dir=tmp)
+        doc["uplink"] = {"broker": broker.url}
+        doc["envelope"] = {"max_samples": 200, "max_delay": "100ms"}
+        doc["health"] = None
+        config = GatewayConfig.model_validate(doc, context={"base_dir": tmp})
+        create_key(config.gateway.key_file)
+        async with identifiers.Client(node_url, token=node_token) as client:
+            await client.register(gateway_records(config, None))
+        ingest_config = IngestConfig.model_validate(
+            {"kind": "ingest", "database": {"dsn": dsn, "partitions_ahead": 1},
+             "identifiers": {"node": node_url},
+             "mqtt": {"broker": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}"},
+             "batch": {"max_delay": "50ms", "decode_workers": 0}, "health": None},
+            context={"base_dir": tmp},
+        )  # fmt: skip
+        async with Ingest(ingest_config) as ingest, simulators.Simulator(fac, base_dir=tmp):
+            # the broker keeps messages for ingest only once it has subscribed
+            await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
+            async with running(config, drain_timeout=10):
+                yield
+
+    return run
+
+
+@pytest.fixture
+def served(pg_server: PostgresServer, kit: Any, tmp_path: Path) -> Iterator[Any]:
+    tokens = [{"name": "evaluator-zhang", "role": "evaluator", "firms": [FIRM], "sha256": SHA256}]
+    with (
+        pg_server.database() as dsn,
+        MosquittoBroker() as broker,
+        kit.Served(dsn, tmp_path, tokens, around=pipeline(dsn, broker, tmp_path, kit)) as service,
+    ):
+        yield service
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: scripts/setup installs Debian's chromium")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def live_cell(page: Page, tag: str) -> Any:
+    return page.locator(f'#live tbody tr[data-tag="{tag}"] td.value')
+
+
+def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, page: Page) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(served.url + "/")
+    expect(page.locator("h1")).to_have_text("贯通 · 数据连通证据")
+    page.fill("#token", "not-the-token")
+    page.click("#login button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("令牌无效或已过期")
+
+    page.fill("#token", SECRET)
+    page.click("#login button[type=submit]")
+    expect(page.locator("#who")).to_have_text("evaluator-zhang (evaluator)")
+    expect(page.locator("#firm")).to_have_value(FIRM)
+    kiln = page.locator(f'#devices tbody tr[data-device="{KILN}"]')
+    expect(kiln).to_have_attribute("data-status", "live", timeout=30_000)
+    expect(kiln.locator("td.status")).to_have_text("在线")
+
+    kiln.click()
+    expect(page.locator("#device-id")).to_have_text(KILN)
+    cell = live_cell(page, "zone1_temp")
+    expect(cell).not_to_be_empty(timeout=15_000)
+    first = cell.inner_text()
+    # the simulated kiln's temperature carries noise: the next polls show another reading
+    expect(cell).not_to_have_text(first, timeout=20_000)
+    assert float(cell.inner_text()) > 0
+    chart = page.locator('#charts .chart[data-tag="zone1_temp"]')
+    expect(chart.locator("canvas")).to_be_visible(timeout=15_000)
+    # a chart polls its series: points are added as the gateway delivers them
+    expect(chart).to_have_attribute("data-points", re.compile(r"^([2-9]|\d\d+)$"), timeout=20_000)
+
+    # the indicator table shows what the API assesses, in the page's words
+    expect(page.locator("#indicators tbody tr")).to_have_count(7, timeout=30_000)
+    answer = httpx.get(f"{served.url}/api/v1/evidence", params={"firm": FIRM}, timeout=30,
+                       headers={"Authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
+    words = {"none": "无", "weak": "弱", "partial": "部分", "strong": "强"}
+    networking = answer["assessment"]["items"][0]
+    assert networking["id"] == "basis.device_networking"
+    # the kiln is the only key equipment (a meter is not production equipment) and it is live
+    assert (networking["strength"], networking["points"]) == ("strong", 6.0)
+    for item in answer["assessment"]["items"]:
+        row = page.locator(f'#indicators tbody tr[data-item="{item["id"]}"]')
+        expect(row.locator("td.strength")).to_have_text(words[item["strength"]])
+    row = page.locator('#indicators tbody tr[data-item="basis.device_networking"]')
+    expect(row.locator("td.points")).to_have_text("6 / 6")
+    expect(page.locator("#networking")).to_contain_text("100.0% (1 / 1")
+    expect(page.locator("#doubts li")).to_have_text("未发现可信度问题")
+    expect(page.locator('#integrity dd[data-fact="chainBreaks"]')).to_have_text("0")
+    envelopes = page.locator('#integrity dd[data-fact="envelopes"]')
+    assert int(envelopes.inner_text()) > 0
+    page.screenshot(path=ARTIFACTS / "zh.png", full_page=True)
+
+    page.click("#lang")
+    expect(page.locator("h1")).to_have_text("Guantong · connectivity evidence")
+    expect(kiln.locator("td.status")).to_have_text("live")
+    expect(row.locator("td.strength")).to_have_text("strong")
+    expect(page.locator("#indicators th").first).to_have_text("Item")
+    page.screenshot(path=ARTIFACTS / "en.png", full_page=True)
+    assert errors == []
