@@ -4,17 +4,22 @@ checked in constant time against their hashes, and the CLI makes tokens the conf
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from _services import free_port
 
 import evidence
 from evidence._access import Tokens
 from guantong import _configfile
+from ingest import migrate
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "evidence.example.yaml"
 
@@ -125,3 +130,52 @@ def test_the_token_command_prints_a_secret_and_the_entry_that_admits_it() -> Non
     )
     assert refused.returncode == 2
     assert "an admin takes no --firm" in refused.stderr
+
+
+def test_serve_answers_503_without_a_store_schema_and_stops_on_sigterm(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    secret, sha256 = evidence.new_token()
+    doc = example()
+    port = free_port()
+    doc.update(listen=f"127.0.0.1:{port}", database={"dsn": pg_dsn},
+               tokens=[{"name": "ops", "role": "admin", "sha256": sha256}])  # fmt: skip
+    doc["identifiers"]["token_file"] = "node.token"  # noqa: S105 - a file name
+    (tmp_path / "node.token").write_text("unused\n", encoding="utf-8")
+    config = tmp_path / "evidence.yaml"
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "guantong", "evidence", "serve", "-c", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"{url}/healthz", timeout=2).json() == {"status": "ok"}
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {secret}"}
+        answer = httpx.get(f"{url}/api/v1/firms", headers=auth, timeout=10)
+        assert answer.status_code == 503
+        assert answer.json()["error"].startswith("no ingest schema in the store")
+        migrate(pg_dsn)
+        answer = httpx.get(f"{url}/api/v1/firms", headers=auth, timeout=10)
+        assert (answer.status_code, answer.json()) == (200, [])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"evidence API and web page on {url}" in err
+
+
+def test_serve_with_a_bad_config_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "evidence.yaml"
+    config.write_text("kind: evidence\nlisten: nowhere\n", encoding="utf-8")
+    done = guantong("evidence", "serve", "-c", str(config))
+    assert done.returncode == 1
+    assert "listen must be host:port" in done.stderr
