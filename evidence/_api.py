@@ -110,7 +110,8 @@ def _window(start: dt.datetime | None, end: dt.datetime | None, default: float) 
     return Window(start or end - dt.timedelta(seconds=default), end)
 
 
-def _grant(request: Request, _: Annotated[Any, Security(_bearer)]) -> Grant:
+async def _grant(request: Request, _: Annotated[Any, Security(_bearer)]) -> Grant:
+    """The token's grant; ``_bearer`` only puts the scheme into the OpenAPI spec."""
     return request.app.state.service.tokens.check(request.headers.get("authorization"))
 
 

@@ -36,9 +36,10 @@ def serve(config_file: str) -> None:
 
     try:
         asyncio.run(work())
-    except OSError as exc:  # the token file is unreadable, or the port is taken
+    except OSError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(_exit.UNAVAILABLE)
+        # a file the config names cannot be read (invalid input), or the port is taken
+        sys.exit(_exit.INVALID if exc.filename else _exit.UNAVAILABLE)
 
 
 @group.command("token")

@@ -95,7 +95,7 @@ def test_a_firm_outside_the_scope_is_403_whether_it_exists_or_not(api: Any, plan
     assert other.json() == {"error": f"device {KILN} of firm {F_FIRM} is not in the store"}
 
 
-def test_me_and_firms_follow_the_scope(api: Any) -> None:
+def test_me_and_firms_follow_the_scope(api: Any, plant: Any) -> None:
     assert get(api, "/api/v1/me", "healthy").json() == {
         "name": "healthy", "role": "evaluator", "firms": [H_FIRM], "expires": None,
     }  # fmt: skip
@@ -104,7 +104,11 @@ def test_me_and_firms_follow_the_scope(api: Any) -> None:
     assert [(f["identifier"], f["gateways"], f["devices"]) for f in admin] == [
         (H_FIRM, 2, 4), (F_FIRM, 2, 4),  # the spare never sent: the store has not seen it
     ]  # fmt: skip
-    assert all(f["first_seen"] is not None for f in admin)
+    seen = dict(plant.fetch("SELECT identifier, first_seen FROM enterprise"))
+    assert [dt.datetime.fromisoformat(f["first_seen"]) for f in admin] == [
+        seen[H_FIRM],
+        seen[F_FIRM],
+    ]
     assert get(api, "/api/v1/firms", "faulty").json() == [
         f for f in admin if f["identifier"] == F_FIRM
     ]

@@ -179,3 +179,13 @@ def test_serve_with_a_bad_config_exits_1(tmp_path: Path) -> None:
     done = guantong("evidence", "serve", "-c", str(config))
     assert done.returncode == 1
     assert "listen must be host:port" in done.stderr
+
+
+def test_serve_without_its_token_file_exits_1(tmp_path: Path) -> None:
+    doc = example()
+    doc["listen"] = f"127.0.0.1:{free_port()}"
+    config = tmp_path / "evidence.yaml"
+    config.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    done = guantong("evidence", "serve", "-c", str(config))
+    assert done.returncode == 1
+    assert f"{tmp_path / 'identifiers.token'}" in done.stderr
