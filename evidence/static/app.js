@@ -13,7 +13,7 @@ const TEXT = {
     gateway: "网关", keyEquipment: "关键设备", stages: "业务环节", status: "状态",
     lastSample: "最新数据", deviceDetail: "设备详情", tag: "点位", value: "当前值",
     quality: "质量", time: "时间", range: "时间范围", last10m: "最近10分钟",
-    last1h: "最近1小时", last24h: "最近24小时", indicators: "评测指标对应情况（2024版）",
+    last1h: "最近1小时", last24h: "最近24小时", last7d: "最近7天", last30d: "最近30天", indicators: "评测指标对应情况（2024版）",
     indicatorNote: "机器数据只能支撑部分指标项；本表不给出等级，需评测人员现场核实其余内容。",
     item: "指标项", level: "等级", strength: "证据强度", points: "得分 / 满分", basis: "依据",
     toCheck: "仍需核实", integrity: "数据完整性与可信度", yes: "是", no: "否",
@@ -36,7 +36,7 @@ const TEXT = {
     gateway: "Gateway", keyEquipment: "Key equipment", stages: "Business stages",
     status: "Status", lastSample: "Newest sample", deviceDetail: "Device", tag: "Tag",
     value: "Value", quality: "Quality", time: "Time", range: "Range", last10m: "last 10 min",
-    last1h: "last hour", last24h: "last 24 h", indicators: "Assessment items (2024 edition)",
+    last1h: "last hour", last24h: "last 24 h", last7d: "last 7 days", last30d: "last 30 days", indicators: "Assessment items (2024 edition)",
     indicatorNote: "Machine data supports only some items; no level is given, the evaluator " +
       "checks the rest on site.",
     item: "Item", level: "Level", strength: "Strength", points: "Points / max", basis: "Basis",
@@ -211,6 +211,7 @@ async function loadCharts() { await Promise.all([...state.charts.keys()].map(loa
 
 function selectDevice(id) {
   state.device = id;
+  setLink();
   state.last.live = null;
   for (const c of state.charts.values()) c.destroy();
   state.charts.clear();
@@ -271,18 +272,42 @@ function renderEvidence(answer) {
 }
 
 async function loadEvidence() {
-  const answer = await api("api/v1/evidence", { firm: state.firm });
+  const end = new Date();
+  const start = new Date(end.getTime() - Number($("#span").value) * 1000);
+  const answer = await api("api/v1/evidence", {
+    firm: state.firm, start: start.toISOString(), end: end.toISOString(),
+  });
   state.last.evidence = answer;
   renderEvidence(answer);
 }
 
 // --- session ---------------------------------------------------------------------------------
 
-function watchFirm(firm) {
+// the page's address names the firm and device shown: "#firm=ID&device=ID", a link an
+// identifier record can carry (the firm may be left out: the one sharing the device's prefix)
+function setLink() {
+  const link = new URLSearchParams({ firm: state.firm });
+  if (state.device) link.set("device", state.device);
+  history.replaceState(null, "", `#${link}`);
+}
+
+function linked(firms) {
+  const link = new URLSearchParams(location.hash.slice(1));
+  const device = link.get("device");
+  const prefix = (id) => id.split("/")[0];
+  const firm = firms.find((f) => f.identifier === link.get("firm")) ??
+    firms.find((f) => device && prefix(f.identifier) === prefix(device)) ?? firms[0];
+  return { firm: firm?.identifier, device: firm && device && prefix(device) === prefix(firm.identifier) ? device : null };
+}
+
+function watchFirm(firm, device = null) {
   stopTimers();
   state.firm = firm;
   state.device = null;
+  $("#firm").value = firm;
   $("#device").hidden = true;
+  setLink();
+  if (device) selectDevice(device);
   every(POLL.devices, loadDevices);
   every(POLL.evidence, loadEvidence);
   every(POLL.live, loadLive);
@@ -302,7 +327,8 @@ async function start() {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
-  if (firms.length) watchFirm(firms[0].identifier);
+  const shown = linked(firms);
+  if (shown.firm) watchFirm(shown.firm, shown.device);
 }
 
 function logout(message) {
@@ -326,6 +352,7 @@ function init() {
   $("#logout").addEventListener("click", () => logout(""));
   $("#firm").addEventListener("change", (e) => watchFirm(e.target.value));
   $("#range").addEventListener("change", () => loadCharts().catch(showError));
+  $("#span").addEventListener("change", () => loadEvidence().catch(showError));
   $("#login").addEventListener("submit", (e) => {
     e.preventDefault();
     state.token = $("#token").value.trim();

@@ -10,11 +10,13 @@ Screenshots are kept in ``var/test-artifacts/evidence-page/`` for a person to lo
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -168,10 +170,26 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     assert int(envelopes.inner_text()) > 0
     page.screenshot(path=ARTIFACTS / "zh.png", full_page=True)
 
+    with page.expect_request(lambda r: "/api/v1/evidence" in r.url) as asked:
+        page.select_option("#span", "86400")  # the evidence of the last 24 h
+    query = parse_qs(urlsplit(asked.value.url).query)
+    start, end = (dt.datetime.fromisoformat(query[k][0]) for k in ("start", "end"))
+    assert end - start == dt.timedelta(days=1)
     page.click("#lang")
     expect(page.locator("h1")).to_have_text("Guantong · connectivity evidence")
     expect(kiln.locator("td.status")).to_have_text("live")
     expect(row.locator("td.strength")).to_have_text("strong")
     expect(page.locator("#indicators th").first).to_have_text("Item")
     page.screenshot(path=ARTIFACTS / "en.png", full_page=True)
+
+    # the address names firm and device: a reload (the token stays with the tab) or a link
+    # that names only the device (as an identifier record may) opens them again
+    assert page.url.endswith("#firm=88.709.911%2Ffirm&device=88.709.911%2Fdev.kiln-1")
+    page.reload()
+    expect(page.locator("#device-id")).to_have_text(KILN)
+    page.goto(f"{served.url}/#device={KILN}")
+    page.reload()
+    expect(page.locator("#device-id")).to_have_text(KILN)
+    expect(page.locator("#firm")).to_have_value(FIRM)
+    expect(page.locator("h1")).to_have_text("Guantong · connectivity evidence")  # kept
     assert errors == []
