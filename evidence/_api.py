@@ -77,6 +77,9 @@ class Devices:
     firm: str
     as_of: dt.datetime
     fresh_within: float
+    #: when the device records were read; older than ``cache_seconds`` while the identifier
+    #: node cannot answer
+    records_read: dt.datetime
     devices: list[DeviceStatus]
 
 
@@ -92,6 +95,8 @@ class Live:
 class EvidenceAnswer:
     evidence: FirmEvidence
     assessment: Assessment
+    #: when the device records behind the networking rate and the stages were read
+    records_read: dt.datetime
 
 
 def _firm_id(value: str, what: str = "firm") -> str:
@@ -210,7 +215,8 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
         """The firm's registered devices and those the store knows, with live status."""
         firm = _firm_id(firm)
         token.require(firm)
-        registered = {d.identifier: d for d in await service.registered(firm)}
+        records = await service.registered(firm)
+        registered = {d.identifier: d for d in records.devices}
         stored = {d.identifier: d for d in await service.query(_live.devices, firm)}
         now = dt.datetime.now(dt.UTC)
         out = []
@@ -235,7 +241,7 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
                     status=status,
                 )
             )
-        return Devices(firm, now, fresh, out)
+        return Devices(firm, now, fresh, records.read, out)
 
     @app.get("/api/v1/live", tags=["data"])
     async def live(token: Token, firm: FirmParam, device: DeviceParam) -> Live:
@@ -275,8 +281,7 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
         firm = _firm_id(firm)
         token.require(firm)
         window = _window(start, end, 3600)
-        ev, assessment = await service.evidence(firm, window)
-        return EvidenceAnswer(ev, assessment)
+        return EvidenceAnswer(*await service.evidence(firm, window))
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app

@@ -10,9 +10,11 @@ shows, whatever a bug in it would try.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -22,7 +24,7 @@ import identifiers
 from common import HttpServer
 from evidence._access import Tokens
 from evidence._config import EvidenceConfig
-from evidence._errors import StoreUnavailable
+from evidence._errors import RegistryError, StoreUnavailable
 from evidence._mapping import Assessment, assess, load_indicators
 from evidence._metrics import collect
 from evidence._models import FirmEvidence, Params, Window
@@ -33,6 +35,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 #: how long a request waits for a free store connection before answering 503
 _POOL_WAIT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """A firm's device records, and when they were read from the identifier node."""
+
+    devices: list[RegisteredDevice]
+    read: dt.datetime
 
 
 class Service:
@@ -54,7 +64,9 @@ class Service:
             name="evidence-store",
         )
         self._client: identifiers.Client | None = None
-        self._registered: dict[str, tuple[float, list[RegisteredDevice]]] = {}
+        self._registered: dict[str, tuple[float, Records]] = {}
+        #: firms whose records could not be read again: logged once, until they can
+        self._stale: set[str] = set()
         self._server: HttpServer | None = None
         self.url = ""
 
@@ -111,20 +123,38 @@ class Service:
         connection."""
         return await asyncio.to_thread(self._run, fn, args, kwargs)
 
-    async def registered(self, firm: str) -> list[RegisteredDevice]:
-        """The firm's device records, read again once ``cache_seconds`` old."""
+    async def registered(self, firm: str) -> Records:
+        """The firm's device records, read again once ``cache_seconds`` old.
+
+        While the identifier node cannot answer, the records read last are used (their
+        ``read`` time tells); a firm never read before is a :class:`RegistryError`.
+        """
         if self._client is None:
             raise RuntimeError("the evidence service is not running")
         now = time.monotonic()
         cached = self._registered.get(firm)
         if cached is not None and now - cached[0] < self.config.identifiers.cache_seconds:
             return cached[1]
-        found = await registered_devices(self._client, firm)
+        try:
+            found = Records(await registered_devices(self._client, firm), dt.datetime.now(dt.UTC))
+        except RegistryError as exc:
+            if cached is None:
+                raise
+            if firm not in self._stale:
+                self._stale.add(firm)
+                logger.warning("%s; using its device records read at %s", exc, cached[1].read)
+            return cached[1]
+        if firm in self._stale:
+            self._stale.discard(firm)
+            logger.info("device records of %s read again", firm)
         self._registered[firm] = (now, found)
         return found
 
-    async def evidence(self, firm: str, window: Window) -> tuple[FirmEvidence, Assessment]:
-        """The firm's metrics in ``window`` and the indicator items they support."""
-        devices = await self.registered(firm)
-        ev = await self.query(collect, firm, window, devices, params=self.params)
-        return ev, assess(ev, self.indicators)
+    async def evidence(
+        self, firm: str, window: Window
+    ) -> tuple[FirmEvidence, Assessment, dt.datetime]:
+        """The firm's metrics in ``window``, the indicator items they support, and when the
+        device records behind them were read."""
+        records = await self.registered(firm)
+        ev = await self.query(collect, firm, window, records.devices, params=self.params)
+        return ev, assess(ev, self.indicators), records.read

@@ -271,10 +271,13 @@ class Served:
         tokens: list[dict[str, Any]],
         *,
         metrics: dict[str, Any] | None = None,
+        cache_seconds: float = 60,
         around: Callable[[str, str], contextlib.AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.dsn, self.tmp, self.tokens = dsn, tmp, tokens
         self.metrics = metrics or {}
+        self.cache_seconds = cache_seconds
+        self.node: identifiers.Node | None = None
         self.around = around
         self.url = ""
         self.service: evidence.Service | None = None
@@ -314,12 +317,14 @@ class Served:
              "database": {"dsn": self.dsn, "pool_max": 2}, "authoritative": ["88.709"]}
         )  # fmt: skip
         async with identifiers.Node(node_config) as node, contextlib.AsyncExitStack() as stack:
+            self.node = node
             _, token = await node.registry.create_token("88.709", days=1, label="evidence")
             (self.tmp / "node.token").write_text(token + "\n", encoding="utf-8")
             config = evidence.EvidenceConfig.model_validate(
                 {"kind": "evidence", "listen": "127.0.0.1:0",
                  "database": {"dsn": self.dsn, "pool_max": 3},
-                 "identifiers": {"node": node.url, "token_file": "node.token"},
+                 "identifiers": {"node": node.url, "token_file": "node.token",
+                                 "cache_seconds": self.cache_seconds},
                  "metrics": self.metrics, "tokens": self.tokens},
                 context={"base_dir": self.tmp},
             )  # fmt: skip

@@ -120,6 +120,7 @@ def test_devices_merge_the_records_and_the_store_with_live_status(
     answer = get(api, "/api/v1/devices", "healthy", firm=H_FIRM).json()
     assert answer["firm"] == H_FIRM
     assert answer["fresh_within"] == 60
+    assert plant.stored_before < dt.datetime.fromisoformat(answer["records_read"])
     got = {d["identifier"].split("/")[1]: d for d in answer["devices"]}
     assert set(got) == set(kit.PLANT)
     for name, (gw, key, stages, tags) in kit.PLANT.items():
@@ -194,7 +195,10 @@ def test_evidence_is_collect_and_assess_for_the_window(api: Any, plant: Any, fir
     answer = get(api, "/api/v1/evidence", "admin", firm=f"{firm}/firm", **window)
     assert answer.status_code == 200, answer.text
     ev = plant.collect(firm)
-    assert answer.json() == {
+    got = answer.json()
+    read = dt.datetime.fromisoformat(got.pop("records_read"))
+    assert plant.stored_before < read < dt.datetime.now(dt.UTC)
+    assert got == {
         "evidence": TypeAdapter(evidence.FirmEvidence).dump_python(ev, mode="json"),
         "assessment": TypeAdapter(evidence.Assessment).dump_python(
             evidence.assess(ev), mode="json"
@@ -230,3 +234,26 @@ def test_the_service_cannot_write_to_the_store(api: Any) -> None:
 
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         api.call(work)
+
+
+def test_while_the_identifier_node_is_away_the_records_read_last_are_used(
+    plant: Any, kit: Any, tmp_path: Any
+) -> None:
+    with kit.Served(plant.dsn, tmp_path, tokens(), cache_seconds=0.001) as served:
+        first = get(served, "/api/v1/devices", "admin", firm=H_FIRM).json()
+
+        async def stop_node(service: evidence.Service) -> None:
+            served.node.stop()
+            await served.node.wait()
+
+        served.call(stop_node)
+        again = get(served, "/api/v1/devices", "admin", firm=H_FIRM).json()
+        assert again["records_read"] == first["records_read"]
+        assert again["devices"][0]["registered"]
+        window = {"start": iso(plant.at(0)), "end": iso(plant.at(180))}
+        ev = get(served, "/api/v1/evidence", "admin", firm=H_FIRM, **window).json()
+        assert ev["records_read"] == first["records_read"]
+        assert ev["evidence"]["networking"]["key_registered"] == 4
+        never = get(served, "/api/v1/devices", "admin", firm=F_FIRM)
+        assert never.status_code == 502
+        assert never.json()["error"].startswith(f"{F_FIRM}: identifier node unavailable")
