@@ -23,6 +23,7 @@ import psycopg_pool
 import identifiers
 from common import HttpServer
 from evidence._access import Tokens
+from evidence._api import create_app
 from evidence._config import EvidenceConfig
 from evidence._errors import RegistryError, StoreUnavailable
 from evidence._mapping import Assessment, assess, load_indicators
@@ -71,8 +72,6 @@ class Service:
         self.url = ""
 
     async def __aenter__(self) -> Service:
-        from evidence._api import create_app  # noqa: PLC0415 - fastapi only when serving
-
         token = self.config.identifiers.token_file.read_text(encoding="utf-8").strip()
         try:
             # the store may be away at start: requests answer 503 until it is back

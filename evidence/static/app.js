@@ -207,16 +207,24 @@ async function loadChart(tag) {
   chart.root.parentElement.dataset.points = String(s.t.length);
 }
 
-async function loadCharts() { await Promise.all([...state.charts.keys()].map(loadChart)); }
+async function loadCharts() {
+  if (state.device) await Promise.all([...state.charts.keys()].map(loadChart));
+}
 
-function selectDevice(id) {
-  state.device = id;
-  setLink();
+function resetDevice() {
+  state.device = null;
   state.last.live = null;
   for (const c of state.charts.values()) c.destroy();
   state.charts.clear();
   $("#charts").replaceChildren();
   $("#live tbody").replaceChildren();
+  $("#device").hidden = true;
+}
+
+function selectDevice(id) {
+  resetDevice();
+  state.device = id;
+  setLink();
   $("#device").hidden = false;
   $("#device-id").textContent = id;
   for (const row of document.querySelectorAll("#devices tbody tr")) {
@@ -303,9 +311,8 @@ function linked(firms) {
 function watchFirm(firm, device = null) {
   stopTimers();
   state.firm = firm;
-  state.device = null;
+  resetDevice();
   $("#firm").value = firm;
-  $("#device").hidden = true;
   setLink();
   if (device) selectDevice(device);
   every(POLL.devices, loadDevices);
@@ -333,6 +340,8 @@ async function start() {
 
 function logout(message) {
   stopTimers();
+  resetDevice();
+  state.last.devices = state.last.evidence = null;
   sessionStorage.removeItem("guantong.token");
   state.token = null;
   $("#app").hidden = true;

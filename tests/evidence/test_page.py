@@ -192,4 +192,10 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     expect(page.locator("#device-id")).to_have_text(KILN)
     expect(page.locator("#firm")).to_have_value(FIRM)
     expect(page.locator("h1")).to_have_text("Guantong · connectivity evidence")  # kept
+
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    page.reload()  # the token is gone with the logout
+    expect(page.locator("#login")).to_be_visible()
     assert errors == []
