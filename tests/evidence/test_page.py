@@ -122,6 +122,10 @@ def live_cell(page: Page, tag: str) -> Any:
 def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, page: Page) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # the page runs under its Content-Security-Policy: a violation is logged to the console
+    page.on(
+        "console", lambda msg: "Content Security Policy" in msg.text and errors.append(msg.text)
+    )
     page.goto(served.url + "/")
     expect(page.locator("h1")).to_have_text("贯通 · 数据连通证据")
     page.fill("#token", "not-the-token")
