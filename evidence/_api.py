@@ -256,7 +256,7 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
         token: Token,
         firm: FirmParam,
         device: DeviceParam,
-        tag: Annotated[str, Query(min_length=1)],
+        tag: Annotated[str, Query(min_length=1, max_length=255)],
         start: Start = None,
         end: End = None,
         points: Annotated[int, Query(ge=1, le=_live.MAX_POINTS)] = 300,
