@@ -203,3 +203,49 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     page.reload()  # the token is gone with the logout
     expect(page.locator("#login")).to_be_visible()
     assert errors == []
+
+
+def test_a_provider_switches_firms_and_sees_the_faulty_ones_doubts(
+    plant: Any, kit: Any, page: Page, tmp_path: Path
+) -> None:
+    """Over the plant of conftest.py: the faulty firm's forged envelope, undeclared gap and
+    silent devices show on the page, its healthy twin's do not."""
+    healthy, faulty = f"{kit.HEALTHY}/firm", f"{kit.FAULTY}/firm"
+    secret, sha256 = evidence.new_token()
+    tokens = [{"name": "provider-acme", "role": "provider", "firms": [healthy, faulty],
+               "sha256": sha256}]  # fmt: skip
+    metrics = {"fresh_within": 60, "outage_after": 30}
+    with kit.Served(plant.dsn, tmp_path, tokens, metrics=metrics) as served:
+        page.goto(served.url + "/")
+        page.fill("#token", secret)
+        page.click("#login button[type=submit]")
+        expect(page.locator("#firm option")).to_have_count(2)
+        expect(page.locator("#firm")).to_have_value(healthy)
+        expect(page.locator("#doubts li")).to_have_text("未发现可信度问题")
+
+        page.select_option("#firm", faulty)
+        spare = page.locator(f'#devices tbody tr[data-device="{kit.FAULTY}/dev.spare"]')
+        expect(spare.locator("td.status")).to_have_text("无数据")
+        kiln = page.locator(f'#devices tbody tr[data-device="{kit.FAULTY}/dev.kiln"]')
+        # the plant's data is minutes old, older than fresh_within
+        expect(kiln.locator("td.status")).to_have_text("数据过期")
+        auth = {"Authorization": f"Bearer {secret}"}
+        answer = httpx.get(
+            f"{served.url}/api/v1/evidence", params={"firm": faulty}, headers=auth, timeout=30
+        ).json()
+        doubts = answer["assessment"]["doubts"]
+        assert doubts == [
+            "1 envelopes with an invalid signature",
+            "1 envelopes missing without a declared loss",
+        ]
+        expect(page.locator("#doubts li")).to_have_text(doubts)
+        expect(page.locator('#integrity dd[data-fact="badSignatures"]')).to_have_text("1")
+        expect(page.locator('#integrity dd[data-fact="undeclaredMissing"]')).to_have_text("1")
+        expect(page.locator('#integrity dd[data-fact="quarantined"]')).to_have_text(
+            "bad_signature: 1"
+        )
+        # every item is capped at weak while the evidence is in doubt
+        strengths = page.locator("#indicators tbody td.strength")
+        expect(strengths).to_have_count(7)
+        assert set(strengths.all_inner_texts()) <= {"弱", "无"}
+        page.screenshot(path=ARTIFACTS / "faulty-firm.png", full_page=True)
