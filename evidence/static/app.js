@@ -243,6 +243,7 @@ function renderEvidence(answer) {
   $("#networking").textContent = `${pct(n.rate)} (${n.key_networked} / ${n.key_registered} ${t("ofKey")})`;
   const span = (Date.parse(ev.as_of) - Date.parse(ev.window.start)) / 1000;
   $("#gw-online").textContent = ev.gateways.map((g) => pct(span > 0 ? g.online_seconds / span : null)).join(" · ") || "—";
+  $("#gw-online").title = ev.gateways.map((g) => g.identifier).join(" · ");
   $("#latency").textContent = `${secs(ev.latency.p50)} / ${secs(ev.latency.p99)}`;
 
   const body = $("#indicators tbody");
