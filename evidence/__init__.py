@@ -17,6 +17,9 @@ Public API::
     INDICATORS_2024                 the path of the 2024 file
     assess, Assessment, ItemSupport which items the evidence supports, and how strongly
     STRENGTHS                       none < weak < partial < strong
+    EvidenceConfig                  the service's config file (``kind: evidence``)
+    Service                         the API and web page over the store (async context manager)
+    new_token, digest               a token's secret and the SHA-256 the config holds
 
 Exceptions::
 
@@ -25,10 +28,16 @@ Exceptions::
         ├── InvalidWindow           (also a ValueError) empty, reversed or naive window
         ├── StoreUnavailable        the ingest store cannot be read
         ├── RegistryError           the firm's device records cannot be read (.firm)
-        └── IndicatorFileError      an invalid indicator file (.path, .problems)
+        ├── IndicatorFileError      an invalid indicator file (.path, .problems)
+        └── AccessDenied            the API refuses a token (.status 401 or 403, .reason)
 """
 
+from typing import TYPE_CHECKING, Any
+
+from evidence._access import digest, new_token
+from evidence._config import EvidenceConfig
 from evidence._errors import (
+    AccessDenied,
     EvidenceError,
     IndicatorFileError,
     InvalidWindow,
@@ -60,11 +69,27 @@ from evidence._models import (
 )
 from evidence._registry import RegisteredDevice, registered_devices
 
+if TYPE_CHECKING:
+    from evidence._service import Service
+
+
+def __getattr__(name: str) -> Any:
+    """``Service`` loads fastapi and uvicorn: only on first use, so config loading stays light."""
+    if name != "Service":
+        raise AttributeError(f"module 'evidence' has no attribute {name!r}")
+    from evidence._service import Service  # noqa: PLC0415
+
+    globals()[name] = Service
+    return Service
+
+
 __all__ = [
     "INDICATORS_2024",
     "STRENGTHS",
+    "AccessDenied",
     "Assessment",
     "DeviceEvidence",
+    "EvidenceConfig",
     "EvidenceError",
     "FirmEvidence",
     "GatewayEvidence",
@@ -79,12 +104,15 @@ __all__ = [
     "Params",
     "RegisteredDevice",
     "RegistryError",
+    "Service",
     "StageCoverage",
     "StoreUnavailable",
     "TagEvidence",
     "Window",
     "assess",
     "collect",
+    "digest",
     "load_indicators",
+    "new_token",
     "registered_devices",
 ]

@@ -35,3 +35,13 @@ class IndicatorFileError(EvidenceError):
         self.path = path
         self.problems = problems
         super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class AccessDenied(EvidenceError):
+    """A request the API refuses: ``status`` 401 (no, unknown or expired token) or 403 (a firm
+    outside the token's scope); ``reason`` says which."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from evidence import EvidenceConfig
 from gateway.config import GatewayConfig
 from identifiers import NodeConfig
 from ingest.config import IngestConfig
@@ -21,6 +22,7 @@ from simulators import FactoryConfig
 
 #: config kinds by the value of their top-level ``kind`` field
 KINDS: dict[str, type[BaseModel]] = {
+    "evidence": EvidenceConfig,
     "factory": FactoryConfig,
     "gateway": GatewayConfig,
     "identifiers": NodeConfig,
@@ -28,7 +30,8 @@ KINDS: dict[str, type[BaseModel]] = {
 }
 
 #: names shown for list items: a list under this key is named by the item's ``name``
-_NAMED_LISTS = {"devices": "device", "groups": "group", "tags": "tag", "machines": "machine"}
+_NAMED_LISTS = {"devices": "device", "groups": "group", "tags": "tag", "machines": "machine",
+                "tokens": "token"}  # fmt: skip
 
 
 @dataclass(frozen=True)

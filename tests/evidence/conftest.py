@@ -20,11 +20,15 @@ The tests then check every metric of the faulty firm against the healthy one, ex
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -251,3 +255,89 @@ def plant(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -
     start = now - dt.timedelta(minutes=5)
     with pg_server.database() as dsn, MosquittoBroker() as broker:
         yield asyncio.run(fill(dsn, broker, tmp_path_factory.mktemp("evidence"), start))
+
+
+class Served:
+    """An evidence service run in a thread of its own (its own event loop), with an identifier
+    node on the same database, so that tests and a browser can talk to it synchronously.
+    ``around(node_url, node_token)``, if given, is an async context manager entered before the
+    service starts and left after it stops (e.g. a running pipeline that registers its
+    records first)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        tmp: Path,
+        tokens: list[dict[str, Any]],
+        *,
+        metrics: dict[str, Any] | None = None,
+        cache_seconds: float = 60,
+        around: Callable[[str, str], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+    ) -> None:
+        self.dsn, self.tmp, self.tokens = dsn, tmp, tokens
+        self.metrics = metrics or {}
+        self.cache_seconds = cache_seconds
+        self.node: identifiers.Node | None = None
+        self.around = around
+        self.url = ""
+        self.service: evidence.Service | None = None
+        self._ready: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="evidence-service", daemon=True)
+
+    def __enter__(self) -> Served:
+        self._thread.start()
+        self.url = self._ready.result(timeout=120)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+
+    def call(self, work: Callable[[evidence.Service], Any]) -> Any:
+        """``await work(service)`` in the service's loop; its result."""
+        assert self._loop is not None
+        assert self.service is not None
+        return asyncio.run_coroutine_threadsafe(work(self.service), self._loop).result(60)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            raise
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        node_config = identifiers.NodeConfig.model_validate(
+            {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+             "database": {"dsn": self.dsn, "pool_max": 2}, "authoritative": ["88.709"]}
+        )  # fmt: skip
+        async with identifiers.Node(node_config) as node, contextlib.AsyncExitStack() as stack:
+            self.node = node
+            _, token = await node.registry.create_token("88.709", days=1, label="evidence")
+            (self.tmp / "node.token").write_text(token + "\n", encoding="utf-8")
+            config = evidence.EvidenceConfig.model_validate(
+                {"kind": "evidence", "listen": "127.0.0.1:0",
+                 "database": {"dsn": self.dsn, "pool_max": 3},
+                 "identifiers": {"node": node.url, "token_file": "node.token",
+                                 "cache_seconds": self.cache_seconds},
+                 "metrics": self.metrics, "tokens": self.tokens},
+                context={"base_dir": self.tmp},
+            )  # fmt: skip
+            if self.around is not None:
+                await stack.enter_async_context(self.around(node.url, token))
+            self.service = await stack.enter_async_context(evidence.Service(config))
+            self._ready.set_result(self.service.url)
+            await self._stop.wait()
+
+
+@pytest.fixture(scope="session")
+def kit() -> SimpleNamespace:
+    """What test modules need of this file (they cannot import a conftest)."""
+    return SimpleNamespace(
+        Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY, wait_until=wait_until
+    )
