@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import shutil
 import sys
@@ -136,6 +137,23 @@ def paced_publisher(  # noqa: PLR0917 - a Process target takes positional args
     done.send((seq, prev, sent, time.monotonic() - start))
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_pids(ingest: Any, broker_pid: int) -> dict[str, int]:
+    """The processes that share the cores while ingest runs, by role."""
+    pids = {"ingest": os.getpid()}
+    pool = ingest._pool  # noqa: SLF001 - a benchmark looks inside
+    for n, pid in enumerate(sorted(pool._processes) if pool else []):  # noqa: SLF001
+        pids[f"decode worker {n + 1}"] = pid
+    pids["PostgreSQL writer"] = ingest.store.writer.info.backend_pid
+    pids["Mosquitto"] = broker_pid
+    return pids
+
+
 def copy_baseline(dsn: str, rows: list[tuple]) -> float:
     """Seconds to COPY ``rows`` in transactions of BATCH_ROWS, then remove them again."""
     types = ["int4", "int8", "float8", "text", "int2"]
@@ -159,7 +177,7 @@ def copy_baseline(dsn: str, rows: list[tuple]) -> float:
     return seconds
 
 
-async def bench(args: argparse.Namespace, dsn: str, port: int) -> None:  # noqa: PLR0915
+async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) -> None:  # noqa: PLR0915
     import identifiers  # noqa: PLC0415
     from ingest import Ingest, IngestConfig, Store, migrate  # noqa: PLC0415
 
@@ -236,9 +254,12 @@ async def bench(args: argparse.Namespace, dsn: str, port: int) -> None:  # noqa:
                 while ingest.stats.batches < 1:  # noqa: ASYNC110
                     await asyncio.sleep(0.001)
                 first_at, first_rows = time.perf_counter(), ingest.stats.rows
+                pids = cpu_pids(ingest, broker_pid)
+                cpu_first = {role: cpu_seconds(pid) for role, pid in pids.items()}
                 while ingest.stats.rows < samples:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
                 done = time.perf_counter()
+                cpu = {role: cpu_seconds(pid) - cpu_first[role] for role, pid in pids.items()}
             rate = samples / (done - started)
             steady = (samples - first_rows) / (done - first_at)
             print(
@@ -246,6 +267,10 @@ async def bench(args: argparse.Namespace, dsn: str, port: int) -> None:  # noqa:
                 f"({done - started:.2f} s from start; {steady:,.0f}/s after the first commit; "
                 f"ratio to raw COPY {rate / copy_rate:.2f}, target 0.70)"
             )
+            per_sample = ", ".join(
+                f"{role} {seconds / (samples - first_rows) * 1e6:.2f}" for role, seconds in cpu.items()
+            )
+            print(f"  CPU µs per sample after the first commit: {per_sample}")
         async with Ingest(config) as ingest:
             seq = envelope_count + 1
             pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
@@ -298,7 +323,7 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="guantong-ingest-bench-"))
     broker, port = start_mosquitto(directory, ["max_queued_messages 0", "max_inflight_messages 0"])
     try:
-        asyncio.run(bench(args, f"{base}/{name}", port))
+        asyncio.run(bench(args, f"{base}/{name}", port, broker.pid))
     finally:
         broker.terminate()
         broker.wait()
