@@ -146,8 +146,8 @@ def cpu_seconds(pid: int) -> float:
 def cpu_pids(ingest: Any, broker_pid: int) -> dict[str, int]:
     """The processes that share the cores while ingest runs, by role."""
     pids = {"ingest": os.getpid()}
-    pool = ingest._pool  # noqa: SLF001 - a benchmark looks inside
-    for n, pid in enumerate(sorted(pool._processes) if pool else []):  # noqa: SLF001
+    pool = ingest._pool  # a benchmark looks inside
+    for n, pid in enumerate(sorted(pool._processes) if pool else []):
         pids[f"decode worker {n + 1}"] = pid
     pids["PostgreSQL writer"] = ingest.store.writer.info.backend_pid
     pids["Mosquitto"] = broker_pid
@@ -267,8 +267,9 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
                 f"({done - started:.2f} s from start; {steady:,.0f}/s after the first commit; "
                 f"ratio to raw COPY {rate / copy_rate:.2f}, target 0.70)"
             )
+            steady_samples = samples - first_rows
             per_sample = ", ".join(
-                f"{role} {seconds / (samples - first_rows) * 1e6:.2f}" for role, seconds in cpu.items()
+                f"{role} {seconds / steady_samples * 1e6:.2f}" for role, seconds in cpu.items()
             )
             print(f"  CPU µs per sample after the first commit: {per_sample}")
         async with Ingest(config) as ingest:

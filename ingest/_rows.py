@@ -9,13 +9,13 @@ from __future__ import annotations
 import marshal
 import struct
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 #: µs between the Unix epoch and PostgreSQL's (2000-01-01), the zero of binary timestamps
 PG_EPOCH_US = 946_684_800_000_000
-_MINUTE_US = 60_000_000
-_DAY_US = 86_400_000_000
+MINUTE_US = 60_000_000
+DAY_US = 86_400_000_000
 
 
 def pg_us(unix_us: int) -> int:
@@ -26,12 +26,10 @@ def pg_us(unix_us: int) -> int:
 # here rather than by psycopg's generic ``write_row``: a third of the cost per row.
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 COPY_TRAILER = b"\xff\xff"
-_ROW_NUMBER = struct.Struct(
-    ">hiiiqidiih"
-).pack  # count, len, sid, len, ts, len, value, NULL, len, q
-_ROW_NULL = struct.Struct(">hiiiqiiih").pack  # count, len, sid, len, ts, NULL, NULL, len, q
-_ROW_TEXT = struct.Struct(">hiiiqii").pack  # count, len, sid, len, ts, NULL, len ‖ text, then:
-_ROW_QUALITY = struct.Struct(">ih").pack
+ROW_NUMBER = struct.Struct(">hiiiqidiih").pack  # count, len, sid, len, ts, len, value, NULL, len, q
+ROW_NULL = struct.Struct(">hiiiqiiih").pack  # count, len, sid, len, ts, NULL, NULL, len, q
+ROW_TEXT = struct.Struct(">hiiiqii").pack  # count, len, sid, len, ts, NULL, len ‖ text, then:
+ROW_QUALITY = struct.Struct(">ih").pack
 
 
 #: (series_id, minute µs since 2000) → [samples, numeric samples, sum, min, max]
@@ -54,17 +52,17 @@ def pack_samples(
     double), a text, or None.
     """
     pack_number, pack_null, pack_text, pack_quality = (
-        _ROW_NUMBER, _ROW_NULL, _ROW_TEXT, _ROW_QUALITY,
+        ROW_NUMBER, ROW_NULL, ROW_TEXT, ROW_QUALITY,
     )  # fmt: skip
     count = newest = 0
     for tag, ts, value, quality in samples:
         sid = series[tag]
         pg_ts = ts - PG_EPOCH_US
-        minute = pg_ts - pg_ts % _MINUTE_US
+        minute = pg_ts - pg_ts % MINUTE_US
         acc = rollup.get((sid, minute))
         if acc is None:
             acc = rollup[sid, minute] = [0, 0, None, None, None]
-            days.add((minute + PG_EPOCH_US) // _DAY_US)
+            days.add((minute + PG_EPOCH_US) // DAY_US)
         acc[0] += 1
         if value is None:
             data += pack_null(5, 4, sid, 8, pg_ts, -1, -1, 2, quality)
@@ -113,7 +111,8 @@ class Packed:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # marshal is several times cheaper than pickle for the buckets (same Python both sides)
-        return _unmarshal_packed, (marshal.dumps(astuple(self)),)
+        fields = (self.rows, self.rollup, self.days, self.count, self.newest)
+        return _unmarshal_packed, (marshal.dumps(fields),)
 
 
 def _unmarshal_packed(data: bytes) -> Packed:

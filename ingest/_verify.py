@@ -169,7 +169,7 @@ class Verifier:
         self, msg: Message, batch: Batch, pre: Checked | Refused | str | None
     ) -> int | Quarantined:
         if pre is None:
-            pre = precheck(msg.topic, msg.payload)
+            pre = precheck(msg.topic, msg.payload, self.known.get(msg.topic))
         if isinstance(pre, Refused):
             return Quarantined(pre.reason, pre.detail, pre.gateway, pre.seq)
         if isinstance(pre, str):
