@@ -36,6 +36,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -145,21 +146,44 @@ def paced_publisher(  # noqa: PLR0917 - a Process target takes positional args
     done.send((seq, prev, sent, time.monotonic() - start))
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) a process has used so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+Task = tuple[int, int | None]  # a process, or one of its threads
 
 
-def cpu_pids(ingest: Any, broker_pid: int) -> dict[str, int]:
-    """The processes that share the cores while ingest runs, by role."""
-    pids = {"ingest": os.getpid()}
+def cpu_seconds(tasks: list[Task]) -> float:
+    """CPU time (user + system) processes (all their threads) or threads have used so far."""
+    total = 0
+    for pid, tid in tasks:
+        path = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+        try:
+            fields = path.read_text(encoding="ascii").rpartition(")")[2].split()
+        except FileNotFoundError:  # a thread that ended
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def thread_role(thread: threading.Thread) -> str:
+    if thread is threading.main_thread():
+        return "event loop"
+    if thread.name.startswith("paho"):
+        return "MQTT"
+    if thread.name.startswith("asyncio"):
+        return "database"  # asyncio.to_thread: batch writes and lookups
+    return "other"
+
+
+def cpu_tasks(ingest: Any, broker_pid: int) -> dict[str, list[Task]]:
+    """The processes that share the cores while ingest runs, and ingest's threads, by role."""
+    me = os.getpid()
+    tasks: dict[str, list[Task]] = {"ingest": [(me, None)]}
+    for thread in threading.enumerate():
+        tasks.setdefault(f"ingest/{thread_role(thread)}", []).append((me, thread.native_id))
     pool = ingest._pool  # a benchmark looks inside
     for n, pid in enumerate(sorted(pool._processes) if pool else []):
-        pids[f"decode worker {n + 1}"] = pid
-    pids["PostgreSQL writer"] = ingest.store.writer.info.backend_pid
-    pids["Mosquitto"] = broker_pid
-    return pids
+        tasks[f"decode worker {n + 1}"] = [(pid, None)]
+    tasks["PostgreSQL writer"] = [(ingest.store.writer.info.backend_pid, None)]
+    tasks["Mosquitto"] = [(broker_pid, None)]
+    return tasks
 
 
 def load() -> str:
@@ -192,12 +216,12 @@ async def ingest_backlog(
         while ingest.stats.batches < 1:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
         first_at, first_rows = time.perf_counter(), ingest.stats.rows
-        pids = cpu_pids(ingest, broker_pid)
-        cpu_first = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        tasks = cpu_tasks(ingest, broker_pid)
+        cpu_first = {role: cpu_seconds(task) for role, task in tasks.items()}
         while ingest.stats.rows < samples:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         done = time.perf_counter()
-        cpu = {role: cpu_seconds(pid) - cpu_first[role] for role, pid in pids.items()}
+        cpu = {role: cpu_seconds(task) - cpu_first[role] for role, task in tasks.items()}
     steady_samples = samples - first_rows
     return Run(
         samples / (done - started),
@@ -207,12 +231,15 @@ async def ingest_backlog(
     )
 
 
-def copy_baseline(dsn: str, rows: list[tuple]) -> float:
-    """Seconds to COPY ``rows`` into the empty table in transactions of BATCH_ROWS."""
+def copy_baseline(dsn: str, rows: list[tuple]) -> tuple[float, dict[str, float]]:
+    """Seconds to COPY ``rows`` into the empty table in transactions of BATCH_ROWS, and the
+    CPU µs per row of this process and of the PostgreSQL backend."""
     types = ["int4", "int8", "float8", "text", "int2"]
     with psycopg.connect(dsn) as conn:
         conn.execute("TRUNCATE sample, sample_1m")
         conn.commit()
+        tasks = {"client": [(os.getpid(), None)], "PostgreSQL": [(conn.info.backend_pid, None)]}
+        cpu = {role: cpu_seconds(task) for role, task in tasks.items()}
         started = time.perf_counter()
         for i in range(0, len(rows), BATCH_ROWS):
             with (
@@ -227,9 +254,10 @@ def copy_baseline(dsn: str, rows: list[tuple]) -> float:
                 for row in rows[i : i + BATCH_ROWS]:
                     copy.write_row(row)
         seconds = time.perf_counter() - started
-        conn.execute("TRUNCATE sample, sample_1m")
-        conn.commit()
-    return seconds
+        per_row = {
+            role: (cpu_seconds(task) - cpu[role]) / len(rows) for role, task in tasks.items()
+        }
+    return seconds, {role: seconds * 1e6 for role, seconds in per_row.items()}
 
 
 async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) -> None:  # noqa: PLR0915
@@ -289,11 +317,11 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
         ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in args.decode_workers}
         for _ in range(args.repeat):
             # the baseline again before each round: the machine's load drifts between rounds
-            copy_seconds = copy_baseline(dsn, rows)
+            copy_seconds, copy_cpu = copy_baseline(dsn, rows)
             copy_rate = samples / copy_seconds
-            print(
-                f"raw binary COPY            {copy_rate:>10,.0f} samples/s  ({copy_seconds:.2f} s)"
-            )
+            print(f"{'raw binary COPY':<26}{copy_rate:>10,.0f} samples/s  ({copy_seconds:.2f} s)")
+            used = ", ".join(f"{role} {us:.2f}" for role, us in copy_cpu.items())
+            print(f"  CPU µs per sample: {used}")
             for workers in args.decode_workers:
                 config = IngestConfig.model_validate({
                     "kind": "ingest", "database": {"dsn": dsn}, "identifiers": {"node": node.url},
@@ -309,7 +337,16 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
                     f"commit; ratio to raw COPY {ratio[0]:.2f} from start, {ratio[1]:.2f} after "
                     "the first commit; target 0.70)"
                 )
-                per_sample = ", ".join(f"{role} {us:.2f}" for role, us in run.cpu.items())
+                threads = ", ".join(
+                    f"{role.partition('/')[2]} {us:.2f}"
+                    for role, us in run.cpu.items()
+                    if "/" in role
+                )
+                per_sample = ", ".join(
+                    f"{role} {us:.2f}" + (f" ({threads})" if role == "ingest" else "")
+                    for role, us in run.cpu.items()
+                    if "/" not in role
+                )
                 print(f"  CPU µs per sample after the first commit: {per_sample}")
         for workers, pairs in ratios.items():
             print(
