@@ -89,7 +89,14 @@ def decode_packed(
     return head, b"".join(parts), packed, has_nul
 
 
-def _pack(  # noqa: PLR0911, PLR0912, PLR0915 - one flat loop per sample, on purpose
+def _pack(items: list[Any], series: dict[str, int]) -> tuple[list[bytes], bool, Packed] | None:
+    try:
+        return _pack_checked(items, series)
+    except (ValueError, TypeError):  # not 4 items, an unhashable tag or label, a lone surrogate
+        return None
+
+
+def _pack_checked(  # noqa: PLR0911, PLR0912, PLR0915 - one flat loop per sample, on purpose
     items: list[Any], series: dict[str, int]
 ) -> tuple[list[bytes], bool, Packed] | None:
     tags, qualities, isfinite = _TAGS, _QUALITIES, math.isfinite
@@ -103,13 +110,14 @@ def _pack(  # noqa: PLR0911, PLR0912, PLR0915 - one flat loop per sample, on pur
     days: set[int] = set()
     newest, has_nul = 0, False
     for item in items:
-        if type(item) is not list or len(item) != 4:
+        if type(item) is not list:
             return None
         tag, ts, value, label = item
-        if type(tag) is not str or type(ts) is not int or type(label) is not str:
-            return None
+        # only str keys are in these: another type of tag or label is not found
         name, quality, sid = tags.get(tag), qualities.get(label), series.get(tag)
-        if name is None or quality is None or sid is None or not low <= ts < high:
+        if name is None or quality is None or sid is None:
+            return None
+        if type(ts) is not int or not low <= ts < high:
             return None
         append(name)
         pg_ts = ts - PG_EPOCH_US
@@ -142,10 +150,7 @@ def _pack(  # noqa: PLR0911, PLR0912, PLR0915 - one flat loop per sample, on pur
             append(bare(ts, quality, 0))
             data += row_null(5, 4, sid, 8, pg_ts, -1, -1, 2, quality)
         elif kind is str:
-            try:
-                encoded = value.encode()
-            except UnicodeEncodeError:  # a lone surrogate: the full decoder says so
-                return None
+            encoded = value.encode()
             if len(encoded) > wire.MAX_TEXT_BYTES:
                 return None
             append(bare(ts, quality, 3) + u32(len(encoded)) + encoded)
