@@ -137,6 +137,8 @@ def _pack_checked(  # noqa: PLR0911, PLR0912, PLR0915 - one flat loop per sample
                 append(number(ts, quality, 1, value))
             value = float(value)
             data += row_number(5, 4, sid, 8, pg_ts, 8, value, -1, 2, quality)
+            # the fold of ingest._rows.pack_samples, inlined (a call per sample would cost
+            # more than the fold); tests/ingest/test_fastjson.py holds the two to one result
             if acc[1]:
                 acc[2] += value
                 if value < acc[3]:

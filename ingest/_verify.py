@@ -52,6 +52,9 @@ REASONS = {
 #: bytes of an oversized payload kept in quarantine (the size column has the whole size)
 KEEP_OVERSIZED = 64 * 1024
 _RECENT = 8192
+#: series ids of a device handed to decode workers with each of its messages; a device with
+#: more tags than this is packed by ingest, as handing its ids over would cost more
+HAND_OVER_TAGS = 4096
 
 
 class Transient(Exception):
@@ -339,7 +342,9 @@ class Verifier:
                 tags = {s[0] for s in env.samples}
                 series = await self._series(device_id, tags)
                 shared = self.known.get(msg.topic)
-                if shared is None or not tags <= shared[1].keys():
+                if len(series) <= HAND_OVER_TAGS and (
+                    shared is None or not tags <= shared[1].keys()
+                ):
                     # a copy: the worker's is sent while this one may grow
                     self.known[msg.topic] = (device, dict(series))
         events = batch.events
