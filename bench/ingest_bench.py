@@ -254,10 +254,8 @@ def copy_baseline(dsn: str, rows: list[tuple]) -> tuple[float, dict[str, float]]
                 for row in rows[i : i + BATCH_ROWS]:
                     copy.write_row(row)
         seconds = time.perf_counter() - started
-        per_row = {
-            role: (cpu_seconds(task) - cpu[role]) / len(rows) for role, task in tasks.items()
-        }
-    return seconds, {role: seconds * 1e6 for role, seconds in per_row.items()}
+        used = {role: cpu_seconds(task) - cpu[role] for role, task in tasks.items()}
+    return seconds, {role: used[role] / len(rows) * 1e6 for role in tasks}
 
 
 async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) -> None:  # noqa: PLR0915
