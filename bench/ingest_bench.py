@@ -1,7 +1,8 @@
 """Ingest throughput and latency: prints figures, asserts nothing.
 
     .venv/bin/python bench/ingest_bench.py [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
-        [--samples 400000] [--rates 10000,100000] [--seconds 5]
+        [--samples 400000] [--rates 10000,100000] [--seconds 5] [--decode-workers 0,1]
+        [--repeat 3]
 
 Makes a throwaway database on the server of ``--dsn``, starts its own Mosquitto on a free
 127.0.0.1 port and an identifier node in-process, registers one gateway with 10 devices of
@@ -11,12 +12,17 @@ Makes a throwaway database on the server of ``--dsn``, starts its own Mosquitto 
   transactions of 20,000 rows (ingest's default batch), prepared beforehand: the ceiling;
 - **ingest**: the same samples as signed envelopes of 500 samples, published while ingest is
   away (the broker keeps them in its session), then ingest started and timed until the last
-  row is committed: MQTT receive, decode, verify, chain, COPY, rollup, acknowledgement;
+  row is committed: MQTT receive, decode, verify, chain, COPY, rollup, acknowledgement; timed
+  from the start (with starting ingest and its decode workers) and from the first commit,
+  with the CPU time each process (ingest, its decode workers, the PostgreSQL backend writing
+  the batches, Mosquitto) spends per sample, read from /proc;
 - **latency**: a publisher process signs and sends envelopes at each of ``--rates`` samples/s
   for ``--seconds``, stamping samples with the send time; p50/p99 of (commit − sample time).
 
-Ingest runs in this process (as ``guantong ingest run`` would: one process); the publisher
-runs in another, so that it does not compete for this process's GIL.
+Raw COPY and ingest take turns ``--repeat`` times, each ingest compared with the raw COPY
+just before it, and the medians of the ratios are printed: on a shared machine the load
+drifts between rounds. Ingest runs in this process (as ``guantong ingest run`` would: one
+process); the publisher runs in another, so that it does not compete for this process's GIL.
 """
 
 from __future__ import annotations
@@ -24,12 +30,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +146,100 @@ def paced_publisher(  # noqa: PLR0917 - a Process target takes positional args
     done.send((seq, prev, sent, time.monotonic() - start))
 
 
-def copy_baseline(dsn: str, rows: list[tuple]) -> float:
-    """Seconds to COPY ``rows`` in transactions of BATCH_ROWS, then remove them again."""
+Task = tuple[int, int | None]  # a process, or one of its threads
+
+
+def cpu_seconds(tasks: list[Task]) -> float:
+    """CPU time (user + system) processes (all their threads) or threads have used so far."""
+    total = 0
+    for pid, tid in tasks:
+        path = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+        try:
+            fields = path.read_text(encoding="ascii").rpartition(")")[2].split()
+        except FileNotFoundError:  # a thread that ended
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def thread_role(thread: threading.Thread) -> str:
+    if thread is threading.main_thread():
+        return "event loop"
+    if thread.name.startswith("paho"):
+        return "MQTT"
+    if thread.name.startswith("asyncio"):
+        return "database"  # asyncio.to_thread: batch writes and lookups
+    return "other"
+
+
+def cpu_tasks(ingest: Any, broker_pid: int) -> dict[str, list[Task]]:
+    """The processes that share the cores while ingest runs, and ingest's threads, by role."""
+    me = os.getpid()
+    tasks: dict[str, list[Task]] = {"ingest": [(me, None)]}
+    for thread in threading.enumerate():
+        tasks.setdefault(f"ingest/{thread_role(thread)}", []).append((me, thread.native_id))
+    pool = ingest._pool  # a benchmark looks inside
+    for n, pid in enumerate(sorted(pool._processes) if pool else []):
+        tasks[f"decode worker {n + 1}"] = [(pid, None)]
+    tasks["PostgreSQL writer"] = [(ingest.store.writer.info.backend_pid, None)]
+    tasks["Mosquitto"] = [(broker_pid, None)]
+    return tasks
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass
+class Run:
+    rate: float  # samples/s from starting ingest to the last commit
+    seconds: float
+    steady: float  # samples/s from the first commit to the last
+    cpu: dict[str, float]  # role → CPU µs per sample after the first commit
+
+
+async def ingest_backlog(
+    config: Any, port: int, backlog: list[tuple[str, bytes]], samples: int, broker_pid: int
+) -> Run:
+    """Publish ``backlog`` while ingest is away, then time ingest working it off."""
+    from ingest import Ingest  # noqa: PLC0415
+
+    with psycopg.connect(config.database.dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE sample, sample_1m, receipt, connectivity_event")
+    async with Ingest(config) as ingest:  # makes the session, then goes away
+        while not ingest.consumer.stats.connected:  # noqa: ASYNC110 - polling a flag
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(publish_all, port, backlog)
+    started = time.perf_counter()
+    async with Ingest(config) as ingest:
+        while ingest.stats.batches < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        first_at, first_rows = time.perf_counter(), ingest.stats.rows
+        tasks = cpu_tasks(ingest, broker_pid)
+        cpu_first = {role: cpu_seconds(task) for role, task in tasks.items()}
+        while ingest.stats.rows < samples:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        done = time.perf_counter()
+        cpu = {role: cpu_seconds(task) - cpu_first[role] for role, task in tasks.items()}
+    steady_samples = samples - first_rows
+    return Run(
+        samples / (done - started),
+        done - started,
+        steady_samples / (done - first_at),
+        {role: seconds / steady_samples * 1e6 for role, seconds in cpu.items()},
+    )
+
+
+def copy_baseline(dsn: str, rows: list[tuple]) -> tuple[float, dict[str, float]]:
+    """Seconds to COPY ``rows`` into the empty table in transactions of BATCH_ROWS, and the
+    CPU µs per row of this process and of the PostgreSQL backend."""
     types = ["int4", "int8", "float8", "text", "int2"]
     with psycopg.connect(dsn) as conn:
+        conn.execute("TRUNCATE sample, sample_1m")
+        conn.commit()
+        tasks = {"client": [(os.getpid(), None)], "PostgreSQL": [(conn.info.backend_pid, None)]}
+        cpu = {role: cpu_seconds(task) for role, task in tasks.items()}
         started = time.perf_counter()
         for i in range(0, len(rows), BATCH_ROWS):
             with (
@@ -154,12 +254,11 @@ def copy_baseline(dsn: str, rows: list[tuple]) -> float:
                 for row in rows[i : i + BATCH_ROWS]:
                     copy.write_row(row)
         seconds = time.perf_counter() - started
-        conn.execute("TRUNCATE sample, sample_1m")
-        conn.commit()
-    return seconds
+        used = {role: cpu_seconds(task) - cpu[role] for role, task in tasks.items()}
+    return seconds, {role: used[role] / len(rows) * 1e6 for role in tasks}
 
 
-async def bench(args: argparse.Namespace, dsn: str, port: int) -> None:  # noqa: PLR0915
+async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) -> None:  # noqa: PLR0915
     import identifiers  # noqa: PLC0415
     from ingest import Ingest, IngestConfig, Store, migrate  # noqa: PLC0415
 
@@ -209,43 +308,52 @@ async def bench(args: argparse.Namespace, dsn: str, port: int) -> None:  # noqa:
                 rows += [(series[t], ts, round(rnd.uniform(0, 1000), 3), None, 0) for t in TAGS]
                 ts += 1000
         samples = len(rows)
-        copy_seconds = copy_baseline(dsn, rows)
-        copy_rate = samples / copy_seconds
-        del rows
-
         print(
             f"samples: {samples:,} in {envelope_count:,} envelopes of {PER_ENVELOPE} "
-            f"(signing them took {made:.1f} s)"
+            f"(signing them took {made:.1f} s); load average {load()}"
         )
-        print(f"raw binary COPY            {copy_rate:>10,.0f} samples/s  ({copy_seconds:.2f} s)")
-        for workers in args.decode_workers:
-            config = IngestConfig.model_validate({
-                "kind": "ingest", "database": {"dsn": dsn}, "identifiers": {"node": node.url},
-                "mqtt": {"broker": f"mqtt://127.0.0.1:{port}", "client_id": "bench-ingest"},
-                "batch": {"decode_workers": workers}, "health": None,
-            })  # fmt: skip
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute("TRUNCATE sample, sample_1m, receipt, connectivity_event")
-            async with Ingest(config) as ingest:  # makes the session, then goes away
-                while not ingest.consumer.stats.connected:  # noqa: ASYNC110 - polling a flag
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.2)
-            await asyncio.to_thread(publish_all, port, backlog)
-            started = time.perf_counter()
-            async with Ingest(config) as ingest:
-                while ingest.stats.batches < 1:  # noqa: ASYNC110
-                    await asyncio.sleep(0.001)
-                first_at, first_rows = time.perf_counter(), ingest.stats.rows
-                while ingest.stats.rows < samples:  # noqa: ASYNC110
-                    await asyncio.sleep(0.005)
-                done = time.perf_counter()
-            rate = samples / (done - started)
-            steady = (samples - first_rows) / (done - first_at)
+        ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in args.decode_workers}
+        for _ in range(args.repeat):
+            # the baseline again before each round: the machine's load drifts between rounds
+            copy_seconds, copy_cpu = copy_baseline(dsn, rows)
+            copy_rate = samples / copy_seconds
+            print(f"{'raw binary COPY':<26}{copy_rate:>10,.0f} samples/s  ({copy_seconds:.2f} s)")
+            used = ", ".join(f"{role} {us:.2f}" for role, us in copy_cpu.items())
+            print(f"  CPU µs per sample: {used}")
+            for workers in args.decode_workers:
+                config = IngestConfig.model_validate({
+                    "kind": "ingest", "database": {"dsn": dsn}, "identifiers": {"node": node.url},
+                    "mqtt": {"broker": f"mqtt://127.0.0.1:{port}", "client_id": "bench-ingest"},
+                    "batch": {"decode_workers": workers}, "health": None,
+                })  # fmt: skip
+                run = await ingest_backlog(config, port, backlog, samples, broker_pid)
+                ratio = (run.rate / copy_rate, run.steady / copy_rate)
+                ratios[workers].append(ratio)
+                print(
+                    f"ingest, decode_workers={workers}  {run.rate:>10,.0f} samples/s  "
+                    f"({run.seconds:.2f} s from start; {run.steady:,.0f}/s after the first "
+                    f"commit; ratio to raw COPY {ratio[0]:.2f} from start, {ratio[1]:.2f} after "
+                    "the first commit; target 0.70)"
+                )
+                threads = ", ".join(
+                    f"{role.partition('/')[2]} {us:.2f}"
+                    for role, us in run.cpu.items()
+                    if "/" in role
+                )
+                per_sample = ", ".join(
+                    f"{role} {us:.2f}" + (f" ({threads})" if role == "ingest" else "")
+                    for role, us in run.cpu.items()
+                    if "/" not in role
+                )
+                print(f"  CPU µs per sample after the first commit: {per_sample}")
+        for workers, pairs in ratios.items():
             print(
-                f"ingest, decode_workers={workers}  {rate:>10,.0f} samples/s  "
-                f"({done - started:.2f} s from start; {steady:,.0f}/s after the first commit; "
-                f"ratio to raw COPY {rate / copy_rate:.2f}, target 0.70)"
+                f"median ratio, decode_workers={workers}: "
+                f"{statistics.median(r for r, _ in pairs):.2f} from start, "
+                f"{statistics.median(r for _, r in pairs):.2f} after the first commit "
+                f"({len(pairs)} rounds; target 0.70); load average {load()}"
             )
+        del rows
         async with Ingest(config) as ingest:
             seq = envelope_count + 1
             pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
@@ -287,6 +395,8 @@ def main() -> None:
     parser.add_argument("--rates", default="10000,100000",
                         type=lambda s: [int(x) for x in s.split(",") if x])  # fmt: skip
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of raw COPY then ingest; the medians are printed")  # fmt: skip
     parser.add_argument("--decode-workers", default="0,1",
                         type=lambda s: [int(x) for x in s.split(",") if x],
                         help="ingest runs for each; the latency runs use the last")  # fmt: skip
@@ -298,7 +408,7 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="guantong-ingest-bench-"))
     broker, port = start_mosquitto(directory, ["max_queued_messages 0", "max_inflight_messages 0"])
     try:
-        asyncio.run(bench(args, f"{base}/{name}", port))
+        asyncio.run(bench(args, f"{base}/{name}", port, broker.pid))
     finally:
         broker.terminate()
         broker.wait()

@@ -23,6 +23,7 @@ Nothing is silently repaired: surrounding spaces are an error.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -122,6 +123,13 @@ def parse(text: str) -> Identifier:
     """Parse and normalise ``prefix/suffix``; raise :class:`IdentifierError` naming the part."""
     if not isinstance(text, str):
         raise IdentifierError(repr(text), "handle", "must be a string")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse(text: str) -> Identifier:
+    # the same few gateways and devices are parsed several times for every envelope ingest
+    # receives; an Identifier is immutable, and a refusal is not cached (it raises)
     if not text:
         raise IdentifierError(text, "handle", "is empty")
     normal = unicodedata.normalize("NFC", text)

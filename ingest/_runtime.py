@@ -292,7 +292,8 @@ class Ingest:
                     chunk.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
-            work = [(m.topic, m.payload) for m in chunk]
+            known = self.verifier.known
+            work = [(m.topic, m.payload, known.get(m.topic)) for m in chunk]
             try:
                 future: asyncio.Future[Any] = loop.run_in_executor(pool, precheck_many, work)
             except RuntimeError:  # the pool is broken or shut down: decode in the pipeline

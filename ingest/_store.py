@@ -14,7 +14,6 @@ savepoint and goes through a temporary table and ``INSERT … ON CONFLICT DO NOT
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,13 +22,10 @@ import psycopg
 from psycopg import errors
 
 from ingest import _schema
+from ingest._rows import COPY_HEADER, COPY_TRAILER, Packed, Rollup, pack_samples
 
 logger = logging.getLogger(__name__)
 
-#: µs between the Unix epoch and PostgreSQL's (2000-01-01), the zero of binary timestamps
-PG_EPOCH_US = 946_684_800_000_000
-_MINUTE_US = 60_000_000
-_DAY_US = 86_400_000_000
 _RECEIPT_TYPES = ["int4", "int8", "bytea", "bytea", "bool", "int2", "int4", "int4", "int8", "int8"]
 _ROLLUP_TYPES = ["int4", "int8", "int8", "int8", "float8", "float8", "float8"]
 
@@ -44,27 +40,12 @@ _ROLLUP_MERGE = """
         value_max = GREATEST(sample_1m.value_max, EXCLUDED.value_max)"""
 
 
-def pg_us(unix_us: int) -> int:
-    return unix_us - PG_EPOCH_US
-
-
-# Binary COPY rows of ``sample`` (5 fields: int4, int8 timestamp, float8, text, int2), packed
-# here rather than by psycopg's generic ``write_row``: a third of the cost per row.
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_COPY_TRAILER = b"\xff\xff"
-_ROW_NUMBER = struct.Struct(
-    ">hiiiqidiih"
-).pack  # count, len, sid, len, ts, len, value, NULL, len, q
-_ROW_NULL = struct.Struct(">hiiiqiiih").pack  # count, len, sid, len, ts, NULL, NULL, len, q
-_ROW_TEXT = struct.Struct(">hiiiqii").pack  # count, len, sid, len, ts, NULL, len ‖ text, then:
-_ROW_QUALITY = struct.Struct(">ih").pack
-
-
 class Batch:
     """What one transaction writes; built by the verifier, written by :meth:`Store.write`.
 
     Samples are added with :meth:`add_samples` (timestamps in µs since the Unix epoch), which
-    encodes the COPY rows at once and folds the values into the 1-minute rollup.
+    encodes the COPY rows at once and folds the values into the 1-minute rollup, or with
+    :meth:`add_packed` when a decode worker did that already.
     ``receipts``: (gateway_id, seq, hash, prev, signature_valid, kind, device_id, samples,
     created, received), times as µs since 2000.
     ``events``: (gateway_id, kind, first_seq, last_seq, samples, reason, seq).
@@ -76,8 +57,7 @@ class Batch:
         self.samples = 0
         self.newest = 0
         self.days: set[int] = set()
-        #: (series_id, minute µs since 2000) → [samples, numeric samples, sum, min, max]
-        self.rollup: dict[tuple[int, int], list] = {}
+        self.rollup: Rollup = {}
         self.receipts: list[tuple[object, ...]] = []
         self.events: list[tuple[object, ...]] = []
         self.quarantine: list[tuple[object, ...]] = []
@@ -90,52 +70,36 @@ class Batch:
     def add_samples(
         self, samples: Iterable[tuple[str, int, object, int]], series: dict[str, int]
     ) -> None:
-        """Add (tag, ts µs since the Unix epoch, value, quality) samples of one device.
-
-        One loop with everything in local names: it runs for every sample ingest stores. A
-        value is a number (``bool`` and ``int`` stored as a double), a text, or None.
-        """
-        data, rollup, days, newest = self.data, self.rollup, self.days, self.newest
-        pack_number, pack_null, pack_text, pack_quality = (
-            _ROW_NUMBER, _ROW_NULL, _ROW_TEXT, _ROW_QUALITY,
-        )  # fmt: skip
-        count = 0
-        for tag, ts, value, quality in samples:
-            sid = series[tag]
-            pg_ts = ts - PG_EPOCH_US
-            minute = pg_ts - pg_ts % _MINUTE_US
-            acc = rollup.get((sid, minute))
-            if acc is None:
-                acc = rollup[sid, minute] = [0, 0, None, None, None]
-                days.add((minute + PG_EPOCH_US) // _DAY_US)
-            acc[0] += 1
-            if value is None:
-                data += pack_null(5, 4, sid, 8, pg_ts, -1, -1, 2, quality)
-            elif type(value) is str:
-                encoded = value.encode()
-                data += pack_text(5, 4, sid, 8, pg_ts, -1, len(encoded))
-                data += encoded
-                data += pack_quality(2, quality)
-            else:
-                number = float(value)  # type: ignore[arg-type]
-                data += pack_number(5, 4, sid, 8, pg_ts, 8, number, -1, 2, quality)
-                if acc[1]:
-                    acc[2] += number
-                    if number < acc[3]:
-                        acc[3] = number
-                    elif number > acc[4]:
-                        acc[4] = number
-                else:
-                    acc[2] = acc[3] = acc[4] = number
-                acc[1] += 1
-            if ts > newest:  # noqa: PLR1730 - max() would be a call per sample
-                newest = ts
-            count += 1
+        """Add (tag, ts µs since the Unix epoch, value, quality) samples of one device."""
+        count, newest = pack_samples(samples, series, self.data, self.rollup, self.days)
         self.samples += count
-        self.newest = newest
+        self.newest = max(self.newest, newest)
+
+    def add_packed(self, packed: Packed) -> None:
+        """Add what :func:`pack_samples` made elsewhere: bytes appended, buckets merged."""
+        self.data += packed.rows
+        self.samples += packed.count
+        self.newest = max(self.newest, packed.newest)
+        self.days.update(packed.days)
+        rollup = self.rollup
+        for key, part in packed.rollup.items():
+            acc = rollup.get(key)
+            if acc is None:
+                rollup[key] = list(part)  # not shared with the envelope
+                continue
+            acc[0] += part[0]
+            if not part[1]:
+                continue
+            if acc[1]:
+                acc[2] += part[2]
+                acc[3] = min(acc[3], part[3])
+                acc[4] = max(acc[4], part[4])
+            else:
+                acc[2:] = part[2:]
+            acc[1] += part[1]
 
     def copy_data(self) -> bytes:
-        return _COPY_HEADER + bytes(self.data) + _COPY_TRAILER
+        return COPY_HEADER + bytes(self.data) + COPY_TRAILER
 
     def __len__(self) -> int:
         return self.samples + len(self.receipts) + len(self.quarantine)

@@ -25,8 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import gateway.protocol as wire
 import identifiers
-from ingest._decode import Checked, Refused, precheck
-from ingest._store import Batch, Store, pg_us
+from ingest._decode import Checked, Known, Refused, precheck
+from ingest._rows import pg_us
+from ingest._store import Batch, Store
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ REASONS = {
 #: bytes of an oversized payload kept in quarantine (the size column has the whole size)
 KEEP_OVERSIZED = 64 * 1024
 _RECENT = 8192
+#: series ids of a device handed to decode workers with each of its messages; a device with
+#: more tags than this is packed by ingest, as handing its ids over would cost more
+HAND_OVER_TAGS = 4096
 
 
 class Transient(Exception):
@@ -103,6 +107,8 @@ class _Party:
 @dataclass
 class VerifyStats:
     accepted: int = 0
+    #: accepted envelopes whose rows a decode worker packed
+    packed: int = 0
     duplicates: int = 0
     ignored: int = 0
     gaps: int = 0
@@ -130,6 +136,8 @@ class Verifier:
         self._gateways: dict[str, int] = {}
         self._devices: dict[tuple[str, int], int] = {}
         self._series_ids: dict[int, dict[str, int]] = {}
+        #: topic → the series ids a decode worker may pack that topic's next envelopes with
+        self.known: dict[str, Known] = {}
         self.stats = VerifyStats()
 
     def reset_chains(self) -> None:
@@ -164,7 +172,7 @@ class Verifier:
         self, msg: Message, batch: Batch, pre: Checked | Refused | str | None
     ) -> int | Quarantined:
         if pre is None:
-            pre = precheck(msg.topic, msg.payload)
+            pre = precheck(msg.topic, msg.payload, self.known.get(msg.topic))
         if isinstance(pre, Refused):
             return Quarantined(pre.reason, pre.detail, pre.gateway, pre.seq)
         if isinstance(pre, str):
@@ -330,7 +338,15 @@ class Verifier:
         if loss is None:
             device = env.device or ""  # a data envelope always names its device
             device_id = await self._device_id(device, env.gateway, gateway_id)
-            series = await self._series(device_id, {s[0] for s in env.samples})
+            if env.packed is None:
+                tags = {s[0] for s in env.samples}
+                series = await self._series(device_id, tags)
+                shared = self.known.get(msg.topic)
+                if len(series) <= HAND_OVER_TAGS and (
+                    shared is None or not tags <= shared[1].keys()
+                ):
+                    # a copy: the worker's is sent while this one may grow
+                    self.known[msg.topic] = (device, dict(series))
         events = batch.events
         before = known.get(seq - 1)
         if (seq == 1 and env.prev != wire.GENESIS) or (
@@ -401,7 +417,11 @@ class Verifier:
             chain.remember(seq, digest, env.prev)
             self.stats.accepted += 1
             return 0
-        batch.add_samples(env.samples, series)
+        if env.packed is None:
+            batch.add_samples(env.samples, series)
+        else:
+            batch.add_packed(env.packed)
+            self.stats.packed += 1
         batch.receipts.append(
             (
                 gateway_id,
@@ -411,11 +431,11 @@ class Verifier:
                 True,
                 int(env.kind),
                 device_id,
-                len(env.samples),
+                env.count,
                 created,
                 pg_us(msg.received),
             )
         )
         chain.remember(seq, digest, env.prev)
         self.stats.accepted += 1
-        return len(env.samples)
+        return env.count

@@ -10,7 +10,8 @@ Public API::
     Envelope, Sample, Loss, Quality, Kind    the model; ``Envelope.canonical``, ``.digest``
     SignedEnvelope, sign                      Ed25519 over the canonical bytes; ``.verify(key)``
     public_key_bytes, fingerprint             the raw key as published in ``HS_PUBKEY``
-    encode_json, decode_json                  the JSON carrier
+    encode_json, decode_json                  the JSON carrier (``decode_json`` is
+    parse_json, decode_json_document          ``decode_json_document(parse_json(raw))``)
     Topic, data_topic, loss_topic, status_topic, envelope_topic, parse_topic, check_topic
     GENESIS, VERSION, MAX_* limits, SUBSCRIPTION
     Sparkplug*, encode_sparkplug, decode_sparkplug, decode_sparkplug_envelope,
@@ -52,7 +53,13 @@ from gateway.protocol._errors import (
     TopicError,
     UnsupportedVersion,
 )
-from gateway.protocol._json import MAX_PAYLOAD_BYTES, decode_json, encode_json
+from gateway.protocol._json import (
+    MAX_PAYLOAD_BYTES,
+    decode_json,
+    decode_json_document,
+    encode_json,
+    parse_json,
+)
 from gateway.protocol._signing import SignedEnvelope, fingerprint, public_key_bytes, sign
 from gateway.protocol._sparkplug import (
     MAX_SPARKPLUG_BYTES,
@@ -133,6 +140,7 @@ __all__ = [
     "check_topic",
     "data_topic",
     "decode_json",
+    "decode_json_document",
     "decode_sparkplug",
     "decode_sparkplug_envelope",
     "encode_json",
@@ -140,6 +148,7 @@ __all__ = [
     "envelope_topic",
     "fingerprint",
     "loss_topic",
+    "parse_json",
     "parse_sparkplug_topic",
     "parse_topic",
     "public_key_bytes",

@@ -61,6 +61,12 @@ def encode_json(signed: SignedEnvelope) -> bytes:
 
 def decode_json(raw: bytes) -> SignedEnvelope:
     """Parse and validate a JSON envelope; the signature is checked by ``verify``, not here."""
+    return decode_json_document(parse_json(raw))
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The first half of :func:`decode_json`: the strict JSON text (size limit, UTF-8, no
+    duplicate keys, no NaN or Infinity) of an object, whose fields are not checked yet."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise EnvelopeTooLarge("payload", len(raw), MAX_PAYLOAD_BYTES)
     try:
@@ -75,6 +81,11 @@ def decode_json(raw: bytes) -> SignedEnvelope:
         raise MalformedEnvelope("payload", "nested too deeply") from None
     if not isinstance(doc, dict):
         raise MalformedEnvelope("payload", "must be a JSON object")
+    return doc
+
+
+def decode_json_document(doc: dict[str, Any]) -> SignedEnvelope:
+    """The second half of :func:`decode_json`: every field of a parsed envelope checked."""
     if "v" not in doc:
         raise MalformedEnvelope("v", "is missing")
     if doc["v"] != VERSION or type(doc["v"]) is not int:
