@@ -52,6 +52,7 @@ class Checked:
     canonical: bytes
     signature: bytes
     has_nul: bool
+    checkpoint: wire.Checkpoint | None = None
 
     def verify(self, key: Ed25519PublicKey) -> None:
         """As ``SignedEnvelope.verify``: raise ``SignatureError`` unless the signature holds."""
@@ -119,9 +120,9 @@ def precheck(  # noqa: PLR0911 - one return per refusal reads best
             wire.check_topic(topic, env)
         except wire.TopicError as exc:
             return Refused("topic_mismatch", str(exc), env.gateway, env.seq)
-    if env.loss is not None:
+    if env.device is None:  # loss or checkpoint: no samples
         samples: list[tuple[str, int, Value, int]] = []
-        has_nul = "\x00" in env.loss.reason
+        has_nul = env.loss is not None and "\x00" in env.loss.reason
     else:
         samples = [(s.tag, s.ts, s.value, int(s.quality)) for s in env.samples]
         # JSON text holds U+0000 only as an escape; without one, no text can hold it
@@ -130,7 +131,7 @@ def precheck(  # noqa: PLR0911 - one return per refusal reads best
         )
     return Checked(
         env.gateway, env.device, env.seq, env.prev, env.created, int(env.kind), env.loss,
-        samples, env.digest, env.canonical, signed.signature, has_nul,
+        samples, env.digest, env.canonical, signed.signature, has_nul, env.checkpoint,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import gateway.protocol as wire
 import identifiers
+from ingest import _checkpoints
 from ingest._decode import Checked, Refused, precheck
 from ingest._store import Batch, Store, pg_us
 
@@ -107,6 +108,7 @@ class VerifyStats:
     ignored: int = 0
     gaps: int = 0
     losses: int = 0
+    checkpoints: int = 0
     chain_breaks: int = 0
     quarantined: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
@@ -327,9 +329,8 @@ class Verifier:
         loss = env.loss
         series: dict[str, int] = {}
         device_id = None
-        if loss is None:
-            device = env.device or ""  # a data envelope always names its device
-            device_id = await self._device_id(device, env.gateway, gateway_id)
+        if env.device is not None:
+            device_id = await self._device_id(env.device, env.gateway, gateway_id)
             series = await self._series(device_id, {s[0] for s in env.samples})
         events = batch.events
         before = known.get(seq - 1)
@@ -379,11 +380,15 @@ class Verifier:
                     )
                 )
         created = pg_us(env.created)
-        if loss is not None:
-            self.stats.losses += 1
-            events.append(
-                (gateway_id, "loss", loss.first, loss.last, loss.samples, loss.reason, seq)
-            )
+        if env.device is None:  # a loss declaration or a checkpoint: a receipt, no samples
+            if loss is not None:
+                self.stats.losses += 1
+                events.append(
+                    (gateway_id, "loss", loss.first, loss.last, loss.samples, loss.reason, seq)
+                )
+            else:
+                self.stats.checkpoints += 1
+                batch.checkpoints.append(_checkpoints.rows(gateway_id, env))
             batch.receipts.append(
                 (
                     gateway_id,
