@@ -17,6 +17,10 @@ Public API::
     INDICATORS_2024                 the path of the 2024 file
     assess, Assessment, ItemSupport which items the evidence supports, and how strongly
     STRENGTHS                       none < weak < partial < strong
+    build_report, Report            the signed report: facts, assessment, gateways' checkpoints
+    render_html                     its HTML rendering (Chinese labels first)
+    verify_report, Verification, Finding   check a report with only the gateways' keys
+    gateway_keys                    those keys, resolved from the gateways' identifier records
 
 Exceptions::
 
@@ -25,7 +29,8 @@ Exceptions::
         ├── InvalidWindow           (also a ValueError) empty, reversed or naive window
         ├── StoreUnavailable        the ingest store cannot be read
         ├── RegistryError           the firm's device records cannot be read (.firm)
-        └── IndicatorFileError      an invalid indicator file (.path, .problems)
+        ├── IndicatorFileError      an invalid indicator file (.path, .problems)
+        └── ReportError             (also a ValueError) not a report file (.where, .reason)
 """
 
 from evidence._errors import (
@@ -33,8 +38,10 @@ from evidence._errors import (
     IndicatorFileError,
     InvalidWindow,
     RegistryError,
+    ReportError,
     StoreUnavailable,
 )
+from evidence._html import render_html
 from evidence._mapping import (
     INDICATORS_2024,
     STRENGTHS,
@@ -59,6 +66,8 @@ from evidence._models import (
     Window,
 )
 from evidence._registry import RegisteredDevice, registered_devices
+from evidence._report import Report, build_report
+from evidence._verifier import Finding, Verification, gateway_keys, verify_report
 
 __all__ = [
     "INDICATORS_2024",
@@ -66,6 +75,7 @@ __all__ = [
     "Assessment",
     "DeviceEvidence",
     "EvidenceError",
+    "Finding",
     "FirmEvidence",
     "GatewayEvidence",
     "IndicatorFileError",
@@ -79,12 +89,19 @@ __all__ = [
     "Params",
     "RegisteredDevice",
     "RegistryError",
+    "Report",
+    "ReportError",
     "StageCoverage",
     "StoreUnavailable",
     "TagEvidence",
+    "Verification",
     "Window",
     "assess",
+    "build_report",
     "collect",
+    "gateway_keys",
     "load_indicators",
     "registered_devices",
+    "render_html",
+    "verify_report",
 ]

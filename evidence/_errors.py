@@ -35,3 +35,12 @@ class IndicatorFileError(EvidenceError):
         self.path = path
         self.problems = problems
         super().__init__(f"{path}: " + "; ".join(problems))
+
+
+class ReportError(EvidenceError, ValueError):
+    """A report file that cannot be read as one; ``where`` names the part."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")

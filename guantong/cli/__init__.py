@@ -10,6 +10,7 @@ from guantong import __version__
 from guantong.cli import config as config_cmd
 from guantong.cli import demo as demo_cmd
 from guantong.cli import edge as edge_cmd
+from guantong.cli import evidence as evidence_cmd
 from guantong.cli import gateway as gateway_cmd
 from guantong.cli import identifiers as identifiers_cmd
 from guantong.cli import ingest as ingest_cmd
@@ -32,6 +33,7 @@ def cli(verbose: int) -> None:
 cli.add_command(config_cmd.group)
 cli.add_command(demo_cmd.demo)
 cli.add_command(edge_cmd.group)
+cli.add_command(evidence_cmd.group)
 cli.add_command(gateway_cmd.group)
 cli.add_command(identifiers_cmd.group)
 cli.add_command(ingest_cmd.group)
