@@ -226,11 +226,13 @@ class EnvelopeWriter:
             if self._closing and not self._ready and not self._buffers:
                 await asyncio.to_thread(self._settle_losses)
                 return
-            await self._checkpoint_if_due()
+            if self._attestor is not None:
+                await self._checkpoint_if_due(self._attestor)
             oldest = min(self._since.values(), default=None)
             timeout = self._max_delay if oldest is None else oldest + self._max_delay - now
             if self._attestor is not None:
-                timeout = min(timeout, self._until_checkpoint())
+                due = self._attestor.next_due(self._attested) - time.time_ns() // 1000
+                timeout = min(timeout, due / 1_000_000)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.001))
@@ -249,25 +251,17 @@ class EnvelopeWriter:
         self._failing += 1
         await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failing, 7)))
 
-    async def _checkpoint_if_due(self) -> None:
-        if self._attestor is None:
-            return
-        end = self._attestor.due(time.time_ns() // 1000, self._attested)
+    async def _checkpoint_if_due(self, attestor: Attestor) -> None:
+        end = attestor.due(time.time_ns() // 1000, self._attested)
         if end is None:
             return
         try:
-            await asyncio.to_thread(self._attest, end)
+            await asyncio.to_thread(self._attest, attestor, end)
         except OutboxError as exc:
             logger.error("the outbox refuses the checkpoint to %d (%s); retrying", end, exc)
             await asyncio.sleep(1.0)
             return
         self._on_commit()
-
-    def _until_checkpoint(self) -> float:
-        """Seconds until the next checkpoint is due."""
-        assert self._attestor is not None  # noqa: S101 - called only with attestation on
-        due = self._attestor.next_due(self._attested)
-        return max(0.0, (due - time.time_ns() // 1000) / 1_000_000)
 
     # -- in a worker thread: build, sign, commit --------------------------------------------------
 
@@ -322,14 +316,15 @@ class EnvelopeWriter:
         rows: list[tuple[int, str, bytes, int]],
         counted: list[tuple[str, list[protocol.Sample]]],
     ) -> None:
-        tally = None if self._attestor is None else self._attestor.tally(counted)
+        attestor = self._attestor
+        tally = None if attestor is None else attestor.tally(counted)
         try:
             dropped = self._outbox.append(rows, self._head, tally=tally)
         except BaseException:
             self._head = self._committed  # nothing was committed: the numbers are free again
             raise
-        if tally is not None:
-            self._attestor.committed(tally)  # type: ignore[union-attr]
+        if attestor is not None and tally is not None:
+            attestor.committed(tally)
         self._committed = self._head
         self._dropping = bool(dropped)
         self.stats.commits += 1
@@ -359,10 +354,8 @@ class EnvelopeWriter:
         self.stats.losses += len(pending)
         self.stats.dropped_envelopes += sum(d.count for d in pending)
 
-    def _attest(self, end: int) -> None:
+    def _attest(self, attestor: Attestor, end: int) -> None:
         """Commit the checkpoint closing ``end``: the counts of every period over by then."""
-        attestor = self._attestor
-        assert attestor is not None  # noqa: S101 - called only with attestation on
         checkpoint, taken = attestor.checkpoint(end, self._attested, self._outbox.counts(end))
         head, created = self._head, time.time_ns() // 1000
         envelope = protocol.Envelope(
