@@ -136,10 +136,14 @@ def verify(file: str, node: str | None, keys_file: str | None, platform_key: str
         click.echo(f"error: {file}: {exc}", err=True)
         sys.exit(_exit.INVALID)
     if keys_file is not None:
-        keys: dict[str, bytes | str] = {
-            gw: base64.b64decode(text)
-            for gw, text in json.loads(Path(keys_file).read_text(encoding="utf-8")).items()
-        }
+        try:
+            given = json.loads(Path(keys_file).read_text(encoding="utf-8"))
+            keys: dict[str, bytes | str] = {
+                str(gw): base64.b64decode(text, validate=True) for gw, text in given.items()
+            }
+        except (ValueError, TypeError, AttributeError) as exc:
+            click.echo(f'error: {keys_file}: not {{"gateway": "base64 key"}}: {exc}', err=True)
+            sys.exit(_exit.INVALID)
     else:
 
         async def resolve() -> dict[str, bytes | str]:
