@@ -327,3 +327,11 @@ def test_verify_command_offline_names_the_change_and_exits_1(run: Run, tmp_path:
     bad_keys = guantong("verify", str(tampered), "--keys", str(keys))
     assert bad_keys.returncode == 1
     assert "base64" in bad_keys.stderr
+
+
+def test_a_report_changed_into_nonsense_fails_instead_of_crashing(run: Run) -> None:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["facts"]["devices"][0]["samples"] = "many"
+
+    result = evidence.verify_report(changed(run, edit), run.keys)
+    assert ("report", "content") in failed(result)
