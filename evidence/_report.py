@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 import rfc8785
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import gateway.protocol as wire
 from evidence._errors import ReportError, StoreUnavailable
 from evidence._mapping import Indicators, assess
 from evidence._metrics import collect
@@ -148,15 +148,15 @@ def build_report(
     """Collect, assess and gather the attestation of ``firm`` in ``window`` from one snapshot
     of the store, and sign it all with the platform's ``key`` (blocking psycopg)."""
     try:
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if idle:  # else the caller's transaction is the snapshot
+                cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             facts = collect(conn, firm, window, registered, params=params, as_of=as_of)
             attestation = [_attestation(cur, gw.identifier, window) for gw in facts.gateways]
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable) as exc:
         raise StoreUnavailable(f"the ingest store cannot be read: {exc}") from exc
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    public = wire.public_key_bytes(key)
     report = {
         "format": FORMAT,
         "firm": facts.firm,
@@ -164,7 +164,7 @@ def build_report(
         "generated": dt.datetime.now(dt.UTC).isoformat(),
         "platform_key": base64.b64encode(public).decode(),
         "facts": _facts(facts),
-        "assessment": jsonable(assess(facts, indicators) if indicators else assess(facts)),
+        "assessment": jsonable(assess(facts, indicators)),
         "attestation": [a for a in attestation if a is not None],
     }
     report = json.loads(json.dumps(report, allow_nan=False))  # plain JSON values only
