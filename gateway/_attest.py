@@ -120,33 +120,55 @@ class Attestor:
         if self.interval <= 0:
             raise ValueError("the checkpoint interval must be positive")
         self.grace = grace
-        self._last = last
+        #: device → tag → the last counted ts (what the outbox's ``last_ts`` holds)
+        self._last: dict[str, dict[str, int]] = {}
+        for (device, tag), ts in last.items():
+            self._last.setdefault(device, {})[tag] = ts
         #: a gateway's first checkpoint closes the first period that ends after it started
         self._first_after = self._end(now)
         self.restarted = True  # until the first checkpoint of this run is committed
 
     def tally(self, envelopes: Iterable[tuple[str, Sequence[protocol.Sample]]]) -> Tally:
-        """The counts of ``(device, samples)`` about to be committed together."""
-        out = Tally()
-        counts, last, known, interval = out.counts, out.last, self._last, self.interval
+        """The counts of ``(device, samples)`` about to be committed together.
+
+        It runs for every sample the gateway sends: per device, counts are kept by (period
+        start, tag) and the period is recomputed only when a sample leaves it.
+        """
+        interval = self.interval
+        #: device → (tag → last ts, (period start, tag) → samples)
+        per_device: dict[str, tuple[dict[str, int], dict[tuple[int, str], int]]] = {}
         for device, samples in envelopes:
+            state = per_device.get(device)
+            if state is None:
+                state = per_device[device] = ({}, {})
+            last, counts = state
+            known = self._last.get(device) or {}
+            low = high = 0
             for s in samples:
-                series = (device, s.tag)
-                ts = s.ts
-                before = last.get(series)
+                tag, ts = s.tag, s.ts
+                before = last.get(tag)
                 if before is None:
-                    before = known.get(series)
+                    before = known.get(tag)
                 if before == ts:
                     continue
-                last[series] = ts
-                start = ts - ts % interval
-                key = (start, start + interval, device, s.tag)
+                last[tag] = ts
+                if not low <= ts < high:
+                    low = ts - ts % interval
+                    high = low + interval
+                key = (low, tag)
                 counts[key] = counts.get(key, 0) + 1
+        out = Tally()
+        for device, (last, counts) in per_device.items():
+            for (low, tag), n in counts.items():
+                out.counts[low, low + interval, device, tag] = n
+            for tag, ts in last.items():
+                out.last[device, tag] = ts
         return out
 
     def committed(self, tally: Tally) -> None:
         """``tally`` is in the outbox: its last timestamps are what the next one compares to."""
-        self._last.update(tally.last)
+        for (device, tag), ts in tally.last.items():
+            self._last.setdefault(device, {})[tag] = ts
 
     def _end(self, now: int) -> int:
         """The end of the newest period that is over, grace included, at ``now``."""
