@@ -12,7 +12,7 @@ import gateway.protocol as p
 from edge import Batch, Quality, Sample
 from gateway._attest import Attested, Attestor
 from gateway._envelopes import EnvelopeWriter
-from gateway._outbox import Outbox
+from gateway._outbox import Head, Outbox
 
 GW = "88.709.911/gw.1"
 DEV = "88.709.911/dev.kiln"
@@ -103,3 +103,14 @@ async def test_the_writer_attests_exactly_what_it_committed_across_restarts(
     assert [e.checkpoint.restarted for e in checkpoints if e.checkpoint is not None].count(
         True
     ) == 2
+
+
+def test_an_unchanged_source_time_is_not_counted_again_after_a_restart(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.db") as box:
+        first = Attestor(60, box.last_ts(), now=T0, grace=SECOND)
+        tally = first.tally([(DEV, samples(T0 + 5))])
+        box.append([], Head(0, p.GENESIS), tally=tally)
+    with Outbox(tmp_path / "o.db") as box:  # a new run: what it knows comes from the outbox
+        again = Attestor(60, box.last_ts(), now=T0, grace=SECOND)
+        assert again.tally([(DEV, samples(T0 + 5))]).counts == {}
+        assert box.counts(T0 + 60 * SECOND) == [(T0, T0 + 60 * SECOND, DEV, "t", 1)]
