@@ -7,7 +7,8 @@ Starts its own Mosquitto on a free 127.0.0.1 port, then measures in the same run
    (in-flight window 100), i.e. what the broker and paho allow without outbox or signing;
 2. the gateway pipeline (edge batches → envelopes signed → SQLite outbox → MQTT → PUBACK →
    delete): samples/s acknowledged by the broker, bytes on the wire per sample;
-3. the outbox: commit rate with the broker away, then the replay rate once it is back.
+3. the outbox: commit rate with the broker away, then the replay rate once it is back, and
+   the CPU the commit takes without and with counting samples for checkpoints.
 
 The replay and the baseline publish the same envelopes to the same broker, so their ratio is
 the cost of the outbox bookkeeping (peek, PUBACK tracking, delete). The pipeline figure is
@@ -56,15 +57,32 @@ def batches(devices: int, tags: int, rounds: int) -> list[Batch]:
     ]
 
 
-async def fill(outbox: Outbox, work: list[Batch], devices: int) -> EnvelopeWriter:
+async def fill(
+    outbox: Outbox, work: list[Batch], devices: int, checkpoint_interval: float | None = None
+) -> EnvelopeWriter:
     key = Ed25519PrivateKey.generate()
     ids = {f"d{d}": f"88.709.911/dev.{d}" for d in range(devices)}
-    async with EnvelopeWriter(outbox, key, GW, ids, max_samples=500, max_delay=0.2) as writer:
+    async with EnvelopeWriter(
+        outbox, key, GW, ids, max_samples=500, max_delay=0.2,
+        checkpoint_interval=checkpoint_interval,
+    ) as writer:  # fmt: skip
         for i, batch in enumerate(work):
             writer.add(batch)
             if i % 50 == 0:
                 await asyncio.sleep(0)  # let the committer run
     return writer
+
+
+async def counting_cost(directory: Path, work: list[Batch], devices: int) -> tuple[float, float]:
+    """CPU seconds of the outbox commit without and with counting for checkpoints (best of 2,
+    alternating, so that a change in the machine's load hits both)."""
+    cpu: dict[float | None, list[float]] = {None: [], 300.0: []}
+    for i, interval in enumerate((None, 300.0, None, 300.0)):
+        with Outbox(directory / f"count-{i}.db") as box:
+            cpu0 = time.process_time()
+            await fill(box, work, devices, interval)
+            cpu[interval].append(time.process_time() - cpu0)
+    return min(cpu[None]), min(cpu[300.0])
 
 
 def baseline(port: int, payloads: list[tuple[str, bytes]], seconds: float) -> tuple[float, int]:
@@ -120,6 +138,8 @@ async def main() -> None:
             payloads = [(e.topic, e.payload) for e in box.peek(envelopes)]
             replay_s = await drain(box, port)
         per_sample = (size + sum(len(t) + MQTT_OVERHEAD for t, _ in payloads)) / samples
+
+        plain, counted = await counting_cost(directory, work, args.devices)
         samples_per_envelope = samples / envelopes
 
         # 1. baseline: the same envelopes through a plain paho loop
@@ -147,6 +167,9 @@ async def main() -> None:
     print(f"bytes on the wire per sample (JSON envelope + MQTT framing): {per_sample:.1f}")
     print(f"outbox commit (sign + SQLite, broker away): {samples / commit_s:,.0f} samples/s, "
           f"{envelopes / commit_s:,.0f} envelopes/s, {size / commit_s / 1e6:.1f} MB/s")  # fmt: skip
+    print(f"outbox commit CPU per 100k samples: {plain / samples * 1e5:.2f} s without checkpoint "
+          f"counting, {counted / samples * 1e5:.2f} s with it (ratio {counted / plain:.2f}, "
+          "best of 2 each)")  # fmt: skip
     print(f"outbox replay to the broker: {envelopes / replay_s:,.0f} envelopes/s = "
           f"{samples / replay_s:,.0f} samples/s")  # fmt: skip
     print(f"baseline, plain paho QoS 1 publish of the same envelopes: {base_rate:,.0f} msg/s = "

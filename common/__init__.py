@@ -12,8 +12,10 @@ Public API::
     TlsSettings                     TLS towards a broker: CA, optional client certificate
     MqttClientSettings              broker URL, credentials, TLS, keepalive (validated)
     HttpServer                      serves an ASGI app on a bound socket (async context manager)
+    create_key, load_key, KeyFileError   Ed25519 key files (owner-only, PKCS#8 PEM)
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from common._config import (
@@ -30,27 +32,33 @@ from common._config import (
 
 if TYPE_CHECKING:
     from common._http import HttpServer
+    from common._keys import KeyFileError, create_key, load_key
+
+_LAZY = {"HttpServer": "_http", "KeyFileError": "_keys", "create_key": "_keys", "load_key": "_keys"}
 
 
 def __getattr__(name: str) -> Any:
-    """``HttpServer`` loads uvicorn: only on first use, so config loading stays light."""
-    if name != "HttpServer":
+    """``HttpServer`` loads uvicorn and the key helpers ``cryptography``: only on first use,
+    so config loading stays light."""
+    if name not in _LAZY:
         raise AttributeError(f"module 'common' has no attribute {name!r}")
-    from common._http import HttpServer  # noqa: PLC0415
-
-    globals()[name] = HttpServer
-    return HttpServer
+    module = importlib.import_module(f"common.{_LAZY[name]}")
+    value = globals()[name] = getattr(module, name)
+    return value
 
 
 __all__ = [
     "ConfigPath",
     "Duration",
     "HttpServer",
+    "KeyFileError",
     "ListenSettings",
     "MqttClientSettings",
     "Size",
     "StrictModel",
     "TlsSettings",
+    "create_key",
+    "load_key",
     "parse_duration",
     "parse_size",
 ]

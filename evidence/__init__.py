@@ -20,6 +20,10 @@ Public API::
     EvidenceConfig                  the service's config file (``kind: evidence``)
     Service                         the API and web page over the store (async context manager)
     new_token, digest               a token's secret and the SHA-256 the config holds
+    build_report, Report            the signed report: facts, assessment, gateways' checkpoints
+    render_html                     its HTML rendering (Chinese labels first)
+    verify_report, Verification, Finding   check a report with only the gateways' keys
+    gateway_keys                    those keys, resolved from the gateways' identifier records
 
 Exceptions::
 
@@ -29,7 +33,8 @@ Exceptions::
         ├── StoreUnavailable        the ingest store cannot be read
         ├── RegistryError           the firm's device records cannot be read (.firm)
         ├── IndicatorFileError      an invalid indicator file (.path, .problems)
-        └── AccessDenied            the API refuses a token (.status 401 or 403, .reason)
+        ├── AccessDenied            the API refuses a token (.status 401 or 403, .reason)
+        └── ReportError             (also a ValueError) not a report file (.where, .reason)
 """
 
 from typing import TYPE_CHECKING, Any
@@ -42,8 +47,10 @@ from evidence._errors import (
     IndicatorFileError,
     InvalidWindow,
     RegistryError,
+    ReportError,
     StoreUnavailable,
 )
+from evidence._html import render_html
 from evidence._mapping import (
     INDICATORS_2024,
     STRENGTHS,
@@ -68,6 +75,8 @@ from evidence._models import (
     Window,
 )
 from evidence._registry import RegisteredDevice, registered_devices
+from evidence._report import Report, build_report
+from evidence._verifier import Finding, Verification, gateway_keys, verify_report
 
 if TYPE_CHECKING:
     from evidence._service import Service
@@ -91,6 +100,7 @@ __all__ = [
     "DeviceEvidence",
     "EvidenceConfig",
     "EvidenceError",
+    "Finding",
     "FirmEvidence",
     "GatewayEvidence",
     "IndicatorFileError",
@@ -104,15 +114,22 @@ __all__ = [
     "Params",
     "RegisteredDevice",
     "RegistryError",
+    "Report",
+    "ReportError",
     "Service",
     "StageCoverage",
     "StoreUnavailable",
     "TagEvidence",
+    "Verification",
     "Window",
     "assess",
+    "build_report",
     "collect",
     "digest",
+    "gateway_keys",
     "load_indicators",
     "new_token",
     "registered_devices",
+    "render_html",
+    "verify_report",
 ]

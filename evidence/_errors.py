@@ -45,3 +45,12 @@ class AccessDenied(EvidenceError):
         self.status = status
         self.reason = reason
         super().__init__(reason)
+
+
+class ReportError(EvidenceError, ValueError):
+    """A report file that cannot be read as one; ``where`` names the part."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")

@@ -112,7 +112,7 @@ class Outage:
 class Integrity:
     """Of the envelopes created in the window (quarantine: received in the window)."""
 
-    envelopes: int  # receipts: data and loss envelopes, each signature verified
+    envelopes: int  # receipts of every kind, each signature verified
     data_envelopes: int
     valid_signatures: int
     bad_signatures: int  # quarantined as ``bad_signature``

@@ -14,6 +14,10 @@ recorded in the outbox, so a crash in between only delays the declaration.
 
 Backpressure: at most ``max_ready`` envelopes wait for the committer; beyond that the
 consumer stops taking batches from the sample stream, whose producers (the drivers) then wait.
+
+With a ``checkpoint_interval`` the committer also counts every committed sample per series
+and period (``gateway._attest``, in the same transaction) and, once a period is over, commits
+the signed checkpoint that attests the counts.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from edge import Batch, ConnectivityEvent, SampleStream
 from edge import Quality as EdgeQuality
 from edge import Sample as EdgeSample
 from gateway import protocol
+from gateway._attest import Attested, Attestor
 from gateway._outbox import Dropped, Head, Outbox, OutboxError
 
 logger = logging.getLogger(__name__)
@@ -70,6 +75,7 @@ class WriterStats:
     samples: int = 0
     commits: int = 0
     losses: int = 0
+    checkpoints: int = 0
     dropped_envelopes: int = 0
     device_events: int = 0
     #: commits the outbox refused (disk full, I/O error), retried later
@@ -92,6 +98,7 @@ class EnvelopeWriter:
         max_delay: float = 0.2,
         max_ready: int = 256,
         declare_every: float = 60.0,
+        checkpoint_interval: float | None = None,
         on_commit: Callable[[], None] = lambda: None,
         on_device: Callable[[str, bool], None] = lambda _device, _up: None,
     ) -> None:
@@ -117,10 +124,21 @@ class EnvelopeWriter:
         self._dropping = False
         self._failing = 0  # commits the outbox refused in a row
         self._closing = False
+        self._interval = checkpoint_interval
+        self._attestor: Attestor | None = None
+        self._attested: Attested | None = None
         self.stats = WriterStats()
 
     async def __aenter__(self) -> EnvelopeWriter:
         self._head = self._committed = await asyncio.to_thread(self._outbox.head) or _ORIGIN
+        if self._interval is not None:
+            self._attestor = Attestor(
+                self._interval,
+                await asyncio.to_thread(self._outbox.last_ts),
+                now=time.time_ns() // 1000,
+                grace=max(1_000_000, round(2 * self._max_delay * 1_000_000)),
+            )
+            self._attested = await asyncio.to_thread(self._outbox.attested)
         await asyncio.to_thread(self._settle_losses)
         self._task = asyncio.create_task(self._commit_loop(), name="envelope-committer")
         return self
@@ -208,8 +226,13 @@ class EnvelopeWriter:
             if self._closing and not self._ready and not self._buffers:
                 await asyncio.to_thread(self._settle_losses)
                 return
+            if self._attestor is not None:
+                await self._checkpoint_if_due(self._attestor)
             oldest = min(self._since.values(), default=None)
             timeout = self._max_delay if oldest is None else oldest + self._max_delay - now
+            if self._attestor is not None:
+                due = self._attestor.next_due(self._attested) - time.time_ns() // 1000
+                timeout = min(timeout, due / 1_000_000)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(timeout, 0.001))
@@ -227,6 +250,18 @@ class EnvelopeWriter:
             logger.error("the outbox refuses envelopes (%s); retrying", failed.__cause__)
         self._failing += 1
         await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failing, 7)))
+
+    async def _checkpoint_if_due(self, attestor: Attestor) -> None:
+        end = attestor.due(time.time_ns() // 1000, self._attested)
+        if end is None:
+            return
+        try:
+            await asyncio.to_thread(self._attest, attestor, end)
+        except OutboxError as exc:
+            logger.error("the outbox refuses the checkpoint to %d (%s); retrying", end, exc)
+            await asyncio.sleep(1.0)
+            return
+        self._on_commit()
 
     # -- in a worker thread: build, sign, commit --------------------------------------------------
 
@@ -266,7 +301,7 @@ class EnvelopeWriter:
                 rows += new
                 size += sum(len(r[2]) for r in new)
                 if size > self._outbox.max_bytes // 4 or i == len(ready) - 1:
-                    self._append(rows)
+                    self._append(rows, ready[done : i + 1])
                     rows, size, done = [], 0, i + 1
         except OutboxError as exc:
             self._head = self._committed  # what was sealed and not committed is numbered anew
@@ -276,12 +311,20 @@ class EnvelopeWriter:
         ):
             self._settle_losses()
 
-    def _append(self, rows: list[tuple[int, str, bytes, int]]) -> None:
+    def _append(
+        self,
+        rows: list[tuple[int, str, bytes, int]],
+        counted: list[tuple[str, list[protocol.Sample]]],
+    ) -> None:
+        attestor = self._attestor
+        tally = None if attestor is None else attestor.tally(counted)
         try:
-            dropped = self._outbox.append(rows, self._head)
+            dropped = self._outbox.append(rows, self._head, tally=tally)
         except BaseException:
             self._head = self._committed  # nothing was committed: the numbers are free again
             raise
+        if attestor is not None and tally is not None:
+            attestor.committed(tally)
         self._committed = self._head
         self._dropping = bool(dropped)
         self.stats.commits += 1
@@ -310,6 +353,32 @@ class EnvelopeWriter:
             )
         self.stats.losses += len(pending)
         self.stats.dropped_envelopes += sum(d.count for d in pending)
+
+    def _attest(self, attestor: Attestor, end: int) -> None:
+        """Commit the checkpoint closing ``end``: the counts of every period over by then."""
+        checkpoint, taken = attestor.checkpoint(end, self._attested, self._outbox.counts(end))
+        head, created = self._head, time.time_ns() // 1000
+        envelope = protocol.Envelope(
+            self._gateway, head.seq + 1, head.hash, created, checkpoint=checkpoint
+        )
+        row = self._seal(envelope, 0)
+        attested = Attested(envelope.seq, envelope.digest, end)
+        try:
+            self._outbox.append([row], self._head, attests=(attested, taken))
+        except BaseException:
+            self._head = self._committed
+            raise
+        self._committed = self._head
+        self._attested = attested
+        attestor.restarted = False
+        self.stats.checkpoints += 1
+        logger.debug(
+            "checkpoint #%d to %d: %d samples of %d series",
+            envelope.seq,
+            end,
+            checkpoint.samples,
+            len(taken),
+        )
 
     def _loss_row(self, dropped: Dropped) -> tuple[int, str, bytes, int]:
         loss = protocol.Loss(dropped.first, dropped.last, dropped.samples, "outbox full")

@@ -55,6 +55,7 @@ class _GatewayCollector(Collector):
         yield gauge("outbox_envelopes", "envelopes waiting in the outbox", envelopes)
         yield gauge("outbox_bytes", "payload bytes waiting in the outbox", size)
         yield counter("losses_declared", "loss envelopes committed", writer.losses)
+        yield counter("checkpoints", "checkpoint envelopes committed", writer.checkpoints)
         yield counter("commit_errors", "commits the outbox refused, retried", writer.commit_errors)
         yield counter(
             "envelopes_dropped", "envelopes dropped from a full outbox", writer.dropped_envelopes

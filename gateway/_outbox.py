@@ -32,6 +32,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from gateway import _attest
+from gateway._attest import Attested, Tally
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,7 +127,7 @@ class Outbox:
             if check != "ok":
                 db.close()
                 raise OutboxError(self.path, f"integrity check failed: {check}")
-            db.executescript(_SCHEMA)
+            db.executescript(_SCHEMA + _attest.SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise OutboxError(self.path, str(exc)) from exc
         self._db = db
@@ -160,6 +163,21 @@ class Outbox:
             row = self._conn.execute("SELECT seq, hash FROM head").fetchone()
         return None if row is None else Head(row[0], bytes(row[1]))
 
+    def attested(self) -> Attested | None:
+        """The last checkpoint committed, or None before the first."""
+        with self._lock:
+            return _attest.read_attested(self._conn)
+
+    def counts(self, upto: int) -> list[tuple[int, int, str, str, int]]:
+        """Counts not yet attested of the periods that end by ``upto`` (µs)."""
+        with self._lock:
+            return _attest.read_counts(self._conn, upto)
+
+    def last_ts(self) -> dict[tuple[str, str], int]:
+        """The newest counted ``ts`` per (device, tag)."""
+        with self._lock:
+            return _attest.read_last(self._conn)
+
     def depth(self) -> tuple[int, int]:
         """(envelopes, payload bytes) waiting to be acknowledged."""
         with self._lock:
@@ -178,12 +196,15 @@ class Outbox:
         head: Head,
         *,
         settles: Iterable[Dropped] = (),
+        tally: Tally | None = None,
+        attests: tuple[Attested, list[tuple[int, int, str, str, int]]] | None = None,
     ) -> list[Dropped]:
         """Commit envelopes ``(seq, topic, payload, samples)`` and the new chain head at once.
 
         Returns the ranges dropped to stay within ``max_bytes`` (oldest first); they are also
         recorded as pending losses until an append ``settles`` them, i.e. commits the loss
-        envelope that declares them.
+        envelope that declares them. ``tally`` counts the envelopes' samples for the next
+        checkpoint; ``attests`` is the checkpoint among ``items`` and the counts it holds.
         """
         rows = list(items)
         incoming = sum(len(p) for _, _, p, _ in rows)
@@ -208,6 +229,10 @@ class Outbox:
                 db.executemany("DELETE FROM loss WHERE first = ?", [(d.first,) for d in settles])
                 for d in dropped:
                     self._record_loss(d)
+                if tally is not None:
+                    tally.write(db)
+                if attests is not None:
+                    _attest.write_attested(db, *attests)
                 db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 if db.in_transaction:

@@ -120,6 +120,7 @@ class Gateway:
             {d.name: d.id for d in config.devices},
             max_samples=config.envelope.max_samples,
             max_delay=config.envelope.max_delay,
+            checkpoint_interval=config.uplink.checkpoint_interval,
             on_commit=self.uplink.notify,
             on_device=self.uplink.device_changed,
         )

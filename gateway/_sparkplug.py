@@ -13,8 +13,8 @@ The session follows the specification's rules for an edge node (docs/protocol.md
   last known value, then data; every message after NBIRTH takes the next ``seq`` (mod 256);
 - an NCMD ``Node Control/Rebirth`` = true answers with the whole birth sequence again, same
   ``bdSeq``, ``seq`` from 0; data published after the command follows the births;
-- data envelopes go out as DDATA, loss declarations as NDATA, by alias, ``is_historical`` on
-  the backlog of an outage, the signed envelope in ``body``;
+- data envelopes go out as DDATA, loss declarations and checkpoints as NDATA, by alias,
+  ``is_historical`` on the backlog of an outage, the signed envelope in ``body``;
 - a clean stop publishes NDEATH before DISCONNECT (a host marks the devices offline with it).
 
 Deviation, on purpose: DDATA and NDATA go at QoS 1, not 0. The outbox deletes an envelope only
@@ -252,10 +252,13 @@ class SparkplugSession:
         return []
 
     def data(self, entry: Entry, historical: bool) -> Message:
-        """DDATA for a data envelope, NDATA for a loss declaration; the envelope in ``body``."""
+        """DDATA for a data envelope, NDATA for a loss declaration or a checkpoint; the envelope
+        in ``body``. A checkpoint has no metrics: its counts are evidence, read from the body."""
         doc = json.loads(entry.payload)
         if doc["kind"] == "loss":
             return self._loss_message(entry, doc, historical)
+        if doc["kind"] == "checkpoint":
+            return self._message(p.SparkplugMessageType.NDATA, None, [], body=entry.payload, qos=1)
         device = doc["device"]
         known_device = self._devices.get(device)
         if known_device is None:

@@ -41,6 +41,13 @@ class UplinkSettings(MqttClientSettings):
     sparkplug_group: str | None = Field(
         None, pattern=r"^[^+/#]+$", description="Sparkplug group id; default: the firm prefix"
     )
+    checkpoint_interval: Duration | None = Field(
+        300.0,
+        ge=1,
+        le=86400,
+        description="period of the signed checkpoints attesting the samples sent, aligned to "
+        "the clock (docs/protocol.md, Checkpoints); null turns them off",
+    )
 
     @model_validator(mode="after")
     def _sparkplug(self) -> UplinkSettings:

@@ -68,6 +68,7 @@ class Checked:
     has_nul: bool
     count: int
     packed: Packed | None = None
+    checkpoint: wire.Checkpoint | None = None
 
     def verify(self, key: Ed25519PublicKey) -> None:
         """As ``SignedEnvelope.verify``: raise ``SignatureError`` unless the signature holds."""
@@ -168,9 +169,9 @@ def _checked(
 ) -> Checked:
     """The envelope reduced to what the verifier needs, packed if ``known`` covers its tags."""
     env = signed.envelope
-    if env.loss is not None:
+    if env.device is None:  # loss or checkpoint: no samples
         samples: list[tuple[str, int, Value, int]] = []
-        has_nul = "\x00" in env.loss.reason
+        has_nul = env.loss is not None and "\x00" in env.loss.reason
     else:
         samples = [(s.tag, s.ts, s.value, int(s.quality)) for s in env.samples]
         learn_tags({s[0] for s in samples})
@@ -189,6 +190,7 @@ def _checked(
     return Checked(
         env.gateway, env.device, env.seq, env.prev, env.created, int(env.kind), env.loss,
         samples, env.digest, env.canonical, signed.signature, has_nul, count, packed,
+        env.checkpoint,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from ingest import _checkpoints
 from ingest._errors import MigrationError
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,10 @@ def _timescale(compress_after: float) -> list[str]:
 #: version → statements; a migration never changes once released, a new one is appended
 def _migrations(flavour: str, compress_after: float) -> dict[int, list[str]]:
     sample = _PLAIN if flavour == PLAIN else _timescale(compress_after)
-    return {1: [*_COMMON, *sample]}
+    return {1: [*_COMMON, *sample], 2: _checkpoints.SCHEMA}
 
 
-LATEST = 1
+LATEST = 2
 
 
 def timescale_available(conn: psycopg.Connection) -> bool:

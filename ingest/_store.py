@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import errors
 
-from ingest import _schema
+from ingest import _checkpoints, _schema
 from ingest._rows import COPY_HEADER, COPY_TRAILER, Packed, Rollup, pack_samples
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Batch:
     created, received), times as µs since 2000.
     ``events``: (gateway_id, kind, first_seq, last_seq, samples, reason, seq).
     ``quarantine``: (received µs since 2000, topic, payload, size, reason, detail, gateway, seq).
+    ``checkpoints``: ``ingest._checkpoints.rows`` of each checkpoint envelope.
     """
 
     def __init__(self) -> None:
@@ -61,6 +62,7 @@ class Batch:
         self.receipts: list[tuple[object, ...]] = []
         self.events: list[tuple[object, ...]] = []
         self.quarantine: list[tuple[object, ...]] = []
+        self.checkpoints: list[_checkpoints.Rows] = []
 
     def add_sample(
         self, sid: int, ts: int, value: float | None, text: str | None, quality: int
@@ -282,6 +284,8 @@ class Store:
                         copy.set_types(_RECEIPT_TYPES)
                         for receipt in batch.receipts:
                             copy.write_row(receipt)
+                if batch.checkpoints:
+                    _checkpoints.write(cur, batch.checkpoints)
                 if batch.events:
                     cur.executemany(
                         "INSERT INTO connectivity_event "

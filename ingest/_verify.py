@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import gateway.protocol as wire
 import identifiers
+from ingest import _checkpoints
 from ingest._decode import Checked, Known, Refused, precheck
 from ingest._rows import pg_us
 from ingest._store import Batch, Store
@@ -113,6 +114,7 @@ class VerifyStats:
     ignored: int = 0
     gaps: int = 0
     losses: int = 0
+    checkpoints: int = 0
     chain_breaks: int = 0
     quarantined: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
@@ -316,6 +318,39 @@ class Verifier:
             found.update(stored)
         return found
 
+    async def _series_of(
+        self, topic: str, device: str, device_id: int, samples: Iterable[tuple[str, Any, ...]]
+    ) -> dict[str, int]:
+        """The series ids of a device's tags, shared with the decode stage (``known``) so that
+        the device's next envelopes come packed."""
+        tags = {s[0] for s in samples}
+        series = await self._series(device_id, tags)
+        shared = self.known.get(topic)
+        if len(series) <= HAND_OVER_TAGS and (shared is None or not tags <= shared[1].keys()):
+            # a copy: the worker's is sent while this one may grow
+            self.known[topic] = (device, dict(series))
+        return series
+
+    def _take(self, env: Checked, gateway_id: int, series: dict[str, int], batch: Batch) -> int:
+        """Put what an accepted envelope carries into the batch; return its sample count."""
+        loss = env.loss
+        if env.device is not None:
+            if env.packed is None:
+                batch.add_samples(env.samples, series)
+            else:
+                batch.add_packed(env.packed)
+                self.stats.packed += 1
+            return env.count
+        if loss is not None:  # a loss declaration or a checkpoint: a receipt, no samples
+            self.stats.losses += 1
+            batch.events.append(
+                (gateway_id, "loss", loss.first, loss.last, loss.samples, loss.reason, env.seq)
+            )
+        else:
+            self.stats.checkpoints += 1
+            batch.checkpoints.append(_checkpoints.rows(gateway_id, env))
+        return 0
+
     async def _chain(self, msg: Message, env: Checked, batch: Batch) -> int | Quarantined:
         gateway_id = await self._gateway_id(env.gateway)
         chain = await self._chain_of(env.gateway, gateway_id)
@@ -335,18 +370,10 @@ class Verifier:
         loss = env.loss
         series: dict[str, int] = {}
         device_id = None
-        if loss is None:
-            device = env.device or ""  # a data envelope always names its device
-            device_id = await self._device_id(device, env.gateway, gateway_id)
+        if env.device is not None:  # data; loss and checkpoint envelopes name no device
+            device_id = await self._device_id(env.device, env.gateway, gateway_id)
             if env.packed is None:
-                tags = {s[0] for s in env.samples}
-                series = await self._series(device_id, tags)
-                shared = self.known.get(msg.topic)
-                if len(series) <= HAND_OVER_TAGS and (
-                    shared is None or not tags <= shared[1].keys()
-                ):
-                    # a copy: the worker's is sent while this one may grow
-                    self.known[msg.topic] = (device, dict(series))
+                series = await self._series_of(msg.topic, env.device, device_id, env.samples)
         events = batch.events
         before = known.get(seq - 1)
         if (seq == 1 and env.prev != wire.GENESIS) or (
@@ -394,34 +421,7 @@ class Verifier:
                         seq,
                     )
                 )
-        created = pg_us(env.created)
-        if loss is not None:
-            self.stats.losses += 1
-            events.append(
-                (gateway_id, "loss", loss.first, loss.last, loss.samples, loss.reason, seq)
-            )
-            batch.receipts.append(
-                (
-                    gateway_id,
-                    seq,
-                    digest,
-                    env.prev,
-                    True,
-                    int(env.kind),
-                    None,
-                    0,
-                    created,
-                    pg_us(msg.received),
-                )
-            )
-            chain.remember(seq, digest, env.prev)
-            self.stats.accepted += 1
-            return 0
-        if env.packed is None:
-            batch.add_samples(env.samples, series)
-        else:
-            batch.add_packed(env.packed)
-            self.stats.packed += 1
+        count = self._take(env, gateway_id, series, batch)
         batch.receipts.append(
             (
                 gateway_id,
@@ -431,11 +431,11 @@ class Verifier:
                 True,
                 int(env.kind),
                 device_id,
-                env.count,
-                created,
+                count,
+                pg_us(env.created),
                 pg_us(msg.received),
             )
         )
         chain.remember(seq, digest, env.prev)
         self.stats.accepted += 1
-        return env.count
+        return count

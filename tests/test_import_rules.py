@@ -21,7 +21,7 @@ ALLOWED = {
     "gateway.protocol": {"identifiers"},
     "gateway": {"common", "edge", "identifiers", "gateway.protocol"},
     "ingest": {"common", "gateway.protocol", "identifiers"},
-    "evidence": {"common", "ingest", "identifiers"},
+    "evidence": {"common", "gateway.protocol", "ingest", "identifiers"},
     "simulators": set(),
     "guantong": set(UNITS),
 }

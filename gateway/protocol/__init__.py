@@ -8,11 +8,13 @@ implement a gateway in another language.
 Public API::
 
     Envelope, Sample, Loss, Quality, Kind    the model; ``Envelope.canonical``, ``.digest``
+    Checkpoint, Period, Count                 a gateway's attested counts (kind 3)
     SignedEnvelope, sign                      Ed25519 over the canonical bytes; ``.verify(key)``
     public_key_bytes, fingerprint             the raw key as published in ``HS_PUBKEY``
     encode_json, decode_json                  the JSON carrier (``decode_json`` is
     parse_json, decode_json_document          ``decode_json_document(parse_json(raw))``)
-    Topic, data_topic, loss_topic, status_topic, envelope_topic, parse_topic, check_topic
+    Topic, data_topic, loss_topic, checkpoint_topic, status_topic, envelope_topic,
+    parse_topic, check_topic
     GENESIS, VERSION, MAX_* limits, SUBSCRIPTION
     Sparkplug*, encode_sparkplug, decode_sparkplug, decode_sparkplug_envelope,
     check_sparkplug_topic, SPARKPLUG_SUBSCRIPTIONS …   Sparkplug B 3.0 payloads and topics;
@@ -39,9 +41,12 @@ from gateway.protocol._envelope import (
     MAX_TS,
     MIN_TS,
     VERSION,
+    Checkpoint,
+    Count,
     Envelope,
     Kind,
     Loss,
+    Period,
     Quality,
     Sample,
 )
@@ -90,6 +95,7 @@ from gateway.protocol._topics import (
     SUBSCRIPTION,
     Topic,
     check_topic,
+    checkpoint_topic,
     data_topic,
     envelope_topic,
     loss_topic,
@@ -118,11 +124,14 @@ __all__ = [
     "SPARKPLUG_SUBSCRIPTIONS",
     "SUBSCRIPTION",
     "VERSION",
+    "Checkpoint",
+    "Count",
     "Envelope",
     "EnvelopeTooLarge",
     "Kind",
     "Loss",
     "MalformedEnvelope",
+    "Period",
     "ProtocolError",
     "Quality",
     "Sample",
@@ -138,6 +147,7 @@ __all__ = [
     "UnsupportedVersion",
     "check_sparkplug_topic",
     "check_topic",
+    "checkpoint_topic",
     "data_topic",
     "decode_json",
     "decode_json_document",

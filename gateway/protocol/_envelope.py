@@ -47,6 +47,9 @@ _SAMPLE_TS = struct.Struct(">qBB")  # ts, quality, value type
 _NUMBER_SAMPLE = struct.Struct(">qBBd")  # ts, quality, value type, the double
 _BOOL_SAMPLE = struct.Struct(">qBBB")
 _LOSS = struct.Struct(">QQQ")  # first, last, samples
+_CHECKPOINT = struct.Struct(">qqQ32sBI")  # from, to, previous, previous hash, restarted, periods
+_PERIOD = struct.Struct(">qqI")  # from, to, count of counts
+_U64 = struct.Struct(">Q")
 
 
 class Quality(enum.IntEnum):
@@ -62,10 +65,12 @@ class Quality(enum.IntEnum):
 
 
 class Kind(enum.IntEnum):
-    """What an envelope carries: samples of one device, or a declaration of dropped envelopes."""
+    """What an envelope carries: samples of one device, a declaration of dropped envelopes, or
+    the gateway's attestation of what it accepted in a period (a checkpoint)."""
 
     DATA = 1
     LOSS = 2
+    CHECKPOINT = 3
 
     @property
     def label(self) -> str:
@@ -103,6 +108,48 @@ class Loss:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Count:
+    """``samples`` of the series (``device``, ``tag``) had a time in the period."""
+
+    device: str
+    tag: str
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Counts of the samples whose ``ts`` lies in ``[start, end)``, sorted by (device, tag)."""
+
+    start: int
+    end: int
+    counts: tuple[Count, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The gateway attests what it accepted into its outbox, per series and sample-time period.
+
+    It closes the time ``[start, end)``: every sample with a ``ts`` before ``end`` that the
+    gateway accepted since the previous checkpoint is counted in one of ``periods`` (the
+    period ``[start, end)`` itself, and earlier ones for samples that came late). ``previous``
+    and ``previous_hash`` name the gateway's previous checkpoint (0 and :data:`GENESIS` for
+    none), so checkpoints form a verifiable sequence without the envelopes between them.
+    ``restarted``: the gateway started since the previous checkpoint.
+    """
+
+    start: int
+    end: int
+    previous: int
+    previous_hash: bytes
+    restarted: bool
+    periods: tuple[Period, ...] = ()
+
+    @property
+    def samples(self) -> int:
+        return sum(c.samples for period in self.periods for c in period.counts)
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A gateway's statement, chained to its previous one by ``prev`` and numbered by ``seq``."""
@@ -114,6 +161,7 @@ class Envelope:
     device: str | None = None
     samples: tuple[Sample, ...] = ()
     loss: Loss | None = None
+    checkpoint: Checkpoint | None = None
     version: int = field(default=VERSION)
 
     def __post_init__(self) -> None:
@@ -124,7 +172,9 @@ class Envelope:
         if not isinstance(self.prev, bytes) or len(self.prev) != 32:
             raise MalformedEnvelope("prev", "must be 32 bytes (a SHA-256 digest)")
         _check_int("created", self.created, MIN_TS, MAX_TS - 1)
-        if self.loss is None:
+        if self.checkpoint is not None:
+            self._check_checkpoint(self.checkpoint)
+        elif self.loss is None:
             self._check_data()
         else:
             self._check_loss(self.loss)
@@ -153,8 +203,42 @@ class Envelope:
         _check_int("loss.samples", loss.samples, 0, MAX_SEQ)
         _check_text("loss.reason", loss.reason, MAX_REASON_BYTES, allow_empty=False)
 
+    def _check_checkpoint(self, cp: Checkpoint) -> None:
+        if self.device is not None or self.samples or self.loss is not None:
+            raise MalformedEnvelope("checkpoint", "a checkpoint has no device, samples or loss")
+        if not isinstance(cp, Checkpoint):
+            raise MalformedEnvelope("checkpoint", "must be a Checkpoint")
+        _check_int("checkpoint.from", cp.start, MIN_TS, MAX_TS - 1)
+        _check_int("checkpoint.to", cp.end, cp.start + 1, MAX_TS)
+        _check_int("checkpoint.previous", cp.previous, 0, self.seq - 1)
+        if not isinstance(cp.previous_hash, bytes) or len(cp.previous_hash) != 32:
+            raise MalformedEnvelope("checkpoint.previous_hash", "must be 32 bytes")
+        if cp.previous == 0 and cp.previous_hash != GENESIS:
+            raise MalformedEnvelope("checkpoint.previous_hash", "must be zeros without previous")
+        if type(cp.restarted) is not bool:
+            raise MalformedEnvelope("checkpoint.restarted", "must be true or false")
+        if not isinstance(cp.periods, tuple):
+            raise MalformedEnvelope("checkpoint.periods", "must be a tuple")
+        prefix = identifiers.parse(self.gateway).prefix
+        end, total = MIN_TS, 0
+        for i, period in enumerate(cp.periods):
+            where = f"checkpoint.periods[{i}]"
+            if not isinstance(period, Period):
+                raise MalformedEnvelope(where, "must be a Period")
+            _check_int(f"{where}.from", period.start, end, cp.end - 1)
+            _check_int(f"{where}.to", period.end, period.start + 1, cp.end)
+            end = period.end
+            if not isinstance(period.counts, tuple) or not period.counts:
+                raise MalformedEnvelope(f"{where}.counts", "must be a non-empty tuple")
+            total += len(period.counts)
+            if total > MAX_SAMPLES:
+                raise EnvelopeTooLarge("checkpoint.periods", total, MAX_SAMPLES)
+            _check_counts(where, period.counts, prefix)
+
     @property
     def kind(self) -> Kind:
+        if self.checkpoint is not None:
+            return Kind.CHECKPOINT
         return Kind.DATA if self.loss is None else Kind.LOSS
 
     @cached_property
@@ -182,12 +266,45 @@ class Envelope:
         if self.loss is not None:
             out.append(_LOSS.pack(self.loss.first, self.loss.last, self.loss.samples))
             out.append(_string(self.loss.reason))
+        if self.checkpoint is not None:
+            _checkpoint_bytes(self.checkpoint, out)
         return b"".join(out)
 
     @cached_property
     def digest(self) -> bytes:
         """SHA-256 of the canonical bytes: what the next envelope names as ``prev``."""
         return hashlib.sha256(self.canonical).digest()
+
+
+def _checkpoint_bytes(cp: Checkpoint, out: list[bytes]) -> None:
+    out.append(
+        _CHECKPOINT.pack(
+            cp.start, cp.end, cp.previous, cp.previous_hash, cp.restarted, len(cp.periods)
+        )
+    )
+    for period in cp.periods:
+        out.append(_PERIOD.pack(period.start, period.end, len(period.counts)))
+        for count in period.counts:
+            out += (_string(count.device), _string(count.tag), _U64.pack(count.samples))
+
+
+def _check_counts(where: str, counts: tuple[Count, ...], prefix: str) -> None:
+    """Each count names a device of the gateway's firm and a tag, once, in (device, tag) order."""
+    last: tuple[str, str] | None = None
+    for j, count in enumerate(counts):
+        here = f"{where}.counts[{j}]"
+        if not isinstance(count, Count):
+            raise MalformedEnvelope(here, "must be a Count")
+        _check_identifier(f"{here}.device", count.device)
+        if identifiers.parse(count.device).prefix != prefix:
+            raise MalformedEnvelope(f"{here}.device", "is not under the gateway's firm prefix")
+        if type(count.tag) is not str or count.tag not in _TAGS:
+            _learn_tag(f"{here}.tag", count.tag)
+        _check_int(f"{here}.samples", count.samples, 1, MAX_SEQ)
+        key = (count.device, count.tag)
+        if last is not None and key <= last:
+            raise MalformedEnvelope(here, "counts must be sorted by (device, tag), each once")
+        last = key
 
 
 def _string(text: str) -> bytes:

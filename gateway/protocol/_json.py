@@ -12,7 +12,17 @@ import json
 import re
 from typing import Any
 
-from gateway.protocol._envelope import VERSION, Envelope, Kind, Loss, Quality, Sample
+from gateway.protocol._envelope import (
+    VERSION,
+    Checkpoint,
+    Count,
+    Envelope,
+    Kind,
+    Loss,
+    Period,
+    Quality,
+    Sample,
+)
 from gateway.protocol._errors import EnvelopeTooLarge, MalformedEnvelope, UnsupportedVersion
 from gateway.protocol._signing import SIGNATURE_BYTES, SignedEnvelope
 
@@ -23,8 +33,11 @@ _COMMON = ("v", "kind", "gateway", "seq", "prev", "created", "sig")
 _FIELDS = {
     Kind.DATA: frozenset((*_COMMON, "device", "samples")),
     Kind.LOSS: frozenset((*_COMMON, "loss")),
+    Kind.CHECKPOINT: frozenset((*_COMMON, "checkpoint")),
 }
 _LOSS_FIELDS = frozenset(("first", "last", "samples", "reason"))
+_CHECKPOINT_FIELDS = frozenset(("from", "to", "previous", "previous_hash", "restarted", "periods"))
+_PERIOD_FIELDS = frozenset(("from", "to", "counts"))
 _KINDS = {kind.label: kind for kind in Kind}
 _QUALITIES = {quality.label: quality for quality in Quality}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -41,7 +54,24 @@ def encode_json(signed: SignedEnvelope) -> bytes:
         "prev": env.prev.hex(),
         "created": env.created,
     }
-    if env.loss is None:
+    if env.checkpoint is not None:
+        cp = env.checkpoint
+        doc["checkpoint"] = {
+            "from": cp.start,
+            "to": cp.end,
+            "previous": cp.previous,
+            "previous_hash": cp.previous_hash.hex(),
+            "restarted": cp.restarted,
+            "periods": [
+                {
+                    "from": period.start,
+                    "to": period.end,
+                    "counts": [[c.device, c.tag, c.samples] for c in period.counts],
+                }
+                for period in cp.periods
+            ],
+        }
+    elif env.loss is None:
         doc["device"] = env.device
         doc["samples"] = [[s.tag, s.ts, s.value, s.quality.label] for s in env.samples]
     else:
@@ -103,8 +133,10 @@ def decode_json_document(doc: dict[str, Any]) -> SignedEnvelope:
     }
     if kind is Kind.DATA:
         envelope = Envelope(device=doc["device"], samples=_samples(doc["samples"]), **common)
-    else:
+    elif kind is Kind.LOSS:
         envelope = Envelope(loss=_loss(doc["loss"]), **common)
+    else:
+        envelope = Envelope(checkpoint=_checkpoint(doc["checkpoint"]), **common)
     return SignedEnvelope(envelope, signature)
 
 
@@ -128,9 +160,9 @@ def _exact_fields(where: str, doc: dict[str, Any], fields: frozenset[str]) -> No
         raise MalformedEnvelope(where + name, "is not a field of this envelope kind")
 
 
-def _digest(text: object) -> bytes:
+def _digest(text: object, where: str = "prev") -> bytes:
     if not isinstance(text, str) or not _HEX64.fullmatch(text):
-        raise MalformedEnvelope("prev", "must be 64 lower-case hex digits")
+        raise MalformedEnvelope(where, "must be 64 lower-case hex digits")
     return bytes.fromhex(text)
 
 
@@ -186,3 +218,30 @@ def _loss(doc: object) -> Loss:
         raise MalformedEnvelope("loss", "must be an object")
     _exact_fields("loss.", doc, _LOSS_FIELDS)
     return Loss(doc["first"], doc["last"], doc["samples"], doc["reason"])
+
+
+def _checkpoint(doc: object) -> Checkpoint:
+    """Shapes only: the values are checked by :class:`Envelope`, which names the field."""
+    if not isinstance(doc, dict):
+        raise MalformedEnvelope("checkpoint", "must be an object")
+    _exact_fields("checkpoint.", doc, _CHECKPOINT_FIELDS)
+    if not isinstance(doc["periods"], list):
+        raise MalformedEnvelope("checkpoint.periods", "must be a list")
+    periods = []
+    for i, item in enumerate(doc["periods"]):
+        where = f"checkpoint.periods[{i}]"
+        if not isinstance(item, dict):
+            raise MalformedEnvelope(where, "must be an object")
+        _exact_fields(where + ".", item, _PERIOD_FIELDS)
+        if not isinstance(item["counts"], list):
+            raise MalformedEnvelope(f"{where}.counts", "must be a list")
+        counts = []
+        for j, count in enumerate(item["counts"]):
+            if not isinstance(count, list) or len(count) != 3:
+                raise MalformedEnvelope(f"{where}.counts[{j}]", "must be [device, tag, samples]")
+            counts.append(Count(*count))
+        periods.append(Period(item["from"], item["to"], tuple(counts)))
+    previous_hash = _digest(doc["previous_hash"], "checkpoint.previous_hash")
+    return Checkpoint(
+        doc["from"], doc["to"], doc["previous"], previous_hash, doc["restarted"], tuple(periods)
+    )

@@ -9,11 +9,11 @@ A gateway is an edge node; its edge node id is its identifier's suffix and a dev
 device's suffix, both escaped as in the ``gt/v1`` scheme (``%``, ``/``, ``+``, ``#``), so an id
 is always one topic level. The group defaults to the firm prefix.
 
-The signed envelope travels whole: a DDATA (data) or NDATA (loss declaration) payload carries
-the envelope's JSON form, byte for byte as the gateway committed it, in ``body``, with ``uuid``
-:data:`SPARKPLUG_ENVELOPE_UUID`; its metrics repeat the samples for SCADA hosts and are not signed.
-:func:`decode_sparkplug_envelope` is what ingest calls. docs/protocol.md, "Sparkplug B", is
-the specification.
+The signed envelope travels whole: a DDATA (data) or NDATA (loss declaration or checkpoint)
+payload carries the envelope's JSON form, byte for byte as the gateway committed it, in
+``body``, with ``uuid`` :data:`SPARKPLUG_ENVELOPE_UUID`; its metrics repeat the samples for
+SCADA hosts and are not signed. :func:`decode_sparkplug_envelope` is what ingest calls.
+docs/protocol.md, "Sparkplug B", is the specification.
 
 Integers: the specification stores Int8, Int16 and Int32 in a ``uint32`` without saying how a
 negative value is laid out, and implementations differ (Eclipse Tahu sign-extends to 32 bits,
@@ -442,8 +442,8 @@ def _quality(where: str, properties: Any) -> int | None:
 
 def check_sparkplug_topic(topic: str, envelope: Envelope) -> None:
     """Raise :class:`TopicError` unless ``topic`` is where ``envelope`` travels in Sparkplug:
-    a data envelope in DDATA of its gateway's edge node and its device, a loss envelope in
-    NDATA. The group is not part of a gateway's identity and is not compared."""
+    a data envelope in DDATA of its gateway's edge node and its device, a loss or checkpoint
+    envelope in NDATA. The group is not part of a gateway's identity and is not compared."""
     parsed = parse_sparkplug_topic(topic)
     node = sparkplug_edge_node(envelope.gateway)
     if envelope.device is None:

@@ -4,6 +4,7 @@
 
     gt/v1/<firm prefix>/<gateway suffix>/data/<device suffix>   data envelopes, QoS 1
     gt/v1/<firm prefix>/<gateway suffix>/loss                   loss envelopes, QoS 1
+    gt/v1/<firm prefix>/<gateway suffix>/checkpoint             checkpoint envelopes, QoS 1
     gt/v1/<firm prefix>/<gateway suffix>/status                 retained online/offline status
 
 The firm prefix (``88.709.911``) is one topic level, so a broker ACL can confine a firm to
@@ -30,7 +31,8 @@ _UNESCAPE = {v: k for k, v in _ESCAPE.items()}
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    """A parsed topic: ``kind`` is ``data``, ``loss`` or ``status``; ``device`` only for data."""
+    """A parsed topic: ``kind`` is ``data``, ``loss``, ``checkpoint`` or ``status``; ``device``
+    only for data."""
 
     kind: str
     gateway: str
@@ -72,12 +74,18 @@ def loss_topic(gateway: str) -> str:
     return f"{_gateway_base(gateway)}/loss"
 
 
+def checkpoint_topic(gateway: str) -> str:
+    return f"{_gateway_base(gateway)}/checkpoint"
+
+
 def status_topic(gateway: str) -> str:
     return f"{_gateway_base(gateway)}/status"
 
 
 def envelope_topic(envelope: Envelope) -> str:
     """Where ``envelope`` is published."""
+    if envelope.checkpoint is not None:
+        return checkpoint_topic(envelope.gateway)
     if envelope.device is None:
         return loss_topic(envelope.gateway)
     return data_topic(envelope.gateway, envelope.device)
@@ -96,7 +104,7 @@ def parse_topic(topic: str) -> Topic:
             return Topic("data", gateway, device)
     except identifiers.IdentifierError as exc:
         raise TopicError(topic, f"{exc.part}: {exc.reason}") from None
-    if kind in ("loss", "status") and not rest:
+    if kind in ("loss", "checkpoint", "status") and not rest:
         return Topic(kind, gateway)
     raise TopicError(topic, f"unknown kind {'/'.join(levels[4:])!r}")
 

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ async def test_sigkill_and_restart_lose_nothing_and_sigterm_stops_cleanly(
     factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
     fac = simulators.load_factory(factory_file)
     config = gateway_config(fac, base_dir=tmp_path)
-    config["uplink"] = {"broker": mqtt_broker.url}
+    config["uplink"] = {"broker": mqtt_broker.url, "checkpoint_interval": "1s"}
     config["envelope"] = {"max_samples": 100, "max_delay": "100ms"}
     config["health"] = None
     path = tmp_path / "gateway.yaml"
@@ -110,17 +111,42 @@ async def test_sigkill_and_restart_lose_nothing_and_sigterm_stops_cleanly(
     assert sorted(by_seq) == list(range(1, head.seq + 1)), "every committed envelope arrived"
     for seq in range(2, head.seq + 1):
         assert by_seq[seq].prev == by_seq[seq - 1].digest, f"chain broken at {seq}"
-    assert {e.device for e in by_seq.values()} == {
-        "88.709.911/dev.kiln-1",
-        "88.709.911/dev.meter-1",
-    }
+    data = [e for e in by_seq.values() if e.kind is p.Kind.DATA]
+    assert {e.device for e in data} == {"88.709.911/dev.kiln-1", "88.709.911/dev.meter-1"}
+    assert_attested(data, [e for e in by_seq.values() if e.kind is p.Kind.CHECKPOINT])
     statuses = sub.statuses()
     assert statuses[-1] == ({"online": False, "gateway": gw_id}, False)
     assert public == p.public_key_bytes(load_key(tmp_path / "gateway.key"))
 
 
+def assert_attested(data: list[p.Envelope], checkpoints: list[p.Envelope]) -> None:
+    """The checkpoints form one sequence over time, the first of each run says it restarted,
+    and they count exactly the samples sent before the last one's end, by period."""
+    assert len(checkpoints) >= 4, "a checkpoint every second of both runs"
+    previous, previous_hash, end = 0, p.GENESIS, None
+    restarts = 0
+    attested: Counter[tuple[str, str, int]] = Counter()
+    for env in checkpoints:
+        cp = env.checkpoint
+        assert cp is not None
+        assert (cp.previous, cp.previous_hash) == (previous, previous_hash)
+        assert end is None or cp.start == end
+        previous, previous_hash, end = env.seq, env.digest, cp.end
+        restarts += cp.restarted
+        for period in cp.periods:
+            for count in period.counts:
+                attested[count.device, count.tag, period.start] += count.samples
+    assert restarts == 2, "the first checkpoint of each run"
+    sent = {(e.device, s.tag, s.ts) for e in data for s in e.samples if s.ts < end}
+    assert attested == Counter((d, tag, ts - ts % 1_000_000) for d, tag, ts in sent)
+
+
 #: the issue asks for a 60 s outage; the default run keeps the suite short
 OUTAGE_SECONDS = float(os.environ.get("GUANTONG_TEST_OUTAGE_SECONDS", "3"))
+
+
+def sent(gw: Any) -> int:
+    return int(gw.writer.stats.envelopes + gw.writer.stats.checkpoints)
 
 
 async def test_a_broker_outage_while_reading_simulators_loses_no_sample(
@@ -131,7 +157,7 @@ async def test_a_broker_outage_while_reading_simulators_loses_no_sample(
     factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
     fac = simulators.load_factory(factory_file)
     data = gateway_config(fac, base_dir=tmp_path)
-    data["uplink"] = {"broker": broker.url}
+    data["uplink"] = {"broker": broker.url, "checkpoint_interval": "1s"}
     data["envelope"] = {"max_samples": 100, "max_delay": "100ms"}
     data["health"] = None
     config = GatewayConfig.model_validate(data, context={"base_dir": tmp_path})
@@ -147,7 +173,7 @@ async def test_a_broker_outage_while_reading_simulators_loses_no_sample(
             await asyncio.sleep(2)
         read = gw.stream.stats.samples
     async with asyncio.timeout(30):
-        while len({s.envelope.seq for s in sub.envelopes()}) < gw.writer.stats.envelopes:  # noqa: ASYNC110
+        while len({s.envelope.seq for s in sub.envelopes()}) < sent(gw):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     assert backlog > 0, "envelopes waited in the outbox during the outage"
     assert gw.uplink.stats.connects >= 2
@@ -156,5 +182,6 @@ async def test_a_broker_outage_while_reading_simulators_loses_no_sample(
     for signed in sub.envelopes():
         signed.verify(public)
         by_seq.setdefault(signed.envelope.seq, signed.envelope)
-    assert sorted(by_seq) == list(range(1, gw.writer.stats.envelopes + 1))
+    assert sorted(by_seq) == list(range(1, sent(gw) + 1))
+    assert gw.writer.stats.checkpoints >= 3, "checkpoints went on during the outage"
     assert sum(len(e.samples) for e in by_seq.values()) == read == gw.writer.stats.samples

@@ -60,7 +60,7 @@ def test_guantong_ingest_migrate_applies_once(pg_dsn: str, tmp_path: Path) -> No
     )  # fmt: skip
     argv = [sys.executable, "-m", "guantong", "ingest", "migrate", "-c", str(path)]
     first = subprocess.run(argv, capture_output=True, text=True, check=True)
-    assert json.loads(first.stdout) == {"applied": [1]}
+    assert json.loads(first.stdout) == {"applied": [1, 2]}
     again = subprocess.run(argv, capture_output=True, text=True, check=True)
     assert json.loads(again.stdout) == {"applied": []}
 

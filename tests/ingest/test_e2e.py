@@ -24,6 +24,7 @@ import pytest
 import yaml
 from _services import MosquittoBroker, PostgresCluster, free_port
 
+import gateway.protocol as p
 import identifiers
 import simulators
 from edge import Batch, Quality, Sample
@@ -88,17 +89,22 @@ async def feed(
             await asyncio.sleep(pause)
 
 
+def sent(gw: Gateway) -> int:
+    """Envelopes the gateway committed: data, and checkpoints if a period ended meanwhile."""
+    return gw.writer.stats.envelopes + gw.writer.stats.checkpoints
+
+
 async def settled(gw: Gateway, dsn: str, kit: SimpleNamespace, samples: int) -> None:
     """The gateway committed and delivered ``samples``, and the store holds all of them."""
     await kit.wait_until(lambda: gw.writer.stats.samples >= samples)
     await asyncio.wait_for(gw.uplink.drained(), timeout=30)
-    await kit.wait_until(lambda: kit.count(dsn, "receipt") >= gw.writer.stats.envelopes, within=60)
+    await kit.wait_until(lambda: kit.count(dsn, "receipt") >= sent(gw), within=60)
 
 
 def check_store(dsn: str, kit: SimpleNamespace, gw: Gateway, batches: int) -> None:
-    assert kit.count(dsn, "receipt") == gw.writer.stats.envelopes
+    assert kit.count(dsn, "receipt") == sent(gw)
     assert kit.fetch(dsn, "SELECT min(seq), max(seq), count(DISTINCT seq) FROM receipt") == [
-        (1, gw.writer.stats.envelopes, gw.writer.stats.envelopes)
+        (1, sent(gw), sent(gw))
     ]
     assert kit.count(dsn, "sample") == batches * 2 * TAGS
     values = kit.fetch(dsn, "SELECT value FROM sample ORDER BY value")
@@ -134,13 +140,35 @@ async def test_exact_counts_and_redelivered_messages_add_no_rows(
         assert ingest.verifier.stats.packed > 0
         # every envelope once more, as a broker would after a lost acknowledgement
         data = [(t, pl) for t, pl in copies if not t.endswith("/status")]
-        assert len(data) == gw.writer.stats.envelopes
+        assert len(data) == sent(gw)
         for topic, payload in data:
             publisher.publish(topic, payload)
         await kit.wait_until(lambda: ingest.verifier.stats.duplicates == len(data))
         await kit.wait_until(lambda: ingest.consumer.stats.acked == ingest.consumer.stats.received)
         check_store(pg_dsn, kit, gw, 50)
     spy.close()
+
+
+def check_checkpoints(dsn: str, kit: SimpleNamespace, gw: Gateway) -> None:
+    """Ingest stored every checkpoint, whole and as counts, and they attest the stored rows."""
+    assert kit.count(dsn, "checkpoint") == gw.writer.stats.checkpoints
+    assert kit.fetch(dsn, "SELECT count(*) FROM receipt WHERE kind = 3") == [
+        (gw.writer.stats.checkpoints,)
+    ]
+    for (envelope,) in kit.fetch(dsn, "SELECT envelope FROM checkpoint"):
+        p.decode_json(bytes(envelope)).verify(gw.public_key)
+    attested = kit.fetch(
+        dsn,
+        "SELECT device, tag, period_from, sum(samples) FROM checkpoint_count "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    stored = kit.fetch(
+        dsn,
+        "SELECT d.identifier, s.tag, date_trunc('second', x.ts), count(*) FROM sample x "
+        "JOIN series s ON s.id = x.series_id JOIN device d ON d.id = s.device_id "
+        "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    assert attested == stored
 
 
 def subscribed(url: str) -> bool:
@@ -193,7 +221,7 @@ async def test_ingest_killed_with_sigkill_and_restarted_loses_nothing(
             await settled(gw, pg_dsn, kit, 150 * 2 * TAGS)
             check_store(pg_dsn, kit, gw, 150)
         assert first.returncode == -signal.SIGKILL
-        assert 0 < before < gw.writer.stats.envelopes  # the rest waited in the broker's session
+        assert 0 < before < sent(gw)  # the rest waited in the broker's session
         assert second is not None
         second.send_signal(signal.SIGTERM)
         _, err = await asyncio.to_thread(second.communicate, timeout=20)
@@ -277,7 +305,7 @@ async def test_simulated_plcs_through_the_gateway_arrive_complete(
         async with running(config, drain_timeout=20) as gw:
             await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 2)
             await asyncio.sleep(2)
-        samples, envelopes = gw.writer.stats.samples, gw.writer.stats.envelopes
+        samples, envelopes = gw.writer.stats.samples, sent(gw)
         await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") == envelopes)
     assert kit.count(pg_dsn, "sample") == samples
     assert kit.fetch(pg_dsn, "SELECT sum(samples), max(seq) FROM receipt") == [(samples, envelopes)]
@@ -319,16 +347,17 @@ async def test_a_sparkplug_gateway_is_verified_and_stored_like_a_json_one(
     kit: SimpleNamespace, tmp_path: Path,
 ) -> None:  # fmt: skip
     config = await registered_gateway(tmp_path, broker.port, register, kit)
-    config = config.model_copy(
-        update={"uplink": config.uplink.model_copy(update={"format": "sparkplug"})}
-    )
+    uplink = {"format": "sparkplug", "checkpoint_interval": 1.0}
+    config = config.model_copy(update={"uplink": config.uplink.model_copy(update=uplink)})
     async with (
         Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as ingest,
         Gateway(config) as gw,
     ):
         await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         await feed(gw, 20)
+        await kit.wait_until(lambda: gw.writer.stats.checkpoints >= 1, within=10)
         await settled(gw, pg_dsn, kit, 20 * 2 * TAGS)
         check_store(pg_dsn, kit, gw, 20)
+        check_checkpoints(pg_dsn, kit, gw)
         # births and deaths carry no envelope: not stored, not quarantined, not subscribed to
-        assert ingest.consumer.stats.received == gw.writer.stats.envelopes
+        assert ingest.consumer.stats.received == sent(gw)

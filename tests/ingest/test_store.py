@@ -24,7 +24,7 @@ ROLLUP = """
 
 @pytest.fixture
 def store(pg_dsn: str):
-    assert migrate(pg_dsn) == [1]
+    assert migrate(pg_dsn) == [1, 2]
     s = Store(pg_dsn, partitions_ahead=3)
     s.connect()
     yield s
@@ -52,7 +52,7 @@ def fetch(dsn: str, query: str, *params: object) -> list[tuple]:
 
 
 def test_migrations_apply_once_and_a_newer_schema_is_refused(pg_dsn: str) -> None:
-    assert migrate(pg_dsn) == [1]
+    assert migrate(pg_dsn) == [1, 2]
     assert migrate(pg_dsn) == []
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT flavour FROM ingest_schema").fetchone() == ("plain",)

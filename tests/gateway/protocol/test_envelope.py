@@ -40,7 +40,7 @@ def spec_canonical(doc: dict[str, Any]) -> bytes:
         raw = text.encode()
         return struct.pack(width, len(raw)) + raw
 
-    kind = {"data": 1, "loss": 2}[doc["kind"]]
+    kind = {"data": 1, "loss": 2, "checkpoint": 3}[doc["kind"]]
     out = b"guantong-envelope\x00" + struct.pack(">BB", doc["v"], kind)
     out += string(doc["gateway"]) + string(doc.get("device") or "")
     samples = doc.get("samples", [])
@@ -61,10 +61,19 @@ def spec_canonical(doc: dict[str, Any]) -> bytes:
         loss = doc["loss"]
         out += struct.pack(">QQQ", loss["first"], loss["last"], loss["samples"])
         out += string(loss["reason"])
+    if "checkpoint" in doc:
+        cp = doc["checkpoint"]
+        out += struct.pack(">qqQ", cp["from"], cp["to"], cp["previous"])
+        out += bytes.fromhex(cp["previous_hash"])
+        out += struct.pack(">BI", cp["restarted"], len(cp["periods"]))
+        for period in cp["periods"]:
+            out += struct.pack(">qqI", period["from"], period["to"], len(period["counts"]))
+            for device, tag, samples in period["counts"]:
+                out += string(device) + string(tag) + struct.pack(">Q", samples)
     return out
 
 
-@pytest.mark.parametrize("name", ["data", "loss"])
+@pytest.mark.parametrize("name", ["data", "loss", "checkpoint"])
 def test_vectors_match_the_documented_layout_and_the_code(name: str) -> None:
     vec = vector(name)
     raw = json.dumps(vec["json"], ensure_ascii=False).encode()
@@ -84,6 +93,7 @@ def test_vectors_match_the_documented_layout_and_the_code(name: str) -> None:
 def test_the_loss_vector_continues_the_data_vector_chain() -> None:
     data, loss = vector("data"), vector("loss")
     assert loss["json"]["prev"] == data["sha256"]
+    assert vector("checkpoint")["json"]["prev"] == loss["sha256"]
     assert data["json"]["prev"] == p.GENESIS.hex()
 
 

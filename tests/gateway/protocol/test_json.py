@@ -52,7 +52,7 @@ CASES = [
     (edit("v", 2), p.UnsupportedVersion, "v", "version 2"),
     (edit("v", "1"), p.UnsupportedVersion, "v", "'1'"),
     (edit("v", True), p.UnsupportedVersion, "v", "True"),
-    (edit("kind", "checkpoint"), p.MalformedEnvelope, "kind", "must be one of"),
+    (edit("kind", "summary"), p.MalformedEnvelope, "kind", "must be one of"),
     (edit("seq", ...), p.MalformedEnvelope, "seq", "missing"),
     (edit("extra", 1), p.MalformedEnvelope, "extra", "not a field"),
     (edit("loss", {}), p.MalformedEnvelope, "loss", "not a field"),

@@ -56,6 +56,7 @@ def make_config(tmp_path: Path, port: int, group: str, **uplink: Any) -> Gateway
             "broker": f"mqtt://127.0.0.1:{port}",
             "format": "sparkplug",
             "sparkplug_group": group,
+            "checkpoint_interval": None,  # these tests count messages exactly
             **uplink,
         },
         "envelope": {"max_samples": len(TAGS), "max_delay": "50ms"},

@@ -1,0 +1,110 @@
+"""The HTML rendering of a signed report: for reading, Chinese labels first. The JSON file is
+the evidence; this page is made from it and carries no signature of its own."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from evidence._report import Report
+
+_STYLE = """
+body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:2em;max-width:72em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f3f3f3;text-align:left}.num{text-align:right}.fp{font-family:monospace}
+"""
+
+
+def _cell(value: Any, numeric: bool = False) -> str:
+    text = "—" if value is None else str(value)
+    return (
+        f'<td class="num">{html.escape(text)}</td>' if numeric else f"<td>{html.escape(text)}</td>"
+    )
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None else f"{value:.1%}"
+
+
+def _table(head: list[str], rows: list[list[Any]], numeric: frozenset[int] = frozenset()) -> str:
+    out = ["<table><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr>"]
+    for row in rows:
+        out.append("<tr>" + "".join(_cell(v, i in numeric) for i, v in enumerate(row)) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def render_html(report: Report, fingerprint: str) -> str:
+    doc = report.report
+    facts, assessment = doc["facts"], doc["assessment"]
+    net = facts["networking"]
+    parts = [
+        "<!doctype html><html lang=zh-CN><meta charset=utf-8>",
+        f"<title>数据连通性证据报告 Evidence report — {html.escape(doc['firm'])}</title>",
+        f"<style>{_STYLE}</style>",
+        "<h1>数据连通性证据报告 <small>Data connectivity evidence report</small></h1>",
+        _table(
+            ["项目 Item", "内容 Value"],
+            [
+                ["企业 Firm", doc["firm"]],
+                ["时间窗口 Window", f"{doc['window']['from']} — {doc['window']['to']}"],
+                ["生成时间 Generated", doc["generated"]],
+                ["平台密钥 Platform key", fingerprint],
+                ["生产设备联网率 Networking rate", _pct(net["rate"])],
+                [
+                    "关键设备 Key devices (networked / registered)",
+                    f"{net['key_networked']} / {net['key_registered']}",
+                ],
+            ],
+        ),
+        "<p>本页由签名的 JSON 报告生成；核验请用 <code>guantong evidence verify</code>。"
+        "This page is rendered from the signed JSON report; verify that file.</p>",
+        "<h2>评测指标 Indicator items</h2>",
+        _table(
+            ["指标 Item", "层级 Level", "支撑强度 Strength", "得分 Points", "依据 Basis"],
+            [
+                [
+                    f"{i['dimension']} / {i['item']}",
+                    i["level"],
+                    i["strength"],
+                    i["points"],
+                    i["basis"],
+                ]
+                for i in assessment["items"]
+            ],
+        ),
+        "<h2>设备 Devices</h2>",
+        _table(
+            [
+                "设备 Device",
+                "网关 Gateway",
+                "关键设备 Key",
+                "样本 Samples",
+                "完整率 Completeness",
+                "联网 Networked",
+            ],
+            [
+                [
+                    d["identifier"],
+                    d["gateway"],
+                    "是" if d["key_equipment"] else "否",
+                    d["samples"],
+                    d["completeness"],
+                    "是" if d["networked"] else "否",
+                ]
+                for d in facts["devices"]
+            ],
+            frozenset({3, 4}),
+        ),
+        "<h2>网关签名检查点 Gateway checkpoints</h2>",
+        _table(
+            ["网关 Gateway", "检查点 Checkpoints", "已声明丢失 Declared losses"],
+            [[a["gateway"], len(a["checkpoints"]), len(a["losses"])] for a in doc["attestation"]],
+            frozenset({1, 2}),
+        ),
+    ]
+    if assessment["doubts"]:
+        parts.append("<h2>存疑 Doubts</h2><ul>")
+        parts += [f"<li>{html.escape(d)}</li>" for d in assessment["doubts"]]
+        parts.append("</ul>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,122 @@
+"""The verifier's judgement on reports built by hand: late counts, declared losses, coverage.
+
+The pipeline test (test_report.py) shows a real report verifying and changed ones failing;
+these cases need a gateway that lost data or committed samples late, which is easier to
+write down than to provoke.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import evidence
+import gateway.protocol as p
+from evidence._report import FORMAT, signed_bytes
+
+GW = "88.709.911/gw.1"
+DEV = "88.709.911/dev.kiln"
+T0 = 1_764_000_000_000_000  # a whole minute
+MIN = 60_000_000
+GW_KEY = Ed25519PrivateKey.generate()
+PLATFORM = Ed25519PrivateKey.generate()
+
+
+def iso(us: int) -> str:
+    return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)).isoformat()
+
+
+def checkpoints(*periods: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """One checkpoint a minute from T0; ``periods[i]`` are (period start, samples) counts of
+    tag ``t`` that checkpoint i attests."""
+    out, prev, prev_hash = [], 0, p.GENESIS
+    for i, counts in enumerate(periods):
+        cp = p.Checkpoint(
+            T0 + i * MIN, T0 + (i + 1) * MIN, prev, prev_hash, i == 0,
+            tuple(p.Period(s, s + MIN, (p.Count(DEV, "t", n),)) for s, n in counts),
+        )  # fmt: skip
+        env = p.Envelope(GW, 10 * (i + 1), bytes(32), T0 + (i + 1) * MIN + 5, checkpoint=cp)
+        prev, prev_hash = env.seq, env.digest
+        out.append(json.loads(p.encode_json(p.sign(env, GW_KEY))))
+    return out
+
+
+def report(
+    stored: dict[int, int],
+    cps: list[dict[str, Any]],
+    minutes: int,
+    losses: list[list[Any]] | None = None,
+) -> evidence.Report:
+    """A signed report of the window [T0, T0 + minutes) whose platform stored ``stored``
+    (period start → samples) and counts their sum in the window."""
+    in_window = sum(n for s, n in stored.items() if s < T0 + minutes * MIN)
+    spans = {(s, s + MIN) for s in stored} | {
+        (c["checkpoint"]["from"], c["checkpoint"]["to"]) for c in cps
+    }
+    doc = {
+        "format": FORMAT,
+        "firm": "88.709.911/firm",
+        "window": {"from": iso(T0), "to": iso(T0 + minutes * MIN)},
+        "generated": iso(T0 + 10 * MIN),
+        "platform_key": base64.b64encode(p.public_key_bytes(PLATFORM)).decode(),
+        "facts": {
+            "devices": [{"identifier": DEV, "gateway": GW, "samples": in_window}],
+            "tags": [{"device": DEV, "tag": "t", "samples": in_window}],
+        },
+        "assessment": {},
+        "attestation": [
+            {
+                "gateway": GW,
+                "checkpoints": cps,
+                "stored": [[DEV, "t", f, e, stored.get(f, 0)] for f, e in sorted(spans)],
+                "losses": losses or [],
+            }
+        ],
+    }
+    return evidence.Report(doc, PLATFORM.sign(signed_bytes(doc)))
+
+
+KEYS: dict[str, bytes | str] = {GW: p.public_key_bytes(GW_KEY)}
+
+
+def statuses(result: evidence.Verification, check: str) -> list[str]:
+    return [f.status for f in result.findings if f.check == check]
+
+
+def test_late_counts_in_a_later_checkpoint_add_up() -> None:
+    # 55 samples of minute 0 attested at once, 5 more committed late and attested by the next
+    cps = checkpoints([(T0, 55)], [(T0, 5), (T0 + MIN, 60)], [(T0 + 2 * MIN, 60)])
+    result = evidence.verify_report(report({T0: 60, T0 + MIN: 60}, cps, 2), KEYS)
+    assert result.ok, result.table()
+    assert "exactly" in next(f.detail for f in result.findings if f.check == "window count")
+
+
+def test_a_shortfall_is_unchecked_when_declared_losses_cover_it_and_fails_otherwise() -> None:
+    cps = checkpoints([(T0, 60)], [(T0 + MIN, 60)])
+    declared = [[3, 4, 10, "outbox full"]]
+    covered = evidence.verify_report(report({T0: 50, T0 + MIN: 60}, cps, 2, declared), KEYS)
+    assert covered.ok, covered.table()
+    assert "unchecked" in statuses(covered, "count")
+    short = evidence.verify_report(report({T0: 50, T0 + MIN: 60}, cps, 2), KEYS)
+    assert [f.subject for f in short.failures if f.check == "count"] == [
+        f"{DEV} t {iso(T0)[:19]}Z–{iso(T0 + MIN)[:19]}Z"
+    ]
+
+
+def test_samples_no_checkpoint_attests_fail() -> None:
+    cps = checkpoints([(T0, 60)], [])  # the second minute attested empty
+    result = evidence.verify_report(report({T0: 60, T0 + MIN: 7}, cps, 2), KEYS)
+    assert any(f.check == "count" and "holds 7 samples" in f.detail for f in result.failures), (
+        result.table()
+    )
+
+
+def test_a_window_beyond_the_last_checkpoint_is_said_to_be_uncovered() -> None:
+    cps = checkpoints([(T0, 60)])
+    result = evidence.verify_report(report({T0: 60}, cps, 3), KEYS)
+    assert result.ok, result.table()
+    assert "unchecked" in statuses(result, "coverage")
