@@ -67,8 +67,7 @@ async def _database(demo: Demo) -> Any:
         yield
         return
     async with postgres(demo.workdir, demo.pg_port) as directory:
-        kept = "" if directory.is_relative_to(demo.workdir.resolve()) else ", removed on exit"
-        demo.say(f"PostgreSQL: {demo.dsn} (cluster in {directory}{kept})")
+        demo.say(f"PostgreSQL: {demo.dsn} (cluster in {directory})")
         yield
 
 
@@ -196,12 +195,13 @@ async def run_demo(
     say: Callable[[str], None],
     status: Callable[[str], None],
 ) -> Summary | None:
-    """Run until ``duration`` seconds pass or SIGINT (Ctrl-C) or SIGTERM arrives; then stop
-    everything in reverse order, so that nothing is left running, and say what the store holds
-    (None if stopped before ingest ran)."""
+    """Run for ``duration`` seconds once ready, or until SIGINT (Ctrl-C), SIGTERM or SIGHUP;
+    then stop everything in reverse order, so that nothing is left running, and say what the
+    store holds (None if stopped before ingest ran)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal was closed; the servers, in sessions of their own, would stay
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     demo = Demo(workdir=workdir, say=say, database=database)
@@ -219,7 +219,13 @@ async def run_demo(
             if demo.gateway is None or demo.ingest is None:
                 raise DemoError("the demo runs no gateway or no ingest")
             await _watch(
-                demo.gateway, demo.ingest, stop, until=(started, duration), status=status, say=say
+                demo.gateway,
+                demo.ingest,
+                stop,
+                started=started,
+                duration=duration,
+                status=status,
+                say=say,
             )
     return summary[0] if summary else None
 
@@ -234,23 +240,40 @@ async def _watch(
     ingest: Ingest,
     stop: asyncio.Event,
     *,
-    until: tuple[float, float | None],
+    started: float,
+    duration: float | None,
     status: Callable[[str], None],
     say: Callable[[str], None],
 ) -> None:
-    """One status line a second until ``stop`` or the duration is over; says when the first
-    rows are committed."""
-    started, duration = until
+    """One status line a second until ``stop``, or for ``duration`` seconds; says when the
+    first rows are committed (counted from ``started``, the demo's start)."""
+    until = None if duration is None else time.monotonic() + duration
+
+    async def first_rows() -> None:
+        while ingest.stats.rows == 0:
+            await ingest.committed()
+        say(f"first samples committed {time.monotonic() - started:.1f} s after the start")
+
+    first = asyncio.create_task(first_rows())
+    try:
+        await _status_lines(gw, ingest, stop, until, status)
+    finally:
+        first.cancel()
+
+
+async def _status_lines(
+    gw: Gateway,
+    ingest: Ingest,
+    stop: asyncio.Event,
+    until: float | None,
+    status: Callable[[str], None],
+) -> None:
     devices = gw.config.devices
-    first_commit = False
     last = (time.monotonic(), gw.stream.stats.samples, ingest.stats.rows)
-    while not stop.is_set() and (duration is None or time.monotonic() - started < duration):
+    while not stop.is_set() and (until is None or time.monotonic() < until):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1)
         now, read, committed = time.monotonic(), gw.stream.stats.samples, ingest.stats.rows
-        if committed and not first_commit:
-            first_commit = True
-            say(f"first samples committed {now - started:.1f} s after the start")
         up = sum(1 for d in devices if gw.writer.stats.device_up.get(d.name, True))
         envelopes, _ = gw.outbox.depth()
         quarantined = sum(ingest.verifier.stats.quarantined.values())

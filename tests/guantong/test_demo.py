@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,6 +17,15 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A work directory the PostgreSQL server user can reach (pytest's are root's alone)."""
+    directory = Path(tempfile.mkdtemp(prefix="guantong-demo-test-"))
+    directory.chmod(0o755)
+    yield directory / "demo"
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def demo(workdir: Path, *args: str) -> list[str]:
@@ -36,9 +48,8 @@ def left_running(workdir: Path) -> list[str]:
 
 @pytest.mark.parametrize("payload", ["json", "sparkplug"])
 def test_every_demo_device_has_samples_in_the_store(
-    tmp_path: Path, pg_dsn: str, payload: str
+    workdir: Path, pg_dsn: str, payload: str
 ) -> None:
-    workdir = tmp_path / "demo"
     result = subprocess.run(
         demo(workdir, "--duration", "8", "--database", pg_dsn, "--format", payload),
         capture_output=True,
@@ -77,23 +88,28 @@ def test_every_demo_device_has_samples_in_the_store(
     assert left_running(workdir) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_stops_the_demo_and_its_own_postgresql_cleanly(
-    tmp_path: Path, sig: signal.Signals
-) -> None:
-    workdir = tmp_path / "demo"
+def started(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """The demo, once it has committed its first rows; and what it said until then."""
     proc = subprocess.Popen(
-        demo(workdir, "--size", "12"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        demo(workdir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
     lines = []
-    for line in proc.stderr:  # until the first rows are in the store
+    for line in proc.stderr:
         lines.append(line)
         if "first samples committed" in line:
-            break
-    else:
-        pytest.fail(f"the demo stopped before data arrived: {proc.wait()}: {''.join(lines)}")
-    assert any(re.search(r"PostgreSQL: .* \(cluster in ", line) for line in lines)
+            return proc, lines
+    pytest.fail(f"the demo stopped before data arrived: {proc.wait()}: {''.join(lines)}")
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"]
+)
+def test_a_signal_stops_the_demo_and_its_own_postgresql_cleanly(
+    workdir: Path, sig: signal.Signals
+) -> None:
+    proc, lines = started(workdir, "--size", "12")
+    assert f"(cluster in {workdir / 'postgres'})\n" in "".join(lines)
     time.sleep(2)  # every device has been polled
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
@@ -104,3 +120,17 @@ def test_a_signal_stops_the_demo_and_its_own_postgresql_cleanly(
     assert int(found[2]) == 12  # the demo factory's 7 machines and 5 generated ones
     assert left_running(workdir) == []
     assert not (workdir / "postgres" / "data" / "postmaster.pid").exists()
+
+
+def test_a_demo_started_after_one_was_killed_stops_the_servers_left_behind(
+    workdir: Path,
+) -> None:
+    killed, _ = started(workdir)
+    killed.kill()  # SIGKILL: no cleanup; broker and PostgreSQL stay, in sessions of their own
+    killed.communicate(timeout=10)
+    assert left_running(workdir) != []
+    again, _ = started(workdir, "--duration", "3")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert out.startswith("stored ")
+    assert left_running(workdir) == []
