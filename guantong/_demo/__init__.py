@@ -27,11 +27,12 @@ from typing import Any
 
 import psycopg
 import yaml
+from psycopg import conninfo
 
 from gateway._runtime import Gateway
 from guantong import _configfile
 from guantong._demo import _services
-from guantong._demo._servers import DemoError, free_port, mosquitto, postgres
+from guantong._demo._servers import DATABASE, DemoError, free_port, mosquitto, postgres
 from guantong.cli.sim import gateway_config
 from ingest import Ingest
 from simulators import PROFILES
@@ -63,7 +64,10 @@ class Demo:
 @contextlib.asynccontextmanager
 async def _database(demo: Demo) -> Any:
     if demo.database is not None:
-        demo.say(f"PostgreSQL: {demo.database} (given)")
+        shown = demo.database
+        if conninfo.conninfo_to_dict(shown).get("password"):
+            shown = conninfo.make_conninfo(shown, password="***")  # noqa: S106 - a mask
+        demo.say(f"PostgreSQL: {shown} (given)")
         yield
         return
     async with postgres(demo.workdir, demo.pg_port) as directory:
@@ -91,15 +95,13 @@ SERVICES: list[Service] = [
 ]
 
 
-def write_configs(
-    demo: Demo, factory_file: Path, *, size: int, payload: str, database: str | None
-) -> None:
+def write_configs(demo: Demo, factory_file: Path, *, size: int, payload: str) -> None:
     """Write the factory, gateway, identifier node and ingest configs into the work directory,
     with free ports, so the demo never collides with a running server."""
     workdir = demo.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     demo.pg_port, demo.broker_port = free_port(), free_port()
-    demo.dsn = database or f"postgresql://postgres@127.0.0.1:{demo.pg_port}/guantong"
+    demo.dsn = demo.database or f"postgresql://postgres@127.0.0.1:{demo.pg_port}/{DATABASE}"
     factory = yaml.safe_load(factory_file.read_text(encoding="utf-8"))
     for endpoint in factory["endpoints"]:
         if "port" in endpoint:
@@ -205,7 +207,7 @@ async def run_demo(
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     demo = Demo(workdir=workdir, say=say, database=database)
-    write_configs(demo, factory_file, size=size, payload=payload, database=database)
+    write_configs(demo, factory_file, size=size, payload=payload)
     summary: list[Summary] = []
     async with contextlib.AsyncExitStack() as stack:
         for service in SERVICES:

@@ -17,6 +17,7 @@ import simulators
 from gateway._keys import create_key
 from gateway._runtime import running
 from guantong import _configfile
+from guantong._demo._servers import DemoError
 from guantong.cli.identifiers import gateway_records
 from ingest import Ingest
 
@@ -49,8 +50,13 @@ async def ingest(demo: Demo) -> AsyncIterator[None]:
     sessions that exist when they are published."""
     config = _configfile.load(demo.files["ingest"], "ingest")
     async with Ingest(config) as running_ingest:
-        while not running_ingest.consumer.stats.subscribed:  # noqa: ASYNC110 - a flag
-            await asyncio.sleep(0.02)
+        try:
+            async with asyncio.timeout(30):
+                while not running_ingest.consumer.stats.subscribed:  # noqa: ASYNC110 - a flag
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            error = running_ingest.stats.last_error or "no answer from the broker"
+            raise DemoError(f"ingest did not subscribe within 30 s: {error}") from None
         demo.ingest = running_ingest
         health = running_ingest.health.url if running_ingest.health else "off"
         demo.say(f"ingest: verifying into PostgreSQL; health {health}")
