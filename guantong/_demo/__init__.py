@@ -53,10 +53,12 @@ class Demo:
     files: dict[str, Path] = field(default_factory=dict)
     #: a running server to use instead of a cluster of the demo's own
     database: str | None = None
+    #: the store and the node, for any service that reads them (ingest, evidence)
     dsn: str = ""
+    node_url: str = ""
     pg_port: int = 0
     broker_port: int = 0
-    node_url: str = ""
+    #: running, for the status line
     ingest: Ingest | None = None
     gateway: Gateway | None = None
 
