@@ -13,8 +13,7 @@ from typing import Any
 
 from guantong._configfile import KINDS
 
-_HEADER = (
-    """\
+_HEADER = """\
 # Configuration reference
 
 Every config file is YAML with a `kind` field that says which of the kinds below it is.
@@ -26,10 +25,8 @@ a string such as `512MiB`, `1GiB`, `500MB`.
 
 Generated from the config models by `guantong config reference > docs/configuration.md`; a test
 fails when this page and the models differ. Examples of each kind are in the guides:
+
 """
-    """
-"""
-)
 
 #: the guide with examples of each kind
 _GUIDES = {
