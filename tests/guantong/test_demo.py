@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,15 +14,6 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A work directory the PostgreSQL server user can reach (pytest's are root's alone)."""
-    directory = Path(tempfile.mkdtemp(prefix="guantong-demo-test-"))
-    directory.chmod(0o755)
-    yield directory / "demo"
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def demo(workdir: Path, *args: str) -> list[str]:

