@@ -63,8 +63,12 @@ def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
     return value if value.is_absolute() or base is None else Path(base) / value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+#: the JSON Schema keeps the number a value becomes; ``x-format`` says what a file may write
+#: (docs/configuration.md is generated from it)
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), Field(json_schema_extra={"x-format": "duration"})
+]
+Size = Annotated[int, BeforeValidator(parse_size), Field(json_schema_extra={"x-format": "size"})]
 #: a path in a config file, relative to the file's folder
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 

@@ -1,4 +1,4 @@
-"""``guantong config``: validate config files and print their JSON Schema."""
+"""``guantong config``: validate config files, print their JSON Schema and reference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from guantong import _configfile
+from guantong import _configfile, _reference
 from guantong.cli import _exit
 
 
@@ -41,3 +41,9 @@ def schema(kind: str) -> None:
     click.echo(
         json.dumps(_configfile.KINDS[kind].model_json_schema(), indent=2, ensure_ascii=False)
     )
+
+
+@group.command("reference")
+def reference_cmd() -> None:
+    """Print the configuration reference of every kind (docs/configuration.md) as Markdown."""
+    click.echo(_reference.reference(), nl=False)

@@ -1,4 +1,4 @@
-"""``guantong demo`` brings data through the real pipeline and leaves nothing running."""
+"""``guantong demo`` brings the factory's data into the store and leaves nothing running."""
 
 from __future__ import annotations
 
@@ -9,64 +9,116 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_demo_verifies_data_of_every_device_and_stops_cleanly(tmp_path: Path) -> None:
-    workdir = tmp_path / "demo"
+def demo(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "guantong", "demo", "--workdir", str(workdir), *args]
+
+
+def left_running(workdir: Path) -> list[str]:
+    """Command lines of processes that name the demo's work directory (broker, PostgreSQL)."""
+    needle = str(workdir).encode()
+    left = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:  # the process ended while we looked
+            continue
+        if needle in cmdline:
+            left.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return left
+
+
+@pytest.mark.parametrize("payload", ["json", "sparkplug"])
+def test_every_demo_device_has_samples_in_the_store(
+    workdir: Path, pg_dsn: str, payload: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "guantong", "demo", "--duration", "6", "--workdir", str(workdir)],
+        demo(workdir, "--duration", "8", "--database", pg_dsn, "--format", payload),
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    assert "ready in" in result.stderr
+    assert "first samples committed" in result.stderr
+    gateway = yaml.safe_load((workdir / "gateway.yaml").read_text(encoding="utf-8"))
+    assert gateway["uplink"]["format"] == payload
+    expected = sorted(d["id"] for d in gateway["devices"])
+    assert len(expected) == 7  # every machine of the demo factory, Modbus and OPC UA
+    with psycopg.connect(pg_dsn) as conn:
+        stored = conn.execute(
+            "SELECT d.identifier, count(*) FROM sample s JOIN series r ON r.id = s.series_id"
+            " JOIN device d ON d.id = r.device_id GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        problems = conn.execute(
+            "SELECT (SELECT count(*) FROM quarantine), (SELECT count(*) FROM connectivity_event)"
+        ).fetchone()
+        samples = conn.execute("SELECT count(*) FROM sample").fetchone()
+    assert [d for d, _ in stored] == expected
+    assert all(n > 0 for _, n in stored)
+    assert problems == (0, 0)
+    assert samples is not None
     summary = re.fullmatch(
-        r"verified (\d+) samples in (\d+) envelopes from (\d+) devices; (\d+) duplicates, "
-        r"(\d+) rejected, (\d+) sequence numbers missing\n",
+        r"stored (\d+) samples in (\d+) envelopes from (\d+) devices; 0 quarantined, "
+        r"0 connectivity events\n",
         result.stdout,
     )
     assert summary is not None, result.stdout
-    samples, envelopes, devices, _, rejected, missing = map(int, summary.groups())
-    assert samples > 0
-    assert envelopes > 0
-    assert devices == 7  # every machine of the demo factory, Modbus and OPC UA
-    assert (rejected, missing) == (0, 0)
-    assert "ready in" in result.stderr
-    conf = str(workdir / "mosquitto.conf").encode()
-    left = [p for p in Path("/proc").glob("[0-9]*") if conf in read_cmdline(p)]
-    assert left == [], "the demo's broker is still running"
+    assert int(summary[1]) == samples[0]
+    assert int(summary[3]) == 7
+    assert left_running(workdir) == []
 
 
-def read_cmdline(proc: Path) -> bytes:
-    try:
-        return (proc / "cmdline").read_bytes()
-    except OSError:  # the process ended while we looked
-        return b""
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_signal_stops_the_demo_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    workdir = tmp_path / "demo"
+def started(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """The demo, once it has committed its first rows; and what it said until then."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "guantong", "demo", "--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        demo(workdir, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
-    for line in proc.stderr:  # until the demo says it is ready
-        if "ready in" in line:
-            break
-    else:
-        pytest.fail(f"the demo stopped before it was ready: {proc.wait()}")
-    time.sleep(2)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "first samples committed" in line:
+            return proc, lines
+    pytest.fail(f"the demo stopped before data arrived: {proc.wait()}: {''.join(lines)}")
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"]
+)
+def test_a_signal_stops_the_demo_and_its_own_postgresql_cleanly(
+    workdir: Path, sig: signal.Signals
+) -> None:
+    proc, lines = started(workdir, "--size", "12")
+    assert f"(cluster in {workdir / 'postgres'})\n" in "".join(lines)
+    time.sleep(2)  # every device has been polled
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0
-    assert out.startswith("verified ")
-    conf = str(workdir / "mosquitto.conf").encode()
-    assert [p for p in Path("/proc").glob("[0-9]*") if conf in read_cmdline(p)] == []
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    found = re.fullmatch(r"stored (\d+) samples in \d+ envelopes from (\d+) devices; .*\n", out)
+    assert found is not None, out
+    assert int(found[1]) > 0
+    assert int(found[2]) == 12  # the demo factory's 7 machines and 5 generated ones
+    assert left_running(workdir) == []
+    assert not (workdir / "postgres" / "data" / "postmaster.pid").exists()
+
+
+def test_a_demo_started_after_one_was_killed_stops_the_servers_left_behind(
+    workdir: Path,
+) -> None:
+    killed, _ = started(workdir)
+    killed.kill()  # SIGKILL: no cleanup; broker and PostgreSQL stay, in sessions of their own
+    killed.communicate(timeout=10)
+    assert left_running(workdir) != []
+    again, _ = started(workdir, "--duration", "3")
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert out.startswith("stored ")
+    assert left_running(workdir) == []
