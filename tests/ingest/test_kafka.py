@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import identifiers
-from ingest import Bridge, BridgeConfig, Ingest, SinkConfig, migrate
+from ingest import Batch, Bridge, BridgeConfig, Ingest, Message, SinkConfig, migrate
 from ingest._kafka import RECEIVED_HEADER, TOPIC_HEADER, partition_key
 
 PARTITIONS = 4
@@ -304,3 +304,38 @@ async def test_a_sink_killed_with_sigkill_mid_batch_and_restarted_loses_nothing(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+async def test_a_batch_whose_receipts_another_sink_stored_meanwhile_is_verified_again(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The moment of a rebalance that did not wait: the former owner of a partition commits
+    envelopes the new owner has verified too. The receipts' primary key refuses the new
+    owner's batch; verified again, the stored envelopes are duplicates and the rest is kept."""
+    chain = kit.Chain(f"{kit.FIRM}/gw.race")
+    dev = f"{kit.FIRM}/dev.race"
+    await register(chain, [dev])
+    # QoS 0 positions: nothing to acknowledge to the broker
+    msgs = [
+        Message(*kit.message(chain.data(dev, [("t", kit.T0 + i, float(i))])), kit.T0, (0, 0, 0))
+        for i in range(4)
+    ]
+    async with (
+        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as former,
+        Ingest(kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)) as new,
+    ):
+        batch = Batch()
+        for msg in msgs:
+            await new.verifier.add(msg, batch)
+        stored = Batch()
+        for msg in msgs[:2]:
+            await former.verifier.add(msg, stored)
+        await asyncio.to_thread(former.store.write, stored)
+        await new._commit(batch, msgs)
+    assert kit.fetch(pg_dsn, "SELECT seq FROM receipt ORDER BY seq") == [(1,), (2,), (3,), (4,)]
+    assert kit.count(pg_dsn, "sample") == 4
+    assert kit.count(pg_dsn, "quarantine") == 0
+    assert kit.count(pg_dsn, "connectivity_event") == 0
+    assert new.verifier.stats.duplicates == 2
+    assert new.stats.messages == 4
