@@ -121,14 +121,18 @@ def test_kafka_config_mistakes_are_refused_naming_the_field(
         _configfile.load(path, kind)
 
 
-def test_guantong_ingest_sink_without_a_kafka_broker_exits_3(pg_dsn: str, tmp_path: Path) -> None:
-    path = tmp_path / "sink.yaml"
-    doc = {"kind": "ingest-sink", "database": {"dsn": pg_dsn},
-           "identifiers": {"node": "http://127.0.0.1:8088"},
-           "kafka": {"brokers": [f"127.0.0.1:{free_port()}"]}, "health": None}  # fmt: skip
+@pytest.mark.parametrize("kind", ["ingest-sink", "ingest-bridge"])
+def test_guantong_ingest_sink_and_bridge_without_a_kafka_broker_exit_3(
+    pg_dsn: str, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "kafka.yaml"
+    doc: dict[str, object] = {"kind": kind, "kafka": {"brokers": [f"127.0.0.1:{free_port()}"]},
+                              "health": None}  # fmt: skip
+    if kind == "ingest-sink":
+        doc |= {"database": {"dsn": pg_dsn}, "identifiers": {"node": "http://127.0.0.1:8088"}}
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, "-m", "guantong", "ingest", "sink", "-c", str(path)],
+        [sys.executable, "-m", "guantong", "ingest", kind.removeprefix("ingest-"), "-c", str(path)],
         capture_output=True,
         text=True,
         check=False,
