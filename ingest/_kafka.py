@@ -110,6 +110,8 @@ class KafkaSource(ConsumerRebalanceListener):
         #: made when entered: aiokafka clients belong to the running event loop
         self.consumer: AIOKafkaConsumer | None = None
         self._owned: set[TopicPartition] = set()
+        #: owned partitions a rebalance is taking away: still committed, no longer fetched
+        self._revoking: set[TopicPartition] = set()
         #: per partition: the offset after the last record handed to the pipeline, and after
         #: the last one whose batch committed (its offset commit may have failed)
         self._handed: dict[TopicPartition, int] = {}
@@ -170,7 +172,8 @@ class KafkaSource(ConsumerRebalanceListener):
             delay = 0.1
             for tp, records in fetched.items():
                 for record in records:
-                    if tp not in self._owned:  # revoked meanwhile: its next owner reads it
+                    if tp not in self._owned or tp in self._revoking:
+                        # revoked meanwhile: its next owner reads it
                         self.stats.dropped += 1
                         continue
                     await self.queue.put(record_message(record))
@@ -211,10 +214,10 @@ class KafkaSource(ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Before the partitions go: let the pipeline commit what it holds of them."""
         revoked = list(revoked)
-        self._owned.difference_update(revoked)
         if not revoked:
             return
         self.stats.rebalances += 1
+        self._revoking.update(revoked)
         try:
             await asyncio.wait_for(self._drained(revoked), self.settings.rebalance_timeout / 2)
         except TimeoutError:
@@ -228,6 +231,8 @@ class KafkaSource(ConsumerRebalanceListener):
                 "their next owner reads them again",
                 left,
             )
+        self._owned.difference_update(revoked)
+        self._revoking.clear()
         for tp in revoked:
             self._handed.pop(tp, None)
             self._done.pop(tp, None)
