@@ -237,7 +237,9 @@ class Ingest:
             while True:
                 batch, messages = await self._collect()
                 if writing is not None:
-                    await writing
+                    # shielded: a stop arriving here must not cancel the write (and so its
+                    # acknowledgement); the finally below lets it finish
+                    await asyncio.shield(writing)
                 writing = asyncio.create_task(self._commit(batch, messages), name="ingest-commit")
         finally:
             decoding.cancel()
