@@ -63,7 +63,8 @@ class Bridge:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     def pending(self) -> int:
-        return self.queue.qsize() + self._sent.qsize()
+        """Messages received and not yet stored by Kafka (nor acknowledged to MQTT)."""
+        return self.consumer.stats.received - self.stats.produced
 
     async def __aenter__(self) -> Bridge:
         k = self.config.kafka
