@@ -6,6 +6,9 @@ samples by binary COPY and acknowledges a message only after the transaction hol
 committed. Anything that cannot be trusted or stored goes to the ``quarantine`` table with a
 reason. docs/ingest.md describes the schema, the guarantees and the config.
 
+Scale-out (docs/kafka.md): bridges forward MQTT to a Kafka topic keyed by gateway, and sinks
+run the same pipeline from a Kafka consumer group, committing offsets after the database.
+
 Public API::
 
     IngestConfig                 the ``kind: ingest`` config file
