@@ -33,7 +33,8 @@ from ingest._kafka import RECEIVED_HEADER, TOPIC_HEADER, partition_key
 
 PARTITIONS = 4
 TAGS = 5
-#: gateways of the fleets; their keys spread over the partitions (both sinks get records)
+#: gateways of the fleets. Their keys go to partitions a, b, e → 2; c, g → 1; d, f, h → 3:
+#: whichever two partitions a sink of two is given, some of the first six gateways are there
 GATEWAYS = [f"gw.{name}" for name in ("a", "b", "c", "d", "e", "f", "g", "h")]
 
 
