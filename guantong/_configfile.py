@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from evidence import EvidenceConfig
 from gateway.config import GatewayConfig
 from identifiers import NodeConfig
-from ingest.config import IngestConfig
+from ingest.config import BridgeConfig, IngestConfig, SinkConfig
 from simulators import FactoryConfig
 
 #: config kinds by the value of their top-level ``kind`` field
@@ -27,6 +27,8 @@ KINDS: dict[str, type[BaseModel]] = {
     "gateway": GatewayConfig,
     "identifiers": NodeConfig,
     "ingest": IngestConfig,
+    "ingest-bridge": BridgeConfig,
+    "ingest-sink": SinkConfig,
 }
 
 #: names shown for list items: a list under this key is named by the item's ``name``

@@ -6,10 +6,16 @@ samples by binary COPY and acknowledges a message only after the transaction hol
 committed. Anything that cannot be trusted or stored goes to the ``quarantine`` table with a
 reason. docs/ingest.md describes the schema, the guarantees and the config.
 
+Scale-out (docs/kafka.md): bridges forward MQTT to a Kafka topic keyed by gateway, and sinks
+run the same pipeline from a Kafka consumer group, committing offsets after the database.
+
 Public API::
 
     IngestConfig                 the ``kind: ingest`` config file
-    Ingest                       the running pipeline (async context manager)
+    SinkConfig, BridgeConfig     ``kind: ingest-sink`` and ``kind: ingest-bridge`` (Kafka)
+    Ingest                       the running pipeline (async context manager), from MQTT
+                                 or, given a SinkConfig, from a Kafka consumer group
+    Bridge                       MQTT shared subscription → Kafka (async context manager)
     migrate                      apply the store's migrations to a database
     Store, Batch                 the store: dimension ids, chain lookups, batch transactions
     Verifier, Message, REASONS   from a message to rows or to quarantine, and the reasons
@@ -21,7 +27,8 @@ Exceptions::
     └── IngestError
         ├── StoreError           the database refused something retrying will not fix
         │   └── MigrationError   schema newer than this code, or none at all
-        └── ConsumerError        the MQTT consumer cannot start (credentials, TLS files)
+        ├── ConsumerError        the MQTT consumer cannot start (credentials, TLS files)
+        └── SourceUnavailable    the Kafka brokers cannot be reached at start
 
 The database or the broker being away is not an error: ingest waits, retries and keeps
 everything unacknowledged meanwhile (``/healthz`` and ``/metrics`` show it).
@@ -33,23 +40,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ingest._errors import ConsumerError, IngestError, MigrationError, StoreError
+    from ingest._bridge import Bridge
+    from ingest._errors import (
+        ConsumerError,
+        IngestError,
+        MigrationError,
+        SourceUnavailable,
+        StoreError,
+    )
     from ingest._runtime import Ingest, migrate
     from ingest._schema import LATEST as LATEST_SCHEMA
     from ingest._store import Batch, Store
     from ingest._verify import REASONS, Message, Verifier
-    from ingest.config import IngestConfig
+    from ingest.config import BridgeConfig, IngestConfig, SinkConfig
 
 __all__ = [
     "LATEST_SCHEMA",
     "REASONS",
     "Batch",
+    "Bridge",
+    "BridgeConfig",
     "ConsumerError",
     "Ingest",
     "IngestConfig",
     "IngestError",
     "Message",
     "MigrationError",
+    "SinkConfig",
+    "SourceUnavailable",
     "Store",
     "StoreError",
     "Verifier",
@@ -60,7 +78,11 @@ __all__ = [
 #: ``ingest._decode`` and needs none of the rest (psycopg, paho, the HTTP server), whose
 #: import took half a second of every start of ingest with a decode worker.
 _LAZY = {
+    "Bridge": ("ingest._bridge", "Bridge"),
+    "BridgeConfig": ("ingest.config", "BridgeConfig"),
     "ConsumerError": ("ingest._errors", "ConsumerError"),
+    "SinkConfig": ("ingest.config", "SinkConfig"),
+    "SourceUnavailable": ("ingest._errors", "SourceUnavailable"),
     "IngestError": ("ingest._errors", "IngestError"),
     "MigrationError": ("ingest._errors", "MigrationError"),
     "StoreError": ("ingest._errors", "StoreError"),

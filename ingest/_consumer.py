@@ -6,9 +6,9 @@ the broker keeps the messages (``max_queued_messages`` must be large enough on t
 Mosquitto drops QoS 1 messages beyond it, see docs/ingest.md).
 
 A message is acknowledged only by :meth:`Consumer.ack`, which the pipeline calls after the
-commit that holds it. Packet ids are per connection: a message received before a reconnect is
-never acknowledged on the new connection (the broker sends it again, and the chain absorbs
-the copy).
+commit that holds it; its ``position`` is (packet id, QoS, connection generation). Packet ids
+are per connection: a message received before a reconnect is never acknowledged on the new
+connection (the broker sends it again, and the chain absorbs the copy).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.protocol import SPARKPLUG_SUBSCRIPTIONS, SUBSCRIPTION
 from ingest._errors import ConsumerError
@@ -45,11 +46,21 @@ class ConsumerStats:
 
 
 class Consumer:
-    """Async context manager feeding ``queue`` with :class:`Message` s from the broker."""
+    """Async context manager feeding ``queue`` with :class:`Message` s from the broker.
 
-    def __init__(self, settings: MqttSettings, queue: asyncio.Queue[Message]) -> None:
+    ``share``: subscribe as a member of this MQTT shared-subscription group
+    (``$share/<share>/…``), so that several consumers split the messages between them.
+    """
+
+    name = "mqtt"
+
+    def __init__(
+        self, settings: MqttSettings, queue: asyncio.Queue[Message], *, share: str | None = None
+    ) -> None:
         self.settings = settings
         self.queue = queue
+        filters = (SUBSCRIPTION, *SPARKPLUG_SUBSCRIPTIONS)
+        self.filters = [f"$share/{share}/{f}" if share else f for f in filters]
         self.stats = ConsumerStats()
         self.generation = 0
         self._stopping = threading.Event()
@@ -104,12 +115,30 @@ class Consumer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._stopping.set()
-        await asyncio.to_thread(self._stop)
+        await self.stop_receiving()
+
+    async def stop_receiving(self) -> None:
+        """Disconnect: what is not acknowledged stays in the broker's session."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            await asyncio.to_thread(self._stop)
 
     def _stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def describe(self) -> str:
+        return self.settings.broker
+
+    def health(self) -> dict[str, object]:
+        s = self.stats
+        return {"connected": s.connected, "subscribed": s.subscribed, "last_error": s.last_error}
+
+    def metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("guantong_ingest_mqtt_connected", "1 while connected to the broker",
+                                value=self.stats.connected)  # fmt: skip
+        yield CounterMetricFamily("guantong_ingest_mqtt_connects", "successful broker connections",
+                                  value=self.stats.connects)  # fmt: skip
 
     # --- paho thread ------------------------------------------------------------------------------
 
@@ -130,7 +159,7 @@ class Consumer:
             "resumed" if flags.session_present else "new",
         )
         # JSON envelopes, and Sparkplug B DDATA/NDATA (which carry the same signed envelopes)
-        client.subscribe([(f, 1) for f in (SUBSCRIPTION, *SPARKPLUG_SUBSCRIPTIONS)])
+        client.subscribe([(f, 1) for f in self.filters])
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object,
                        reason: mqtt.ReasonCode, _p: object) -> None:  # fmt: skip
@@ -150,7 +179,7 @@ class Consumer:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         received = time.time_ns() // 1000
-        message = Message(msg.topic, msg.payload, received, msg.mid, msg.qos, self.generation)
+        message = Message(msg.topic, msg.payload, received, (msg.mid, msg.qos, self.generation))
         self.stats.received += 1
         loop = self._loop
         if loop is None:  # not entered yet: cannot happen before connect_async
@@ -166,10 +195,11 @@ class Consumer:
 
     # --- event loop -------------------------------------------------------------------------------
 
-    def ack(self, messages: Iterable[Message]) -> None:
+    async def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge committed messages received on the current connection."""
-        generation = self.generation
+        current = self.generation
         for msg in messages:
-            if msg.qos > 0 and msg.generation == generation:
-                self.client.ack(msg.mid, msg.qos)
+            mid, qos, generation = msg.position  # type: ignore[misc]
+            if qos > 0 and generation == current:
+                self.client.ack(mid, qos)
                 self.stats.acked += 1

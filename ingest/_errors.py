@@ -21,3 +21,7 @@ class MigrationError(StoreError):
 
 class ConsumerError(IngestError):
     """The MQTT consumer cannot start: bad credentials, TLS files or broker address."""
+
+
+class SourceUnavailable(IngestError):
+    """The Kafka brokers cannot be reached at start (later outages are waited out)."""

@@ -1,4 +1,4 @@
-"""``/healthz`` and Prometheus ``/metrics`` of a running ingest, on a local HTTP port.
+"""``/healthz`` and Prometheus ``/metrics`` of a running ingest or bridge, on a local HTTP port.
 
 As in the gateway, counters are read from the components' own stats at scrape time, so the
 hot path pays nothing for them. ``/healthz`` answers 200 while the pipeline runs, even while
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
+    from ingest._bridge import Bridge
     from ingest._runtime import Ingest
 
 
@@ -30,7 +31,7 @@ class _IngestCollector(Collector):
         self.ingest = ingest
 
     def collect(self) -> Iterator[Metric]:
-        pipe, mqtt = self.ingest.stats, self.ingest.consumer.stats
+        pipe, source = self.ingest.stats, self.ingest.consumer
         ver = self.ingest.verifier.stats
 
         def gauge(name: str, doc: str, value: float) -> Metric:
@@ -39,11 +40,11 @@ class _IngestCollector(Collector):
         def counter(name: str, doc: str, value: float) -> Metric:
             return CounterMetricFamily(f"guantong_ingest_{name}", doc, value=value)
 
-        yield gauge("mqtt_connected", "1 while connected to the broker", mqtt.connected)
-        yield counter("mqtt_connects", "successful broker connections", mqtt.connects)
-        yield counter("messages_received", "MQTT messages received (with redeliveries)",
-                      mqtt.received)  # fmt: skip
-        yield counter("messages_acked", "messages acknowledged after their commit", mqtt.acked)
+        yield from source.metrics()
+        yield counter("messages_received", "messages received (with redeliveries)",
+                      source.stats.received)  # fmt: skip
+        yield counter("messages_acked", "messages acknowledged after their commit",
+                      source.stats.acked)  # fmt: skip
         yield counter("messages_committed", "messages whose batch committed", pipe.messages)
         yield counter("envelopes_accepted", "envelopes verified and stored", ver.accepted)
         yield counter("envelopes_duplicate", "redelivered envelopes absorbed", ver.duplicates)
@@ -83,25 +84,71 @@ class _IngestCollector(Collector):
         yield quarantine
 
 
+class _BridgeCollector(Collector):
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+
+    def collect(self) -> Iterator[Metric]:
+        bridge, mqtt = self.bridge.stats, self.bridge.consumer
+        yield from mqtt.metrics()
+        for name, doc, value in (
+            ("messages_received", "MQTT messages received (with redeliveries)",
+             mqtt.stats.received),
+            ("messages_produced", "messages Kafka acknowledged (then acknowledged to MQTT)",
+             bridge.produced),
+            ("produce_retries", "produces that failed and were sent again", bridge.retries),
+        ):  # fmt: skip
+            yield CounterMetricFamily(f"guantong_ingest_bridge_{name}", doc, value=value)
+        yield GaugeMetricFamily(
+            "guantong_ingest_bridge_kafka_up", "1 unless the last produce failed",
+            value=bridge.kafka_up,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "guantong_ingest_bridge_pending_messages",
+            "messages received and not yet acknowledged by Kafka",
+            value=self.bridge.pending(),
+        )
+
+
+def _ingest_health(ingest: Ingest, alive: bool) -> dict[str, Any]:
+    pipe, source = ingest.stats, ingest.consumer
+    return {
+        "status": "ok" if alive else "stopped",
+        source.name: source.health(),
+        "database": {"up": pipe.database_up, "flavour": ingest.store.flavour},
+        "last_error": pipe.last_error,
+        "queue": ingest.queue.qsize(),
+        "committed": {"batches": pipe.batches, "rows": pipe.rows},
+    }
+
+
+def _bridge_health(bridge: Bridge, alive: bool) -> dict[str, Any]:
+    s = bridge.stats
+    return {
+        "status": "ok" if alive else "stopped",
+        "mqtt": bridge.consumer.health(),
+        "kafka": {"up": s.kafka_up, "last_error": s.last_error},
+        "pending": bridge.pending(),
+        "produced": s.produced,
+    }
+
+
 def create_app(ingest: Ingest, alive: Callable[[], bool]) -> Starlette:
+    """The endpoints of a running ingest (``ingest run`` or ``ingest sink``)."""
+    return _app(_IngestCollector(ingest), lambda: _ingest_health(ingest, alive()))
+
+
+def create_bridge_app(bridge: Bridge, alive: Callable[[], bool]) -> Starlette:
+    return _app(_BridgeCollector(bridge), lambda: _bridge_health(bridge, alive()))
+
+
+def _app(collector: Collector, health: Callable[[], dict[str, Any]]) -> Starlette:
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_IngestCollector(ingest))
+    registry.register(collector)
 
     async def healthz(_: Request) -> JSONResponse:
-        pipe, mqtt = ingest.stats, ingest.consumer.stats
-        body = {
-            "status": "ok" if alive() else "stopped",
-            "mqtt": {
-                "connected": mqtt.connected,
-                "subscribed": mqtt.subscribed,
-                "last_error": mqtt.last_error,
-            },
-            "database": {"up": pipe.database_up, "flavour": ingest.store.flavour},
-            "last_error": pipe.last_error,
-            "queue": ingest.queue.qsize(),
-            "committed": {"batches": pipe.batches, "rows": pipe.rows},
-        }
-        return JSONResponse(body, status_code=200 if alive() else 503)
+        body = health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     async def metrics(_: Request) -> Response:
         data = await asyncio.to_thread(generate_latest, registry)

@@ -1,4 +1,7 @@
-"""The running ingest: consumer → bounded queue → verifier → batch → store → acknowledgement.
+"""The running ingest: source → bounded queue → verifier → batch → store → acknowledgement.
+
+The source is the MQTT consumer (``ingest run``) or a Kafka consumer group (``ingest sink``);
+the rest is one pipeline.
 
 One pipeline task builds a batch (verifying messages as they arrive) while the previous batch
 is written in a worker thread; a batch is acknowledged to the broker only after its commit. A
@@ -31,15 +34,19 @@ from ingest import _schema
 from ingest._consumer import Consumer
 from ingest._decode import Checked, Refused, precheck_many, watch_parent
 from ingest._health import create_app
+from ingest._kafka import KafkaSource
+from ingest._source import Source
 from ingest._store import Batch, Store
 from ingest._verify import Message, Quarantined, Transient, Verifier
-from ingest.config import IngestConfig
+from ingest.config import IngestConfig, SinkConfig
 
 logger = logging.getLogger(__name__)
 
 _BACKOFF_MAX = 5.0
 #: messages handed to a decode worker at once (one round trip between processes)
 _CHUNK = 16
+#: times a batch is verified again after its receipts met receipts another ingest stored
+_REVERIFY = 3
 
 Pre = Checked | Refused | str | None
 
@@ -91,10 +98,17 @@ def _main_module_hidden() -> Iterator[None]:
 
 
 class Ingest:
-    """Async context manager running the whole pipeline of one config until it is left."""
+    """Async context manager running the whole pipeline of one config until it is left.
+
+    An :class:`IngestConfig` reads from MQTT, a :class:`SinkConfig` from a Kafka consumer group.
+    """
 
     def __init__(
-        self, config: IngestConfig, *, run_migrations: bool = True, stop_timeout: float = 10.0
+        self,
+        config: IngestConfig | SinkConfig,
+        *,
+        run_migrations: bool = True,
+        stop_timeout: float = 10.0,
     ) -> None:
         self.config = config
         #: how long a stop waits for the batch being written (longer: an outage is not waited out)
@@ -102,12 +116,20 @@ class Ingest:
         self.run_migrations = run_migrations
         self.store = Store(config.database.dsn, partitions_ahead=config.database.partitions_ahead)
         self.queue: asyncio.Queue[Message] = asyncio.Queue(config.batch.queue_messages)
-        self.consumer = Consumer(config.mqtt, self.queue)
         self.resolver = identifiers.Client(config.identifiers.node)
         self.verifier = Verifier(
             self.store, self.resolver, asyncio.to_thread,
             cache_seconds=config.identifiers.cache_seconds,
         )  # fmt: skip
+        self.consumer: Source
+        if isinstance(config, SinkConfig):
+            # partitions that come (back) to this sink bring gateways whose chains another
+            # sink may have extended meanwhile: read them again from the receipts
+            self.consumer = KafkaSource(
+                config.kafka, self.queue, on_assigned=self.verifier.reset_chains
+            )
+        else:
+            self.consumer = Consumer(config.mqtt, self.queue)
         self.stats = PipelineStats()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._decoded: asyncio.Queue[tuple[list[Message], asyncio.Future[Any]]] = asyncio.Queue(
@@ -149,10 +171,12 @@ class Ingest:
                         loop.run_in_executor(self._pool, precheck_many, []) for _ in range(workers)
                     ]
                 await asyncio.gather(*started)
+            # left after the pipeline stopped: a Kafka sink commits the last batch's offsets
+            await stack.enter_async_context(self.consumer)
             self._pipeline = asyncio.create_task(self._run(), name="ingest-pipeline")
             stack.push_async_callback(self._stop_pipeline)
             stack.push_async_callback(self._partitions_task())
-            await stack.enter_async_context(self.consumer)
+            stack.push_async_callback(self.consumer.stop_receiving)
             if self.config.health is not None:
                 host, port = self.config.health.address
                 app = create_app(self, lambda: self.running)
@@ -160,7 +184,7 @@ class Ingest:
                     HttpServer(app, host, port, name="ingest health")
                 )
             self._stack = stack.pop_all()
-        logger.info("ingest started: %s, schema %s", self.config.mqtt.broker, self.store.flavour)
+        logger.info("ingest started: %s, schema %s", self.consumer.describe(), self.store.flavour)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -213,7 +237,9 @@ class Ingest:
             while True:
                 batch, messages = await self._collect()
                 if writing is not None:
-                    await writing
+                    # shielded: a stop arriving here must not cancel the write (and so its
+                    # acknowledgement); the finally below lets it finish
+                    await asyncio.shield(writing)
                 writing = asyncio.create_task(self._commit(batch, messages), name="ingest-commit")
         finally:
             decoding.cancel()
@@ -314,7 +340,7 @@ class Ingest:
 
     async def _commit(self, batch: Batch, messages: list[Message]) -> None:
         try:
-            await self._write(batch)
+            batch = await self._write_verified(batch, messages)
         except psycopg.Error as exc:
             # not an outage (those are retried): the database refuses this batch for good, a
             # bug or a schema changed under ingest. Its messages go to quarantine whole, so
@@ -334,8 +360,37 @@ class Ingest:
         if messages:
             self.stats.lag_seconds = time.time() - messages[0].received / 1e6
         self.stats.newest_sample = max(self.stats.newest_sample, batch.newest)
-        self.consumer.ack(messages)
+        await self.consumer.ack(messages)
         self._committed.set()
+
+    async def _write_verified(self, batch: Batch, messages: list[Message]) -> Batch:
+        """Write ``batch``; if its receipts meet receipts stored meanwhile, verify it again.
+
+        That happens when another ingest wrote envelopes of the same gateway between this
+        batch's verification and its commit: a Kafka sink whose partition moved here while it
+        still wrote (docs/kafka.md). This batch was checked against a chain that is now stale,
+        and the primary key of ``receipt`` refused it as a whole; verified again against the
+        stored chain, the envelopes already stored become duplicates and the rest is written.
+        """
+        attempts = 0
+        while True:
+            try:
+                await self._write(batch)
+            except psycopg.errors.UniqueViolation as exc:
+                attempts += 1
+                if exc.diag.constraint_name != "receipt_pkey" or attempts > _REVERIFY:
+                    raise
+                logger.warning(
+                    "receipts of a batch of %d messages were stored meanwhile by another "
+                    "ingest; verifying the batch again against the stored chains",
+                    len(messages),
+                )
+                self.verifier.reset_chains()
+                batch = Batch()
+                for msg in messages:
+                    await self._verify(msg, None, batch)
+            else:
+                return batch
 
     async def _write(self, batch: Batch) -> None:
         """Write ``batch``, waiting out database outages; raise other database errors."""

@@ -220,13 +220,18 @@ def existing_partitions(conn: psycopg.Connection) -> set[int]:
 
 
 def create_partitions(conn: psycopg.Connection, days: Iterable[int]) -> list[int]:
-    """Create the daily partitions of ``days`` that do not exist yet (each committed alone)."""
+    """Create the daily partitions of ``days`` that do not exist yet (each committed alone).
+
+    Under the migrations' advisory lock: two ingests (Kafka sinks) meeting the same new day at
+    once would otherwise both create it, and one fail despite ``IF NOT EXISTS``.
+    """
     made = []
     for day in sorted(set(days)):
         start = _EPOCH + dt.timedelta(days=day)
         end = start + dt.timedelta(days=1)
         name = f"sample_p{start:%Y%m%d}"
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF sample "
                 f"FOR VALUES FROM ('{start:%Y-%m-%d} 00:00:00+00') "

@@ -64,12 +64,13 @@ class Transient(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """What a source hands to the pipeline; ``position`` is the source's own, to acknowledge
+    it after the commit (an MQTT packet id, a Kafka partition and offset)."""
+
     topic: str
     payload: bytes
     received: int  # µs since the Unix epoch
-    mid: int = 0
-    qos: int = 1
-    generation: int = 0
+    position: object = None
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
-"""The ingest config file (``kind: ingest``): database, broker, identifier node, batching.
+"""The ingest config files: ``kind: ingest`` (MQTT → database, one node), and for scale-out on
+Kafka ``kind: ingest-bridge`` (MQTT → Kafka) and ``kind: ingest-sink`` (Kafka → database).
 
-Everything but the database DSN and the identifier node has a default that suits one server
-next to its broker and database. Unknown fields are errors, as in every Guantong config.
+Everything but the database DSN, the identifier node and the Kafka brokers has a default that
+suits one server next to its broker and database. Unknown fields are errors, as in every
+Guantong config. docs/ingest.md and docs/kafka.md explain the settings.
 """
 
 from __future__ import annotations
@@ -89,10 +91,106 @@ class HealthSettings(ListenSettings):
     )
 
 
-class IngestConfig(StrictModel):
-    kind: Literal["ingest"]
+class _StoreConfig(StrictModel):
+    """What every config that writes the store has: the pipeline's settings."""
+
     database: DatabaseSettings
     identifiers: IdentifierSettings
-    mqtt: MqttSettings = MqttSettings()
     batch: BatchSettings = BatchSettings()
     health: HealthSettings | None = HealthSettings()
+
+
+class IngestConfig(_StoreConfig):
+    kind: Literal["ingest"]
+    mqtt: MqttSettings = MqttSettings()
+
+
+class KafkaSettings(StrictModel):
+    brokers: list[str] = Field(
+        min_length=1, description="bootstrap brokers, host:port each (any Kafka-protocol broker)"
+    )
+    topic: str = Field(
+        "guantong.envelopes",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="the topic envelopes travel on, keyed by gateway",
+    )
+    client_id: str = Field("guantong", min_length=1, description="shown in the broker's logs")
+
+    @field_validator("brokers")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for broker in value:
+            host, sep, port = broker.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{broker!r}: a broker is host:port, e.g. kafka-1:9092")
+        return value
+
+
+class SinkKafkaSettings(KafkaSettings):
+    group: str = Field(
+        "guantong-sink",
+        min_length=1,
+        description="consumer group: the sinks of one group share the topic's partitions",
+    )
+    session_timeout: Duration = Field(
+        10.0, description="a sink silent this long is taken out of the group"
+    )
+    rebalance_timeout: Duration = Field(
+        30.0,
+        description="how long a rebalance waits for the sinks to rejoin; a sink gives up to "
+        "half of it to commit what it holds before its partitions go elsewhere",
+    )
+    fetch_records: int = Field(
+        500, ge=1, le=100_000, description="records taken from the broker in one fetch"
+    )
+
+
+class SinkConfig(_StoreConfig):
+    kind: Literal["ingest-sink"]
+    kafka: SinkKafkaSettings
+
+
+class BridgeMqttSettings(MqttSettings):
+    client_id: str = Field(
+        "guantong-bridge",
+        min_length=1,
+        max_length=64,
+        description="unique per bridge: the broker keeps each bridge's session under its id",
+    )
+    share_group: str = Field(
+        "guantong-bridge",
+        pattern=r"^[^/+#]+$",
+        description="MQTT shared-subscription group ($share/<group>/…): the bridges of one "
+        "group split the messages between them",
+    )
+
+
+class BridgeKafkaSettings(KafkaSettings):
+    idempotent: bool = Field(
+        True,
+        description="idempotent producer: a retried produce is not stored twice (the broker "
+        "must support InitProducerId)",
+    )
+    linger: Duration = Field(
+        0.005, description="how long the producer waits to fill a batch before sending it"
+    )
+
+
+class BridgeHealthSettings(ListenSettings):
+    listen: str = Field(
+        "127.0.0.1:9110", description="host:port of /healthz and /metrics (port 0: any free one)"
+    )
+
+
+class BridgeConfig(StrictModel):
+    kind: Literal["ingest-bridge"]
+    mqtt: BridgeMqttSettings = BridgeMqttSettings()
+    kafka: BridgeKafkaSettings
+    queue_messages: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="messages received and not yet handed to Kafka; when full, the bridge "
+        "stops reading from the MQTT broker",
+    )
+    health: BridgeHealthSettings | None = BridgeHealthSettings()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _services import free_port
 
 from guantong import _configfile
-from ingest import IngestConfig
+from ingest import BridgeConfig, IngestConfig, SinkConfig
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "ingest.example.yaml"
 
@@ -81,3 +82,61 @@ def test_guantong_ingest_migrate_without_a_database_exits_3(tmp_path: Path) -> N
     )
     assert done.returncode == 3
     assert "error: database" in done.stderr
+
+
+def test_the_kafka_example_configs_load() -> None:
+    sink = _configfile.load(EXAMPLE.parent / "ingest-sink.example.yaml", "ingest-sink")
+    assert isinstance(sink, SinkConfig)
+    assert sink.kafka.brokers == ["kafka-1:9092", "kafka-2:9092", "kafka-3:9092"]
+    assert sink.kafka.rebalance_timeout == 30.0
+    assert sink.batch.max_delay == 0.2
+    bridge = _configfile.load(EXAMPLE.parent / "ingest-bridge.example.yaml", "ingest-bridge")
+    assert isinstance(bridge, BridgeConfig)
+    assert bridge.mqtt.share_group == "guantong-bridge"
+    assert bridge.kafka.linger == 0.005
+    assert bridge.kafka.idempotent
+    assert bridge.health is not None
+    assert bridge.health.address == ("127.0.0.1", 9110)
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        ("ingest-sink", {"kafka": {"brokers": ["kafka-1"]}}, "host:port"),
+        ("ingest-sink", {"kafka": {"brokers": []}}, "at least 1"),
+        ("ingest-sink", {"kafka": {"topic": "a/b"}}, "pattern"),
+        ("ingest-bridge", {"mqtt": {"share_group": "a/b"}}, "pattern"),
+        ("ingest-bridge", {"kafka": {"linger": "soon"}}, "not a duration"),
+    ],
+)
+def test_kafka_config_mistakes_are_refused_naming_the_field(
+    tmp_path: Path, kind: str, change: dict[str, dict[str, object]], message: str
+) -> None:
+    doc = yaml.safe_load((EXAMPLE.parent / f"{kind}.example.yaml").read_text(encoding="utf-8"))
+    for section, fields in change.items():
+        doc[section].update(fields)
+    path = tmp_path / "kafka.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(_configfile.ConfigFileError, match=message):
+        _configfile.load(path, kind)
+
+
+@pytest.mark.parametrize("kind", ["ingest-sink", "ingest-bridge"])
+def test_guantong_ingest_sink_and_bridge_without_a_kafka_broker_exit_3(
+    pg_dsn: str, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "kafka.yaml"
+    doc: dict[str, object] = {"kind": kind, "kafka": {"brokers": [f"127.0.0.1:{free_port()}"]},
+                              "health": None}  # fmt: skip
+    if kind == "ingest-sink":
+        doc |= {"database": {"dsn": pg_dsn}, "identifiers": {"node": "http://127.0.0.1:8088"}}
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "guantong", "ingest", kind.removeprefix("ingest-"), "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "error: kafka 127.0.0.1:" in done.stderr
