@@ -34,6 +34,9 @@ _GUIDES = {
     "gateway": "[gateway.md](gateway.md)",
     "identifiers": "[identifiers.md](identifiers.md)",
     "ingest": "[ingest.md](ingest.md)",
+    "ingest-bridge": "[kafka.md](kafka.md)",
+    "ingest-sink": "[kafka.md](kafka.md)",
+    "evidence": "[evidence.md](evidence.md)",
 }
 
 
