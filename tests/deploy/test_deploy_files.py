@@ -41,7 +41,9 @@ def check_command(argv: list[str], configs: dict[str, Path]) -> None:
     if "-c" in words:
         deployed = words[words.index("-c") + 1]
         assert deployed in configs, f"{argv}: {deployed} is not a file of deploy/"
-        _configfile.load(configs[deployed], argv[0])
+        # the Kafka modes of ingest read their own kinds
+        kind = {("ingest", "bridge"): "ingest-bridge", ("ingest", "sink"): "ingest-sink"}
+        _configfile.load(configs[deployed], kind.get((argv[0], argv[1]), argv[0]))
 
 
 def exec_start(unit: Path) -> list[str]:
@@ -54,7 +56,9 @@ def exec_start(unit: Path) -> list[str]:
 
 def test_every_service_of_the_platform_and_the_factory_has_a_unit() -> None:
     assert {u.name for u in UNITS} >= {
-        "guantong-gateway.service", "guantong-ingest.service", "guantong-identifiers.service"
+        "guantong-gateway.service", "guantong-ingest.service", "guantong-identifiers.service",
+        "guantong-ingest-bridge.service", "guantong-ingest-sink.service",
+        "guantong-evidence.service",
     }  # fmt: skip
 
 
