@@ -3,14 +3,14 @@
 Everything runs on 127.0.0.1 on free ports with no set-up: PostgreSQL (a cluster of the
 demo's own under the work directory, or a running server given by DSN), a Mosquitto broker,
 the identifier node with the gateway and its devices registered, ingest verifying every
-envelope into the store, the demo factory's PLC simulators and the gateway. The demo writes
+envelope into the store, the evidence API and web page over that store, the demo factory's
+PLC simulators and the gateway. The demo writes
 each one's config file into the work directory first, so what runs is what a user would
 configure, and the files show how.
 
 The services are started in the order of :data:`SERVICES` and stopped in reverse: the gateway
 first (it delivers what it holds), the servers last. Each is an async context manager taking
-the :class:`Demo`, on which it leaves what later ones need; a service that needs the store and
-the node (an evidence web service, say) goes after ``ingest`` with one line.
+the :class:`Demo`, on which it leaves what later ones need.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import psycopg
 import yaml
 from psycopg import conninfo
 
+import evidence
 from gateway._runtime import Gateway
 from guantong import _configfile
 from guantong._demo import _services
@@ -58,6 +59,8 @@ class Demo:
     node_url: str = ""
     pg_port: int = 0
     broker_port: int = 0
+    #: the evidence page's admin token, made on every start and shown once
+    token: str = ""
     #: running, for the status line
     ingest: Ingest | None = None
     gateway: Gateway | None = None
@@ -92,14 +95,15 @@ SERVICES: list[Service] = [
     _broker,
     _services.identifier_node,
     _services.ingest,
+    _services.evidence_service,
     _services.plcs,
     _services.gateway,
 ]
 
 
 def write_configs(demo: Demo, factory_file: Path, *, size: int, payload: str) -> None:
-    """Write the factory, gateway, identifier node and ingest configs into the work directory,
-    with free ports, so the demo never collides with a running server."""
+    """Write the factory, gateway, identifier node, ingest and evidence configs into the work
+    directory, with free ports, so the demo never collides with a running server."""
     workdir = demo.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     demo.pg_port, demo.broker_port = free_port(), free_port()
@@ -130,6 +134,19 @@ def write_configs(demo: Demo, factory_file: Path, *, size: int, payload: str) ->
         # a small factory: decoding in the ingest process starts faster than worker processes
         "batch": {"decode_workers": 0},
         "health": {"listen": "127.0.0.1:0"},
+    })  # fmt: skip
+    demo.token, sha256 = evidence.new_token()
+    _write(demo, "evidence", {
+        "kind": "evidence",
+        "listen": f"127.0.0.1:{free_port()}",
+        "database": {"dsn": demo.dsn, "pool_max": 2},
+        # written by the identifier node's service once it has made the token
+        "identifiers": {
+            "node": f"http://127.0.0.1:{node_port}",
+            "token_file": _services.NODE_TOKEN_FILE,
+        },
+        "metrics": {"fresh_within": "30s", "outage_after": "10s"},
+        "tokens": [{"name": "demo", "role": "admin", "sha256": sha256}],
     })  # fmt: skip
 
 

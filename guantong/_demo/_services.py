@@ -1,8 +1,8 @@
 """The demo's services after the servers, each an async context manager over the shared
 :class:`~guantong._demo.Demo`: the identifier node (with the gateway registered on it),
-ingest, the PLC simulators and the gateway. Each reads the config file the demo wrote for it,
-exactly as its ``guantong … run`` command would, and leaves what later services need on the
-demo (the node's URL, the running ingest and gateway).
+ingest, the evidence service, the PLC simulators and the gateway. Each reads the config file
+the demo wrote for it, exactly as its ``guantong … run`` command would, and leaves what later
+services need on the demo (the node's URL, the running ingest and gateway).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+import evidence
 import identifiers
 import simulators
 from gateway._keys import create_key
@@ -23,6 +24,9 @@ from ingest import Ingest
 
 if TYPE_CHECKING:
     from guantong._demo import Demo
+
+#: the evidence service's token for the firm's prefix on the node, beside its config
+NODE_TOKEN_FILE = "identifiers.token"  # noqa: S105 - a file name, not a secret
 
 
 @contextlib.asynccontextmanager
@@ -38,6 +42,9 @@ async def identifier_node(demo: Demo) -> AsyncIterator[None]:
         _, token = await node.registry.create_token(prefix, days=1, label="guantong demo")
         async with identifiers.Client(node.url, token=token) as client:
             await client.register(gateway_records(gateway, None), overwrite=True)
+        token_file = demo.workdir / NODE_TOKEN_FILE
+        token_file.touch(mode=0o600)
+        token_file.write_text(token, encoding="utf-8")
         demo.node_url = node.url
         demo.say(f"identifier node: {node.url} (gateway and {len(gateway.devices)} devices "
                  f"registered under {prefix})")  # fmt: skip
@@ -60,6 +67,15 @@ async def ingest(demo: Demo) -> AsyncIterator[None]:
         demo.ingest = running_ingest
         health = running_ingest.health.url if running_ingest.health else "off"
         demo.say(f"ingest: verifying into PostgreSQL; health {health}")
+        yield
+
+
+@contextlib.asynccontextmanager
+async def evidence_service(demo: Demo) -> AsyncIterator[None]:
+    """The evidence API and web page over the store, with an admin token made for this run."""
+    config = _configfile.load(demo.files["evidence"], "evidence")
+    async with evidence.Service(config) as service:
+        demo.say(f"evidence page: {service.url}/  token: {demo.token}")
         yield
 
 
