@@ -12,7 +12,8 @@ Public API::
     TlsSettings                     TLS towards a broker: CA, optional client certificate
     MqttClientSettings              broker URL, credentials, TLS, keepalive (validated)
     HttpServer                      serves an ASGI app on a bound socket (async context manager)
-    create_key, load_key, KeyFileError   Ed25519 key files (owner-only, PKCS#8 PEM)
+    create_key, load_key            Ed25519 key files (owner-only, PKCS#8 PEM), and
+    load_or_create_key, KeyFileError  the one made on first use
 """
 
 import importlib
@@ -32,9 +33,15 @@ from common._config import (
 
 if TYPE_CHECKING:
     from common._http import HttpServer
-    from common._keys import KeyFileError, create_key, load_key
+    from common._keys import KeyFileError, create_key, load_key, load_or_create_key
 
-_LAZY = {"HttpServer": "_http", "KeyFileError": "_keys", "create_key": "_keys", "load_key": "_keys"}
+_LAZY = {
+    "HttpServer": "_http",
+    "KeyFileError": "_keys",
+    "create_key": "_keys",
+    "load_key": "_keys",
+    "load_or_create_key": "_keys",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -59,6 +66,7 @@ __all__ = [
     "TlsSettings",
     "create_key",
     "load_key",
+    "load_or_create_key",
     "parse_duration",
     "parse_size",
 ]

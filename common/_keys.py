@@ -63,3 +63,13 @@ def load_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(path, f"a {type(key).__name__}, not an Ed25519 key")
     return key
+
+
+def load_or_create_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
+    """The key at ``path``, made on first use; and whether it was made just now."""
+    try:
+        return load_key(path), False
+    except KeyFileError:
+        if path.exists():
+            raise
+    return create_key(path), True

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import AwareDatetime
@@ -26,6 +26,7 @@ import identifiers
 from evidence import _live
 from evidence._access import Grant
 from evidence._errors import AccessDenied, InvalidWindow, RegistryError, StoreUnavailable
+from evidence._html import render_html
 from evidence._mapping import Assessment
 from evidence._models import FirmEvidence, Window
 
@@ -282,6 +283,38 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
         token.require(firm)
         window = _window(start, end, 3600)
         return EvidenceAnswer(*await service.evidence(firm, window))
+
+    @app.get(
+        "/api/v1/report",
+        tags=["evidence"],
+        response_class=Response,
+        responses={200: {"content": {"application/json": {}, "text/html": {}}}},
+    )
+    async def report(
+        token: Token,
+        firm: FirmParam,
+        start: Start = None,
+        end: End = None,
+        format: Annotated[Literal["json", "html"], Query()] = "json",
+    ) -> Response:
+        """The firm's evidence report for ``[start, end)`` (default: the last hour), signed by
+        the platform (JSON), or its HTML rendering; ``guantong evidence verify`` checks the
+        JSON against the gateways' own signed counts (docs/evidence.md, "Signed report").
+        Windows of whole checkpoint periods let every count be checked exactly."""
+        firm = _firm_id(firm)
+        token.require(firm)
+        if service.report_key is None:
+            raise _Refused(404, "this service exports no reports: its config has no report_key")
+        signed = await service.report(firm, _window(start, end, 3600))
+        name = f"evidence-{firm.replace('/', '_')}"
+        if format == "html":
+            body = render_html(signed, service.report_fingerprint).encode()
+            return Response(body, media_type="text/html; charset=utf-8")
+        return Response(
+            signed.to_json(),
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="{name}.json"'},
+        )
 
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app

@@ -76,6 +76,11 @@ class EvidenceConfig(ListenSettings):
     identifiers: RegistrySettings
     metrics: MetricsSettings = MetricsSettings()
     tokens: tuple[TokenSettings, ...] = Field(min_length=1)
+    report_key: ConfigPath | None = Field(
+        None,
+        description="the platform's Ed25519 key file that signs reports (made on first use, "
+        "mode 0600; publish its fingerprint); without it the API exports no report",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> EvidenceConfig:

@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import gateway.protocol as wire
 import identifiers
-from common import HttpServer
+from common import HttpServer, load_or_create_key
 from evidence._access import Tokens
 from evidence._api import create_app
 from evidence._config import EvidenceConfig
@@ -30,6 +32,7 @@ from evidence._mapping import Assessment, assess, load_indicators
 from evidence._metrics import collect
 from evidence._models import FirmEvidence, Params, Window
 from evidence._registry import RegisteredDevice, registered_devices
+from evidence._report import Report, build_report
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +73,22 @@ class Service:
         self._stale: set[str] = set()
         self._server: HttpServer | None = None
         self.url = ""
+        #: the platform's signing key and its fingerprint, when ``report_key`` is configured
+        self.report_key: Ed25519PrivateKey | None = None
+        self.report_fingerprint = ""
 
     async def __aenter__(self) -> Service:
         token = self.config.identifiers.token_file.read_text(encoding="utf-8").strip()
+        if self.config.report_key is not None:
+            self.report_key, made = load_or_create_key(self.config.report_key)
+            public = wire.public_key_bytes(self.report_key)
+            self.report_fingerprint = wire.fingerprint(public)
+            if made:
+                logger.warning(
+                    "made the platform's report key %s (%s): publish its fingerprint",
+                    self.config.report_key,
+                    self.report_fingerprint,
+                )
         try:
             # the store may be away at start: requests answer 503 until it is back
             await asyncio.to_thread(self._pool.open, wait=False)
@@ -157,3 +173,13 @@ class Service:
         records = await self.registered(firm)
         ev = await self.query(collect, firm, window, records.devices, params=self.params)
         return ev, assess(ev, self.indicators), records.read
+
+    async def report(self, firm: str, window: Window) -> Report:
+        """The firm's signed evidence report for ``window`` (``build_report``); the caller
+        checked that ``report_key`` is configured."""
+        if self.report_key is None:
+            raise RuntimeError("no report key is configured")
+        records = await self.registered(firm)
+        return await self.query(
+            build_report, firm, window, records.devices, self.report_key, params=self.params
+        )

@@ -14,11 +14,10 @@ from pathlib import Path
 import click
 import psycopg
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
 import identifiers
-from common import KeyFileError, create_key, load_key
+from common import KeyFileError, load_or_create_key
 from gateway import protocol
 from guantong.cli import _exit
 
@@ -93,16 +92,6 @@ def _when(text: str) -> dt.datetime:
     return value
 
 
-def _platform_key(path: Path) -> tuple[Ed25519PrivateKey, bool]:
-    """The platform's signing key, made on first use (as a gateway's is)."""
-    try:
-        return load_key(path), False
-    except KeyFileError:
-        if path.exists():
-            raise
-    return create_key(path), True
-
-
 @group.command("report")
 @click.option("--firm", required=True, help="The firm's identifier, e.g. 88.709.911/firm.")
 @click.option("--from", "start", required=True, help="Window start, ISO 8601 with timezone.")
@@ -139,7 +128,7 @@ def report(
     """
     try:
         window = evidence.Window(_when(start), _when(end))
-        key, made = _platform_key(Path(key_file))
+        key, made = load_or_create_key(Path(key_file))
     except (click.BadParameter, evidence.InvalidWindow, KeyFileError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(_exit.INVALID)

@@ -273,8 +273,10 @@ class Served:
         metrics: dict[str, Any] | None = None,
         cache_seconds: float = 60,
         around: Callable[[str, str], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+        report_key: str | None = None,
     ) -> None:
         self.dsn, self.tmp, self.tokens = dsn, tmp, tokens
+        self.report_key = report_key
         self.metrics = metrics or {}
         self.cache_seconds = cache_seconds
         self.node: identifiers.Node | None = None
@@ -325,7 +327,8 @@ class Served:
                  "database": {"dsn": self.dsn, "pool_max": 3},
                  "identifiers": {"node": node.url, "token_file": "node.token",
                                  "cache_seconds": self.cache_seconds},
-                 "metrics": self.metrics, "tokens": self.tokens},
+                 "metrics": self.metrics, "tokens": self.tokens,
+                 "report_key": self.report_key},
                 context={"base_dir": self.tmp},
             )  # fmt: skip
             if self.around is not None:

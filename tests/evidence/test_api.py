@@ -4,8 +4,10 @@ with exactly what the store and the identifier records hold."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +16,9 @@ import pytest
 from pydantic import TypeAdapter
 
 import evidence
+import gateway.protocol as wire
+import identifiers
+from common import load_key
 
 HEALTHY, FAULTY = "88.709.911", "88.709.912"
 SECRETS = {name: evidence.new_token()[0] for name in ("admin", "healthy", "faulty", "expired")}
@@ -57,6 +62,7 @@ def firm_endpoints(plant: Any) -> list[tuple[str, dict[str, Any]]]:
         ("/api/v1/live", {"firm": H_FIRM, "device": KILN}),
         ("/api/v1/series", {"firm": H_FIRM, "device": KILN, "tag": "temp", **window}),
         ("/api/v1/evidence", {"firm": H_FIRM, **window}),
+        ("/api/v1/report", {"firm": H_FIRM, **window}),
     ]
 
 
@@ -220,7 +226,7 @@ def test_the_openapi_spec_lists_every_endpoint(api: Any) -> None:
     spec = get(api, "/openapi.json", "healthy").json()
     assert set(spec["paths"]) == {
         "/healthz", "/api/v1/me", "/api/v1/firms", "/api/v1/devices", "/api/v1/live",
-        "/api/v1/series", "/api/v1/evidence",
+        "/api/v1/series", "/api/v1/evidence", "/api/v1/report",
     }  # fmt: skip
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
@@ -257,3 +263,46 @@ def test_while_the_identifier_node_is_away_the_records_read_last_are_used(
         never = get(served, "/api/v1/devices", "admin", firm=F_FIRM)
         assert never.status_code == 502
         assert never.json()["error"].startswith(f"{F_FIRM}: identifier node unavailable")
+
+
+def test_a_service_without_a_report_key_exports_no_report(api: Any, plant: Any) -> None:
+    answer = get(api, "/api/v1/report", "healthy", firm=H_FIRM)
+    assert answer.status_code == 404
+    assert "report_key" in answer.json()["error"]
+
+
+def test_the_report_export_is_signed_by_the_platform_key_and_verifies(
+    plant: Any, kit: Any, tmp_path: Path
+) -> None:
+    window = {"start": iso(plant.at(0)), "end": iso(plant.at(180))}
+
+    async def gateway_keys(node: str, report: evidence.Report) -> dict[str, bytes | str]:
+        async with identifiers.Client(node) as client:
+            return await evidence.gateway_keys(client, report)
+
+    with kit.Served(plant.dsn, tmp_path, tokens(), report_key="platform.key") as served:
+        answer = get(served, "/api/v1/report", "healthy", firm=H_FIRM, **window)
+        html = get(served, "/api/v1/report", "healthy", firm=H_FIRM, format="html", **window)
+        other = get(served, "/api/v1/report", "faulty", firm=H_FIRM, **window)
+        assert answer.status_code == 200, answer.text
+        report = evidence.Report.from_json(answer.content)
+        assert served.node is not None
+        keys = asyncio.run(gateway_keys(served.node.url, report))
+    assert answer.headers["content-type"] == "application/json"
+    assert other.status_code == 403
+    # the key was made on first use, owner-only, and it signed the report
+    key = tmp_path / "platform.key"
+    assert key.stat().st_mode & 0o077 == 0
+    fingerprint = wire.fingerprint(wire.public_key_bytes(load_key(key)))
+    assert report.report["firm"] == H_FIRM
+    shown = {k: dt.datetime.fromisoformat(v) for k, v in report.report["window"].items()}
+    assert shown == {"from": plant.at(0), "to": plant.at(180)}
+    counts = {(t["device"], t["tag"]): t["samples"] for t in report.report["facts"]["tags"]}
+    assert counts == {(t.device, t.tag): t.samples for t in plant.collect(HEALTHY).tags}
+    result = evidence.verify_report(report, keys, platform_key=fingerprint)
+    assert result.ok, result.table()
+    assert ("platform signature", "ok") in {(f.check, f.status) for f in result.findings}
+    assert html.status_code == 200
+    assert html.headers["content-type"].startswith("text/html")
+    assert H_FIRM in html.text
+    assert fingerprint in html.text
