@@ -129,3 +129,76 @@ def _place(table: dict[int, Cell], cell: Cell, profile: Profile) -> None:
                 f"{profile.name}: {cell.tags[0].name} overlaps {table[address].tags[0].name}"
             )
         table[address] = cell
+
+
+@dataclass(frozen=True, slots=True)
+class Area:
+    """One table of a machine at one tick: registers (or bits) from ``base`` on, ``None``
+    where no tag is."""
+
+    base: int
+    values: list[int | None] | list[bool | None]
+
+    def window(self, address: int, count: int, fill: int | None) -> list[int] | list[bool] | None:
+        """``count`` values from ``address``; addresses without a tag hold ``fill``, or, when
+        ``fill`` is None, make the whole read None (the device refuses it)."""
+        lo = address - self.base
+        if lo >= 0 and lo + count <= len(self.values):
+            out = self.values[lo : lo + count]
+        else:
+            out = [
+                self.values[i] if 0 <= i < len(self.values) else None for i in range(lo, lo + count)
+            ]
+        if None in out:
+            if fill is None:
+                return None
+            out = [fill if v is None else v for v in out]
+        return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spans:
+    """Per table: first address, number of addresses up to the last tag, what is there."""
+
+    words: dict[str, tuple[int, int, tuple[Cell, ...]]]
+    bits: dict[str, tuple[int, int, tuple[TagSpec, ...]]]
+
+
+@lru_cache(maxsize=64)
+def _spans(profile: Profile) -> _Spans:
+    rmap = register_map(profile)
+    words = {}
+    for table, cells in rmap.words.items():
+        base = min(cells, default=0)
+        unique = tuple(dict.fromkeys(cells[a] for a in sorted(cells)))
+        words[table] = (base, max(cells, default=-1) - base + 1, unique)
+    bits = {}
+    for table, specs in rmap.bits.items():
+        base = min(specs, default=0)
+        bits[table] = (
+            base,
+            max(specs, default=-1) - base + 1,
+            tuple(specs[a] for a in sorted(specs)),
+        )
+    return _Spans(words, bits)
+
+
+def image(profile: Profile, raws: dict[str, Value]) -> dict[str, Area]:
+    """Every table of a machine whose tags hold ``raws``: what a read at that tick returns.
+
+    Servers build it once per tick and answer every read of the tick from it, instead of
+    computing the values of each request again.
+    """
+    spans = _spans(profile)
+    out: dict[str, Area] = {}
+    for table, (base, size, cells) in spans.words.items():
+        words: list[int | None] = [None] * size
+        for cell in cells:
+            words[cell.start - base : cell.start - base + cell.count] = cell.registers(raws)
+        out[table] = Area(base, words)
+    for table, (base, size, specs) in spans.bits.items():
+        bits: list[bool | None] = [None] * size
+        for spec in specs:
+            bits[spec.register - base] = bool(raws[spec.name])
+        out[table] = Area(base, bits)
+    return out
