@@ -15,11 +15,12 @@ request, so holes never span addresses configured as unreadable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 
 from edge._model import ModbusTable
 from edge._samples import Quality, Sample, Value
-from edge.drivers.modbus.codec import TagCodec, decode_bits, words_to_bytes
+from edge.drivers.modbus.codec import BitDecoder, BlockDecoder, TagCodec
 
 #: function code of each table
 FUNCTION_CODES = {
@@ -42,6 +43,16 @@ class Request:
     start: int
     count: int
     tags: tuple[TagCodec, ...]
+    #: the tags compiled into one decoding program, once
+    decoder: BlockDecoder | BitDecoder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        decoder = (
+            BitDecoder(self.tags, self.start)
+            if self.table.is_bits
+            else BlockDecoder(self.tags, self.start, self.count)
+        )
+        object.__setattr__(self, "decoder", decoder)
 
     @property
     def function_code(self) -> int:
@@ -53,16 +64,12 @@ class Request:
 
     def decode(self, payload: Sequence[int] | Sequence[bool]) -> list[tuple[str, Value, Quality]]:
         """(tag, value, quality) for each tag, from the response's registers or bits."""
-        if self.table.is_bits:
-            return [
-                (tag.name, *decode_bits(payload, tag.address - self.start))  # type: ignore[arg-type]
-                for tag in self.tags
-            ]
-        raw = words_to_bytes(payload[: self.count])  # type: ignore[arg-type]
-        return [(tag.name, *tag.decode(raw, 2 * (tag.address - self.start))) for tag in self.tags]
+        values, qualities = self.decoder.decode(payload)  # type: ignore[arg-type]
+        return list(zip(self.decoder.names, values, qualities, strict=True))
 
     def samples(self, payload: Sequence[int] | Sequence[bool], edge_ts: int) -> list[Sample]:
-        return [Sample(name, v, q, edge_ts) for name, v, q in self.decode(payload)]
+        values, qualities = self.decoder.decode(payload)  # type: ignore[arg-type]
+        return list(map(Sample, self.decoder.names, values, qualities, repeat(edge_ts)))
 
 
 @dataclass(frozen=True, slots=True)
