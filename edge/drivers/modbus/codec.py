@@ -292,21 +292,25 @@ def compile_tag(tag: Tag) -> TagCodec:
         decoder = _register_bit(addr.bit)
     elif kind.size == 1:
         decoder = _byte(kind, high=tag.byte == "high")
-        layout = (_FORMATS[kind], 0 if tag.byte == "high" else 1, None)
+        layout = _layout(kind, "", tag.byte == "high")
     elif kind.size is not None:
         order = tag.order or _NATURAL[: kind.size]
         decoder = _numeric(kind, order)
-        layout = (
-            _FORMATS[kind],
-            0,
-            None if order == _NATURAL[: kind.size] else to_big_endian(order),
-        )
+        layout = _layout(kind, order, high=False)
     else:
         octets = _octets(tag.length or 0, tag.order or "AB", tag.bytes_per_register)
         decoder = _string(octets) if kind is DataType.STRING else octets
     return TagCodec(
         tag.name, addr.table, addr.address, count, decoder, tag.scale, tag.offset, layout
     )
+
+
+@functools.cache
+def _layout(kind: DataType, order: str, high: bool) -> tuple[str, int, tuple[int, ...] | None]:
+    """A number's layout for :class:`BlockDecoder`, one shared object per type and order."""
+    if kind.size == 1:
+        return _FORMATS[kind], 0 if high else 1, None
+    return _FORMATS[kind], 0, None if order == _NATURAL[: len(order)] else to_big_endian(order)
 
 
 def _coil(raw: bytes, off: int) -> Value:

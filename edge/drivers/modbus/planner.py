@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 
 from edge._model import ModbusTable
-from edge._samples import Quality, Sample, Value
+from edge._samples import Quality, Sample, Value, make_samples
 from edge.drivers.modbus.codec import BitDecoder, BlockDecoder, TagCodec
 
 #: function code of each table
@@ -69,7 +68,7 @@ class Request:
 
     def samples(self, payload: Sequence[int] | Sequence[bool], edge_ts: int) -> list[Sample]:
         values, qualities = self.decoder.decode(payload)  # type: ignore[arg-type]
-        return list(map(Sample, self.decoder.names, values, qualities, repeat(edge_ts)))
+        return make_samples(self.decoder.names, values, qualities, edge_ts)
 
 
 @dataclass(frozen=True, slots=True)
