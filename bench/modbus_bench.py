@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
 import subprocess
@@ -288,6 +289,9 @@ def cpu_seconds(pids: list[int]) -> float:
 def run_role(role: str, payload: dict[str, Any]) -> None:
     """One of the child processes; measurements go to stdout as one JSON line."""
     if role == "sim":
+        # each measuring process exits with requests in flight: pymodbus would log every one
+        # with its last frames
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
         asyncio.run(serve(payload["endpoints"], payload["holes"]))
         return
     ports = {int(k): v for k, v in payload.get("ports", {}).items()}

@@ -181,7 +181,7 @@ class BlockDecoder:
     def __init__(self, tags: Sequence[TagCodec], start: int, count: int) -> None:
         self.names = tuple(tag.name for tag in tags)
         self._count = count
-        self._pack = struct.Struct(f">{count}H").pack
+        self._pack = _struct(f">{count}H").pack
         permutation = list(range(2 * count))
         plain: list[tuple[int, int, str]] = []  # (byte offset, tag index, format)
         taken = bytearray(2 * count)  # bytes already given to a plain number
@@ -205,7 +205,7 @@ class BlockDecoder:
         for first, _, letter in plain:
             fmt += f"{first - position}x{letter}" if first > position else letter
             position = first + struct.calcsize(letter)
-        self._unpack = struct.Struct(fmt).unpack_from if plain else None
+        self._unpack = _struct(fmt).unpack_from if plain else None
         moved = permutation != list(range(2 * count))
         self._permute = itemgetter(*permutation) if moved and count else None
         # the plain numbers come out in address order, then the others: back to tag order
@@ -223,7 +223,7 @@ class BlockDecoder:
         self._suspect = tuple(
             i for i, tag in enumerate(tags) if tag.layout is None or tag.layout[0] in "fd"
         )
-        self._good = [Quality.GOOD] * len(tags)
+        self._good = _all_good(len(tags))
 
     def decode(self, words: Sequence[int]) -> tuple[list[Value], list[Quality]]:
         """The values of the tags, in the order they were given, and their qualities.
@@ -265,7 +265,7 @@ class BitDecoder:
         indices = [tag.address - start for tag in tags]
         pick = itemgetter(*indices)
         self._pick = pick if len(indices) > 1 else lambda bits: (pick(bits),)
-        self._good = [Quality.GOOD] * len(tags)
+        self._good = _all_good(len(tags))
 
     def decode(self, bits: Sequence[bool]) -> tuple[list[Value], list[Quality]]:
         """As :meth:`BlockDecoder.decode`, for bits."""
@@ -273,6 +273,14 @@ class BitDecoder:
 
 
 _isfinite = math.isfinite
+#: shared between decoders: a driver that learnt to read around refused holes has tens of
+#: thousands of small requests, most of them with the same formats
+_struct = functools.lru_cache(maxsize=4096)(struct.Struct)
+
+
+@functools.lru_cache(maxsize=256)
+def _all_good(n: int) -> list[Quality]:
+    return [Quality.GOOD] * n
 
 
 def decode_bits(bits: Sequence[bool], index: int) -> tuple[Value, Quality]:
