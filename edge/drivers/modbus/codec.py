@@ -207,7 +207,7 @@ class BlockDecoder:
             position = first + struct.calcsize(letter)
         self._unpack = _struct(fmt).unpack_from if plain else None
         moved = permutation != list(range(2 * count))
-        self._permute = itemgetter(*permutation) if moved and count else None
+        self._permute = _permuter(tuple(permutation)) if moved else None
         # the plain numbers come out in address order, then the others: back to tag order
         slots = [i for _, i, _ in plain] + [i for i, _, _ in others]
         where = {tag_index: position for position, tag_index in enumerate(slots)}
@@ -276,6 +276,11 @@ _isfinite = math.isfinite
 #: shared between decoders: a driver that learnt to read around refused holes has tens of
 #: thousands of small requests, most of them with the same formats
 _struct = functools.lru_cache(maxsize=4096)(struct.Struct)
+
+
+@functools.lru_cache(maxsize=4096)
+def _permuter(permutation: tuple[int, ...]) -> Callable[[bytes], tuple[int, ...]]:
+    return itemgetter(*permutation)
 
 
 @functools.lru_cache(maxsize=256)

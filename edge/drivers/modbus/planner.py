@@ -42,16 +42,23 @@ class Request:
     start: int
     count: int
     tags: tuple[TagCodec, ...]
-    #: the tags compiled into one decoding program, once
-    decoder: BlockDecoder | BitDecoder = field(init=False, repr=False, compare=False)
+    _decoder: BlockDecoder | BitDecoder | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
-    def __post_init__(self) -> None:
-        decoder = (
-            BitDecoder(self.tags, self.start)
-            if self.table.is_bits
-            else BlockDecoder(self.tags, self.start, self.count)
-        )
-        object.__setattr__(self, "decoder", decoder)
+    @property
+    def decoder(self) -> BlockDecoder | BitDecoder:
+        """The tags compiled into one decoding program, on first use: a request that the
+        driver replaced by smaller ones (refused holes) never needs one."""
+        decoder = self._decoder
+        if decoder is None:
+            decoder = (
+                BitDecoder(self.tags, self.start)
+                if self.table.is_bits
+                else BlockDecoder(self.tags, self.start, self.count)
+            )
+            object.__setattr__(self, "_decoder", decoder)
+        return decoder
 
     @property
     def function_code(self) -> int:
