@@ -168,20 +168,21 @@ class BlockDecoder:
     __slots__ = (
         "_count",
         "_good",
+        "_numbers",
         "_others",
-        "_pack",
         "_permute",
         "_reorder",
         "_scaled",
         "_suspect",
-        "_unpack",
+        "_words",
         "names",
     )
 
     def __init__(self, tags: Sequence[TagCodec], start: int, count: int) -> None:
         self.names = tuple(tag.name for tag in tags)
         self._count = count
-        self._pack = _struct(f">{count}H").pack
+        # structs, not their bound methods: those would be two more objects per request
+        self._words = _struct(f">{count}H")
         permutation = list(range(2 * count))
         plain: list[tuple[int, int, str]] = []  # (byte offset, tag index, format)
         taken = bytearray(2 * count)  # bytes already given to a plain number
@@ -205,7 +206,7 @@ class BlockDecoder:
         for first, _, letter in plain:
             fmt += f"{first - position}x{letter}" if first > position else letter
             position = first + struct.calcsize(letter)
-        self._unpack = _struct(fmt).unpack_from if plain else None
+        self._numbers = _struct(fmt) if plain else None
         moved = permutation != list(range(2 * count))
         self._permute = _permuter(tuple(permutation)) if moved else None
         # the plain numbers come out in address order, then the others: back to tag order
@@ -231,10 +232,11 @@ class BlockDecoder:
         ``words`` holds at least the request's registers. The quality list may be shared
         between calls: do not change it.
         """
-        raw = self._pack(*words[: self._count])
+        raw = self._words.pack(*words[: self._count])
         values: list[Value] = []
-        if self._unpack is not None:
-            values += self._unpack(raw if self._permute is None else bytes(self._permute(raw)))
+        if self._numbers is not None:
+            block = raw if self._permute is None else bytes(self._permute(raw))
+            values += self._numbers.unpack_from(block)
         for _, decode_raw, offset in self._others:
             values.append(decode_raw(raw, offset))
         if self._reorder is not None:
