@@ -37,13 +37,12 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench import in_child
+from _bench import cpu_seconds, in_child, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -277,15 +276,6 @@ def report(name: str, r: dict[str, Any], sim_cpu: float) -> None:
     )
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of processes so far, from /proc (Linux)."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def run_role(role: str, payload: dict[str, Any]) -> None:
     """One of the child processes; measurements go to stdout as one JSON line."""
     if role == "sim":
@@ -310,21 +300,9 @@ def start_simulators(
     """Start the simulator processes (appended to ``sims``, their payload files to ``files``
     for the caller to clean up); the port of each endpoint number."""
     endpoints = list(enumerate(layout))
-    for i in range(processes):
+    for i in range(min(processes, len(endpoints))):
         share = endpoints[i::processes]
-        if not share:
-            continue
-        f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
-        json.dump({"endpoints": share, "holes": holes}, f)
-        f.close()
-        files.append(f.name)
-        sims.append(
-            subprocess.Popen(
-                [sys.executable, __file__, "--role", "sim", "--payload", f.name],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-        )
+        sims.append(spawn(__file__, "sim", {"endpoints": share, "holes": holes}, files))
     ports: dict[int, int] = {}
     for proc in sims:
         ports.update(dict(json.loads(proc.stdout.readline())))
@@ -370,9 +348,9 @@ def main() -> None:
         sim_cpu = {}
 
         def measure(role: str, payload: dict[str, Any]) -> dict[str, Any]:
-            before = cpu_seconds(pids)
+            before = sum(map(cpu_seconds, pids))
             result = in_child(__file__, role, payload)
-            sim_cpu[role] = cpu_seconds(pids) - before
+            sim_cpu[role] = sum(map(cpu_seconds, pids)) - before
             return result
 
         driver = measure("driver", common)
