@@ -57,3 +57,24 @@ def in_child(script: str, role: str, payload: dict[str, Any]) -> dict[str, Any]:
     finally:
         os.unlink(f.name)
     return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+def spawn(
+    script: str, role: str, payload: dict[str, Any], files: list[str]
+) -> subprocess.Popen[str]:
+    """Start ``script --role ROLE`` in the background (a simulator, a server), its payload in
+    a temporary file that is added to ``files`` for the caller to delete; stdout is a pipe."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(payload, f)
+    files.append(f.name)
+    return subprocess.Popen(
+        [sys.executable, script, "--role", role, "--payload", f.name],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,22 +1,30 @@
 """Modbus collection throughput: prints figures, asserts nothing.
 
     .venv/bin/python bench/modbus_bench.py [--tags 100000] [--seconds 10] [--sims 2]
+        [--peer plc|profiles] [--holes zero|refuse] [--endpoints 8] [--plc-tags 1000]
 
-Simulator processes serve machines of every profile (scattered register blocks, mixed types
-and byte orders, holes the simulator refuses) behind many endpoints of up to 247 unit ids.
+The peer is one or more simulator processes. ``--peer plc`` (the default) serves line PLCs
+(profile ``plc-<N>``, ``--plc-tags`` tags each, scattered in blocks with unused registers
+between tags, every type and byte order) on ``--endpoints`` endpoints; with ``--holes zero``
+(the default) the unused registers answer zero, as on PLCs that answer a whole register area,
+so the planner packs some 50 tags into a 125-register request; with ``--holes refuse`` they
+answer "illegal address" and the driver learns to read around them. ``--peer profiles`` serves
+machines of every pilot profile (about 17 tags each, in separate groups and tables, holes
+refused) behind endpoints of up to 247 unit ids: two tags per request.
+
 Then, each in a fresh process so that its CPU time and peak RSS are its own:
 
 - the **driver**: one ``ModbusDriver`` reading every tag back to back (``read_once`` in a loop)
-  for ``--seconds``, decoding and timestamping every sample;
+  for ``--seconds``, decoding and timestamping every sample; one batch in 50 is kept and,
+  after the clock stops, checked against the value function the simulators share;
 - the **baseline**: a plain pymodbus loop, one client per endpoint, sending the very requests
   the driver's planner settled on and decoding nothing;
 - **scheduled**: the driver as the gateway runs it, every group at 1 s on aligned ticks into a
   sample stream; when the links cannot keep up, ticks are missed (counted), never stacked.
+  It cannot exceed the configured tags per second.
 
-For each it prints tags/s, CPU seconds per 100,000 tags and peak RSS, then the ratio. The
-simulators (pymodbus servers computing every value at request time) share the machine's cores
-and are usually the bottleneck (see FINDINGS): the CPU per 100k tags is the figure that says
-what the gateway itself costs.
+For each it prints tags/s, CPU seconds per 100,000 tags and peak RSS, the CPU the simulator
+processes spent meanwhile, then the ratios and the load average.
 """
 
 from __future__ import annotations
@@ -24,74 +32,82 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench import in_child
+from _bench import cpu_seconds, in_child, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 UNITS_PER_ENDPOINT = 247
 SEED = 7
+#: one batch in this many is checked against the value function
+CHECK_EVERY = 50
+
+#: per endpoint: (machine name, profile, unit id) of each machine behind it
+Layout = list[list[tuple[str, str, int]]]
 
 
-def machines_for(endpoint: int, units: int) -> list[tuple[str, str, int]]:
+def profiles_layout(tags: int) -> Layout:
+    """Machines of every pilot profile in turn, as few endpoints of up to 247 units as fit."""
     from simulators import PROFILES  # noqa: PLC0415
 
     names = sorted(PROFILES)
-    return [
-        (f"m{endpoint}-{unit}", names[(endpoint + unit) % len(names)], unit)
-        for unit in range(1, units + 1)
-    ]
-
-
-def layout(tags: int) -> list[int]:
-    """Units per endpoint for about ``tags`` tags, spread evenly over as few endpoints as fit."""
-    from simulators import PROFILES  # noqa: PLC0415
-
     per_machine = sum(len(p.tags) for p in PROFILES.values()) / len(PROFILES)
     machines = max(1, round(tags / per_machine))
     endpoints = -(-machines // UNITS_PER_ENDPOINT)
     share, extra = divmod(machines, endpoints)
-    return [share + (i < extra) for i in range(endpoints)]
+    return [
+        [(f"m{e}-{u}", names[(e + u) % len(names)], u) for u in range(1, share + (e < extra) + 1)]
+        for e in range(endpoints)
+    ]
+
+
+def plc_layout(tags: int, per_plc: int, endpoints: int) -> Layout:
+    """``tags`` tags in line PLCs of ``per_plc`` tags, spread over ``endpoints`` endpoints."""
+    machines = -(-tags // per_plc)
+    out: Layout = [[] for _ in range(min(endpoints, machines))]
+    for i in range(machines):
+        out[i % len(out)].append((f"plc{i}", f"plc-{per_plc}", i // len(out) + 1))
+    return out
 
 
 # --- roles, each run in its own process ----------------------------------------------------------
 
 
-async def serve(endpoints: list[tuple[int, int]]) -> None:
-    """Serve (endpoint number, units) pairs; print the ports as one JSON line, then wait."""
+async def serve(endpoints: list[tuple[int, list[tuple[str, str, int]]]], holes: str) -> None:
+    """Serve (endpoint number, machines) pairs; print the ports as one JSON line, then wait."""
     from simulators import Machine, ModbusEndpoint  # noqa: PLC0415
 
     started = []
-    for number, units in endpoints:
-        machines = [
-            Machine(name, prof, seed=SEED, unit_id=unit)
-            for name, prof, unit in machines_for(number, units)
-        ]
-        endpoint = ModbusEndpoint(f"bench{number}", machines)
+    for number, machines in endpoints:
+        endpoint = ModbusEndpoint(
+            f"bench{number}",
+            [Machine(name, prof, seed=SEED, unit_id=unit) for name, prof, unit in machines],
+            holes=holes,  # type: ignore[arg-type]
+        )
         await endpoint.start()
         started.append((number, endpoint.port))
     print(json.dumps(started), flush=True)
     await asyncio.Event().wait()
 
 
-def devices(ports: dict[int, int], units: list[int]) -> Iterator[Any]:
+def devices(ports: dict[int, int], layout: Layout) -> Iterator[Any]:
     """Device configs one at a time: the driver keeps what it needs of each (names, plans)
     and the pydantic model can go, as a gateway that drops its parsed config would."""
     from edge import Device  # noqa: PLC0415
     from simulators import profile  # noqa: PLC0415
 
-    for number, count in enumerate(units):
-        for name, prof, unit in machines_for(number, count):
+    for number, machines in enumerate(layout):
+        for name, prof, unit in machines:
             groups: dict[str, list[dict[str, Any]]] = {}
             for spec in profile(prof).tags:
                 tag: dict[str, Any] = {"name": spec.name, "address": spec.address}
@@ -126,11 +142,34 @@ def usage(start_cpu: float, started: float, tags: int) -> dict[str, float]:
     }
 
 
-async def run_driver(ports: dict[int, int], units: list[int], seconds: float) -> dict[str, Any]:
-    from edge import Batch, Quality  # noqa: PLC0415
+def check(batches: list[Any], layout: Layout) -> dict[str, int]:
+    """Compare kept batches with the value function: each sample must hold the value of the
+    second it was read in (or of the second before: the answer may cross a second boundary)."""
+    from edge import Quality  # noqa: PLC0415
+    from simulators import profile, value  # noqa: PLC0415
+
+    profiles = {name: prof for machines in layout for name, prof, _ in machines}
+    checked = wrong = not_good = 0
+    for batch in batches:
+        prof = profiles[batch.device]
+        for sample in batch.samples:
+            if sample.quality is not Quality.GOOD:
+                not_good += 1
+                continue
+            spec = profile(prof).tag(sample.tag)
+            t = sample.edge_ts / 1e9
+            expected = [spec.engineering(value(SEED, prof, batch.device, sample.tag, s))
+                        for s in (t, t - 1)]  # fmt: skip
+            checked += 1
+            wrong += sample.value not in expected
+    return {"checked": checked, "wrong": wrong, "not_good": not_good}
+
+
+async def run_driver(ports: dict[int, int], layout: Layout, seconds: float) -> dict[str, Any]:
+    from edge import Batch  # noqa: PLC0415
     from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415
 
-    driver = ModbusDriver(devices(ports, units))
+    driver = ModbusDriver(devices(ports, layout))
     try:
         await driver.read_once()  # warm up: connect, learn the holes the simulator refuses
         plan = [
@@ -139,17 +178,19 @@ async def run_driver(ports: dict[int, int], units: list[int], seconds: float) ->
             for g in r.plan.groups
             for req in r.requests(g.name)
         ]
-        tags = good = 0
+        tags = 0
+        kept: list[Batch] = []
         start_cpu, started = time.process_time(), time.perf_counter()
         while time.perf_counter() - started < seconds:
-            for item in await driver.read_once():
+            for i, item in enumerate(await driver.read_once()):
                 if isinstance(item, Batch):
                     tags += len(item.samples)
-                    good += sum(1 for s in item.samples if s.quality is Quality.GOOD)
+                    if i % CHECK_EVERY == 0:
+                        kept.append(item)
         result = usage(start_cpu, started, tags)
     finally:
         driver.close()
-    result["good"] = good
+    result |= check(kept, layout)
     result["configured_tags"] = sum(r.plan.tag_count for r in driver.readers)
     result["requests_per_poll"] = len(plan)
     result["plan"] = [(port, unit, r.function_code, r.start, r.count, len(r.tags))
@@ -157,7 +198,7 @@ async def run_driver(ports: dict[int, int], units: list[int], seconds: float) ->
     return result
 
 
-async def run_scheduled(ports: dict[int, int], units: list[int], seconds: float) -> dict[str, Any]:
+async def run_scheduled(ports: dict[int, int], layout: Layout, seconds: float) -> dict[str, Any]:
     """The driver as the gateway runs it: every group at 1 s on aligned ticks, into a stream."""
     from edge import Batch, SampleStream  # noqa: PLC0415
     from edge.drivers.modbus import ModbusDriver  # noqa: PLC0415
@@ -171,9 +212,10 @@ async def run_scheduled(ports: dict[int, int], units: list[int], seconds: float)
             if isinstance(item, Batch):
                 tags += len(item.samples)
 
+    driver = ModbusDriver(devices(ports, layout), stream)
     consumer = asyncio.create_task(consume())
     start_cpu, started = time.process_time(), time.perf_counter()
-    async with ModbusDriver(devices(ports, units), stream) as driver:
+    async with driver:
         await asyncio.sleep(seconds)
     stream.close()
     await consumer
@@ -226,26 +268,45 @@ async def run_baseline(plan: list[list[int]], seconds: float) -> dict[str, Any]:
 # --- the orchestrator -------------------------------------------------------------------------
 
 
-def report(name: str, r: dict[str, Any]) -> None:
+def report(name: str, r: dict[str, Any], sim_cpu: float) -> None:
     print(
         f"{name:9} {r['tags']:>10,} tags in {r['seconds']:5.1f} s  {r['tags_per_s']:>10,.0f} tags/s"
         f"  {r['cpu_per_100k']:6.2f} CPU s/100k tags  peak RSS {r['peak_rss_mb']:6.1f} MB"
+        f"  (simulators: {sim_cpu / r['seconds']:.2f} CPU s/s)"
     )
 
 
 def run_role(role: str, payload: dict[str, Any]) -> None:
     """One of the child processes; measurements go to stdout as one JSON line."""
     if role == "sim":
-        asyncio.run(serve([tuple(e) for e in payload["endpoints"]]))
+        # each measuring process exits with requests in flight: pymodbus would log every one
+        # with its last frames
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        asyncio.run(serve(payload["endpoints"], payload["holes"]))
         return
     ports = {int(k): v for k, v in payload.get("ports", {}).items()}
     if role == "driver":
-        result = asyncio.run(run_driver(ports, payload["units"], payload["seconds"]))
+        result = asyncio.run(run_driver(ports, payload["layout"], payload["seconds"]))
     elif role == "scheduled":
-        result = asyncio.run(run_scheduled(ports, payload["units"], payload["seconds"]))
+        result = asyncio.run(run_scheduled(ports, payload["layout"], payload["seconds"]))
     else:
         result = asyncio.run(run_baseline(payload["plan"], payload["seconds"]))
     print(json.dumps(result))
+
+
+def start_simulators(
+    layout: Layout, processes: int, holes: str, sims: list[Any], files: list[str]
+) -> dict[int, int]:
+    """Start the simulator processes (appended to ``sims``, their payload files to ``files``
+    for the caller to clean up); the port of each endpoint number."""
+    endpoints = list(enumerate(layout))
+    for i in range(min(processes, len(endpoints))):
+        share = endpoints[i::processes]
+        sims.append(spawn(__file__, "sim", {"endpoints": share, "holes": holes}, files))
+    ports: dict[int, int] = {}
+    for proc in sims:
+        ports.update(dict(json.loads(proc.stdout.readline())))
+    return ports
 
 
 def main() -> None:
@@ -253,6 +314,10 @@ def main() -> None:
     parser.add_argument("--tags", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--sims", type=int, default=2, help="simulator processes")
+    parser.add_argument("--peer", choices=["plc", "profiles"], default="plc")
+    parser.add_argument("--holes", choices=["zero", "refuse"], default="zero")
+    parser.add_argument("--endpoints", type=int, default=8, help="endpoints (plc peer)")
+    parser.add_argument("--plc-tags", type=int, default=1000, help="tags per PLC (plc peer)")
     parser.add_argument(
         "--role", choices=["sim", "driver", "scheduled", "baseline"], help=argparse.SUPPRESS
     )
@@ -263,52 +328,52 @@ def main() -> None:
         run_role(args.role, json.loads(Path(args.payload).read_text()))
         return
 
-    units = layout(args.tags)
-    endpoints = list(enumerate(units))
-    sims = []
-    ports: dict[int, int] = {}
-    files = []
+    if args.peer == "plc":
+        layout = plc_layout(args.tags, args.plc_tags, args.endpoints)
+    else:
+        layout = profiles_layout(args.tags)
+    holes = args.holes if args.peer == "plc" else "refuse"
+    sims: list[subprocess.Popen[str]] = []
+    files: list[str] = []
     try:
-        for i in range(args.sims):
-            share = endpoints[i :: args.sims]
-            if not share:
-                continue
-            f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
-            json.dump({"endpoints": share}, f)
-            f.close()
-            files.append(f.name)
-            proc = subprocess.Popen(
-                [sys.executable, __file__, "--role", "sim", "--payload", f.name],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            sims.append(proc)
-        for proc in sims:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            ports.update(dict(json.loads(line)))
+        ports = start_simulators(layout, args.sims, holes, sims, files)
+        pids = [proc.pid for proc in sims]
+        machines = sum(len(m) for m in layout)
         print(
-            f"{sum(units):,} simulated machines on {len(units)} endpoints in {len(sims)} "
-            f"simulator processes; {os.cpu_count()} CPUs"
+            f"peer {args.peer}, holes {holes}: {machines:,} simulated machines on "
+            f"{len(layout)} endpoints in {len(sims)} simulator processes; {os.cpu_count()} CPUs; "
+            f"load average {os.getloadavg()[0]:.2f}"
         )
-        common = {"ports": ports, "units": units, "seconds": args.seconds}
-        driver = in_child(__file__, "driver", common)
+        common = {"ports": ports, "layout": layout, "seconds": args.seconds}
+        sim_cpu = {}
+
+        def measure(role: str, payload: dict[str, Any]) -> dict[str, Any]:
+            before = sum(map(cpu_seconds, pids))
+            result = in_child(__file__, role, payload)
+            sim_cpu[role] = sum(map(cpu_seconds, pids)) - before
+            return result
+
+        driver = measure("driver", common)
+        baseline = measure("baseline", {"plan": driver["plan"], "seconds": args.seconds})
+        scheduled = measure("scheduled", common)
         print(
             f"{driver['configured_tags']:,} tags configured, read with "
-            f"{driver['requests_per_poll']:,} requests per pass; {driver['good']:,} Good samples"
+            f"{driver['requests_per_poll']:,} requests per pass "
+            f"({driver['configured_tags'] / driver['requests_per_poll']:.1f} tags per request); "
+            f"checked {driver['checked']:,} samples against the value function: "
+            f"{driver['wrong']:,} wrong, {driver['not_good']:,} not Good"
         )
-        baseline = in_child(__file__, "baseline", {"plan": driver["plan"], "seconds": args.seconds})
-        scheduled = in_child(__file__, "scheduled", common)
-        report("driver", driver)
-        report("pymodbus", baseline)
-        report("scheduled", scheduled)
+        report("driver", driver, sim_cpu["driver"])
+        report("pymodbus", baseline, sim_cpu["baseline"])
+        report("scheduled", scheduled, sim_cpu["scheduled"])
         print(
             f"scheduled: every group at 1 s; {scheduled['polls']:,} group polls, "
             f"{scheduled['overruns']:,} missed ticks, max lag {scheduled['max_lag']:.1f} s"
         )
         print(
             f"ratio driver/pymodbus: {driver['tags_per_s'] / baseline['tags_per_s']:.2f}× tags/s, "
-            f"{driver['cpu_per_100k'] / baseline['cpu_per_100k']:.2f}× CPU per tag"
+            f"{driver['cpu_per_100k'] / baseline['cpu_per_100k']:.2f}× CPU per tag; "
+            f"load average {os.getloadavg()[0]:.2f}"
         )
     finally:
         for proc in sims:

@@ -28,12 +28,11 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _bench import in_child
+from _bench import cpu_seconds, in_child, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -242,12 +241,6 @@ async def run_baseline(urls: list[str], items: list[int], args: dict[str, Any]) 
 # --- the orchestrator -------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measured(role: str, payload: dict[str, Any], sims: list[subprocess.Popen[str]]) -> None:
     """Run one client and print its figures with the simulators' CPU share meanwhile: when
     they are near a core each, they, not the client, set the rate and the lag."""
@@ -305,17 +298,7 @@ def main() -> None:
     started = time.perf_counter()
     try:
         for endpoint, count in enumerate(items):
-            f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
-            json.dump({"endpoint": endpoint, "items": count}, f)
-            f.close()
-            files.append(f.name)
-            sims.append(
-                subprocess.Popen(
-                    [sys.executable, __file__, "--role", "sim", "--payload", f.name],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
+            sims.append(spawn(__file__, "sim", {"endpoint": endpoint, "items": count}, files))
         for proc in sims:
             assert proc.stdout is not None
             urls.append(json.loads(proc.stdout.readline())["url"])

@@ -207,7 +207,8 @@ class ModbusTable(StrEnum):
 
     @property
     def is_bits(self) -> bool:
-        return self in (ModbusTable.COIL, ModbusTable.DISCRETE_INPUT)
+        # identity, not ``in``: StrEnum equality goes through str.__eq__, twice per request
+        return self is ModbusTable.COIL or self is ModbusTable.DISCRETE_INPUT
 
 
 _MODBUS_ADDRESS = re.compile(r"(?P<table>co|di|hr|ir):(?P<address>\d{1,5})(?:\.(?P<bit>\d{1,2}))?")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simulators._exceptions import FactoryFileError
+from simulators._plc import MAX_TAGS, plc_profile
 from simulators._profiles import PROFILES
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
@@ -38,6 +39,10 @@ class ModbusTcpEndpoint(_Strict):
     protocol: Literal["modbus-tcp"]
     host: str = "127.0.0.1"
     port: int = Field(ge=0, le=65535, description="0 picks a free port (tests)")
+    holes: Literal["refuse", "zero"] = Field(
+        default="refuse",
+        description="how addresses without a tag answer: illegal address, or zero",
+    )
 
 
 class ModbusRtuEndpoint(_Strict):
@@ -98,9 +103,10 @@ class MachineConfig(_Strict):
 
     @model_validator(mode="after")
     def _known_profile(self) -> MachineConfig:
-        if self.profile not in PROFILES:
+        if self.profile not in PROFILES and plc_profile(self.profile) is None:
             raise ValueError(
                 f"unknown profile {self.profile!r}; one of {', '.join(sorted(PROFILES))}"
+                f" or plc-<N> (N tags, up to {MAX_TAGS:,})"
             )
         return self
 
@@ -131,7 +137,7 @@ class Scale(_Strict):
 
     @model_validator(mode="after")
     def _sane(self) -> Scale:
-        unknown = sorted(set(self.profiles) - set(PROFILES))
+        unknown = sorted(p for p in self.profiles if p not in PROFILES and not plc_profile(p))
         if unknown:
             raise ValueError(f"unknown profile {unknown[0]!r}")
         if not self.profiles:

@@ -1,10 +1,14 @@
-"""Modbus TCP and RTU slaves: several unit ids behind one endpoint, values computed per request.
+"""Modbus TCP and RTU slaves: several unit ids behind one endpoint.
 
-pymodbus handles framing and function codes; the datastore below answers every read from the
-value function at the moment the request is served, so nothing is copied into register
-images on a timer and a read is exactly ``value(seed, profile, machine, tag, t)``. Addresses
-that no tag covers answer ``illegal address``, as do writes to read-only tags and writes that
-cover part of a multi-register value.
+pymodbus handles framing and function codes; the datastore below answers every read from a
+register image of the machine built from the value function once per tick, on the first read
+of that tick (values change only on whole seconds), so a read is exactly
+``value(seed, profile, machine, tag, t)`` and a thousand reads in one second cost one
+computation of each value. What clients wrote and value faults are part of the image's key.
+
+Addresses that no tag covers answer ``illegal address`` (``holes="refuse"``, the default), or
+zero (``holes="zero"``, as PLCs that answer a whole register area do). Writes to read-only tags,
+to holes and writes that cover part of a multi-register value are always ``illegal address``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from typing import Literal, Self
 
@@ -24,10 +29,11 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from simulators._exceptions import EndpointError
 from simulators._machine import Machine
 from simulators._profiles import TagSpec
-from simulators._registers import Cell, decode, register_map
+from simulators._registers import Area, Cell, decode, image, register_map
 
 logger = logging.getLogger(__name__)
 
+_ZERO: dict[str, int | bool] = {"co": False, "di": False, "hr": 0, "ir": 0}
 _TABLES = {1: "co", 2: "di", 3: "hr", 4: "ir", 5: "co", 15: "co", 6: "hr", 16: "hr", 23: "hr"}
 
 
@@ -42,6 +48,8 @@ class _Datastore(ModbusServerContext):
         self.old_simulator = True
         self.simdevices = []
         self._endpoint = endpoint
+        #: unit id → (image key, image)
+        self._images: dict[int, tuple[tuple[object, ...], dict[str, Area]]] = {}
 
     def device_ids(self) -> list[int]:
         return list(self._endpoint.units)
@@ -64,7 +72,16 @@ class _Datastore(ModbusServerContext):
         machine = self._machine(device_id)
         if (refused := await self._before(machine)) is not None:
             return refused
-        return read(machine, _TABLES[func_code], address, count, machine.clock())
+        t = math.floor(machine.clock())
+        key = (t, machine.faults.values, tuple(machine.written.items()))
+        cached = self._images.get(device_id)
+        if cached is None or cached[0] != key:
+            cached = key, image(machine.profile, machine.raw(machine.profile.tags, t))
+            self._images[device_id] = cached
+        table = _TABLES[func_code]
+        fill = None if self._endpoint.holes == "refuse" else _ZERO[table]
+        window = cached[1][table].window(address, count, fill)
+        return ExcCodes.ILLEGAL_ADDRESS if window is None else window
 
     async def async_setValues(
         self,
@@ -77,29 +94,6 @@ class _Datastore(ModbusServerContext):
         if (refused := await self._before(machine)) is not None:
             return refused
         return write(machine, _TABLES[func_code], address, list(values))
-
-
-def read(
-    machine: Machine, table: str, address: int, count: int, t: float
-) -> list[int] | list[bool] | ExcCodes:
-    """Serve a read of ``count`` registers or bits of ``table`` at time ``t``."""
-    rmap = register_map(machine.profile)
-    if table in ("co", "di"):
-        bit_tags = [rmap.bits[table].get(a) for a in range(address, address + count)]
-        if any(tag is None for tag in bit_tags):
-            return ExcCodes.ILLEGAL_ADDRESS
-        specs = [tag for tag in bit_tags if tag is not None]
-        raws = machine.raw(specs, t)
-        return [bool(raws[spec.name]) for spec in specs]
-    cells = _cells(rmap.words[table], address, count)
-    if cells is None:
-        return ExcCodes.ILLEGAL_ADDRESS
-    raws = machine.raw([spec for cell in cells for spec in cell.tags], t)
-    registers: list[int] = []
-    for cell in cells:
-        registers += cell.registers(raws)
-    skip = address - cells[0].start
-    return registers[skip : skip + count]
 
 
 def write(
@@ -153,6 +147,8 @@ class ModbusEndpoint:
     ``latency`` delays every answer; ``hang`` keeps the connection open but stops answering;
     :meth:`drop` closes every client connection; :meth:`restart` goes away and comes back.
     A machine whose ``faults.silent`` is set never answers; the other units still do.
+    ``holes`` says how addresses that hold no tag answer: ``"refuse"`` (illegal address) or
+    ``"zero"``.
     """
 
     def __init__(
@@ -167,8 +163,10 @@ class ModbusEndpoint:
         baudrate: int = 9600,
         parity: Literal["N", "E", "O"] = "N",
         stopbits: Literal[1, 2] = 1,
+        holes: Literal["refuse", "zero"] = "refuse",
     ) -> None:
         self.name = name
+        self.holes = holes
         self.protocol = protocol
         self.host = host
         self.port = port

@@ -435,10 +435,15 @@ PROFILES: dict[str, Profile] = {
 
 
 def profile(name: str) -> Profile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise UnknownProfile(name) from None
+    """A profile of :data:`PROFILES`, or a generated line PLC ``plc-<N>`` with N tags."""
+    found = PROFILES.get(name)
+    if found is None:
+        from simulators._plc import plc_profile  # noqa: PLC0415 - it imports this module
+
+        found = plc_profile(name)
+    if found is None:
+        raise UnknownProfile(name)
+    return found
 
 
 def value(seed: int, profile_name: str, machine: str, tag: str, t: float) -> Value:

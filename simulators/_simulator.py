@@ -98,7 +98,9 @@ class Simulator:
                 users={u.name: u.password for u in config.users},
             )  # fmt: skip
         if isinstance(config, ModbusTcpEndpoint):
-            return ModbusEndpoint(config.name, machines, host=config.host, port=config.port)
+            return ModbusEndpoint(
+                config.name, machines, host=config.host, port=config.port, holes=config.holes
+            )
         serial = config.device
         if config.pty_link is not None:
             pty = PtyPair(config.name, self.base_dir / config.pty_link)

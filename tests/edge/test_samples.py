@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge import Batch, ConnectivityEvent, Quality, Sample, SampleStream, StreamClosed
-from edge._samples import bad_samples, format_ts
+from edge._samples import bad_samples, format_ts, make_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 TS = 1_795_000_000_123_456_789  # 2026-11-18T11:06:40.123456789Z
@@ -91,3 +92,14 @@ def test_the_samples_module_is_a_light_leaf() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_samples_made_in_bulk_are_ordinary_frozen_samples() -> None:
+    made = make_samples(["a", "b"], [1.5, None], [Quality.GOOD, Quality.BAD], 7)
+    assert made == [Sample("a", 1.5, Quality.GOOD, 7), Sample("b", None, Quality.BAD, 7)]
+    assert made[0].source_ts is None
+    assert made[0].ts == 7
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made[0].value = 2.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="zip"):
+        make_samples(["a"], [1, 2], [Quality.GOOD], 7)

@@ -15,11 +15,11 @@ request, so holes never span addresses configured as unreadable.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge._model import ModbusTable
-from edge._samples import Quality, Sample, Value
-from edge.drivers.modbus.codec import TagCodec, decode_bits, words_to_bytes
+from edge._samples import Quality, Sample, Value, make_samples
+from edge.drivers.modbus.codec import BitDecoder, BlockDecoder, TagCodec
 
 #: function code of each table
 FUNCTION_CODES = {
@@ -42,6 +42,23 @@ class Request:
     start: int
     count: int
     tags: tuple[TagCodec, ...]
+    _decoder: BlockDecoder | BitDecoder | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def decoder(self) -> BlockDecoder | BitDecoder:
+        """The tags compiled into one decoding program, on first use: a request that the
+        driver replaced by smaller ones (refused holes) never needs one."""
+        decoder = self._decoder
+        if decoder is None:
+            decoder = (
+                BitDecoder(self.tags, self.start)
+                if self.table.is_bits
+                else BlockDecoder(self.tags, self.start, self.count)
+            )
+            object.__setattr__(self, "_decoder", decoder)
+        return decoder
 
     @property
     def function_code(self) -> int:
@@ -53,16 +70,12 @@ class Request:
 
     def decode(self, payload: Sequence[int] | Sequence[bool]) -> list[tuple[str, Value, Quality]]:
         """(tag, value, quality) for each tag, from the response's registers or bits."""
-        if self.table.is_bits:
-            return [
-                (tag.name, *decode_bits(payload, tag.address - self.start))  # type: ignore[arg-type]
-                for tag in self.tags
-            ]
-        raw = words_to_bytes(payload[: self.count])  # type: ignore[arg-type]
-        return [(tag.name, *tag.decode(raw, 2 * (tag.address - self.start))) for tag in self.tags]
+        values, qualities = self.decoder.decode(payload)  # type: ignore[arg-type]
+        return list(zip(self.decoder.names, values, qualities, strict=True))
 
     def samples(self, payload: Sequence[int] | Sequence[bool], edge_ts: int) -> list[Sample]:
-        return [Sample(name, v, q, edge_ts) for name, v, q in self.decode(payload)]
+        values, qualities = self.decoder.decode(payload)  # type: ignore[arg-type]
+        return make_samples(self.decoder.names, values, qualities, edge_ts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,38 @@ async def test_every_profile_type_and_order_reads_exactly(sim: Any, make_endpoin
     assert sum(r.stats.splits for r in driver.readers) == splits
 
 
+@pytest.mark.parametrize("holes", ["zero", "refuse"])
+async def test_a_line_plc_reads_exactly_in_full_requests(
+    sim: Any, make_endpoint: Start, holes: str
+) -> None:
+    """Hundreds of tags of every type and order, scattered: with readable gaps the planned
+    125-register requests are read whole, each decoded by its compiled program; with refused
+    gaps the driver splits them, and either way every value is the one predicted."""
+    plc = sim.machine("plc-400")
+    endpoint = await make_endpoint(plc, holes=holes)
+    driver = ModbusDriver([sim.device_for(plc, endpoint.port)])
+    try:
+        items = await driver.read_once()
+        again = await driver.read_once()
+    finally:
+        driver.close()
+    reader = driver.readers[0]
+    planned = reader.plan.request_count
+    assert 400 / planned > 20  # packed: dozens of tags per request
+    if holes == "zero":
+        assert reader.stats.splits == 0
+    else:
+        assert reader.stats.splits > 0
+    want = sim.expected(plc)
+    for batches in (items, again):
+        got = {s.tag: s for b in batches if isinstance(b, Batch) for s in b.samples}
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            assert got[name].quality is Quality.GOOD, name
+            assert got[name].value == value, name
+            assert type(got[name].value) is type(value), name
+
+
 async def test_hang_gives_one_event_bad_samples_then_recovery(
     sim: Any, make_endpoint: Start
 ) -> None:
