@@ -46,7 +46,12 @@ register = _ingest.register
 kit = _ingest.kit
 #: the evidence tests' store of two firms, filled once per module through the real pipeline
 plant = _evidence.plant
-Served = _evidence.Served
+
+
+@pytest.fixture(scope="session")
+def served() -> type:
+    """The evidence tests' ``Served``: an evidence service and identifier node in a thread."""
+    return _evidence.Served  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
