@@ -137,6 +137,7 @@ OUTCOMES: Counter[str] = Counter()
 RUNS: Counter[str] = Counter()
 
 
+@pytest.mark.timeout(max(300, EXAMPLES // 20))  # 100,000 payloads take minutes, not seconds
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
