@@ -10,6 +10,7 @@ quarantine exactly the attack's messages with the expected reasons.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -164,6 +165,8 @@ ATTACKS: dict[str, tuple[str, Attack]] = {
     "forged": ("forged signature (JSON, Sparkplug B, altered value)", forged_signature),
     "replay": ("replayed envelope (verbatim, as another gateway)", replayed_envelope),
     "rewind": ("sequence rewind: seq 1 again, new content", sequence_rewind),
+    # a restarted ingest knows the chain only from the store: the rewind must still be seen
+    "rewind-restart": ("sequence rewind after an ingest restart", sequence_rewind),
     "oversized": ("oversized: > 1 MiB, > 10,000 samples", oversized),
     "nested": ("deeply nested JSON (100,000 levels)", deeply_nested),
     "numbers": ("5,000-digit integer, 1e999, NaN", huge_number),
@@ -188,13 +191,20 @@ async def test_attack_on_the_pipeline_is_quarantined_and_stores_nothing(
     await register(fan, [FAN], enterprise=f"{FIRM_A}/firm")
     await register(b, [PRESS], enterprise=f"{FIRM_B}/firm")
     config = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path)
-    async with Ingest(config) as ingest:
+    async with contextlib.AsyncExitStack() as stack:
+        ingest = await stack.enter_async_context(Ingest(config))
         await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
         first_a = a.data(KILN, [("temp", T0, 21.5), ("run", T0, True)])
         for signed in (first_a, b.data(PRESS, [("f", T0, 1.25)])):
             publisher.publish(*kit.message(signed))
         await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") == 2)
-        samples, receipts = kit.count(pg_dsn, "sample"), 2
+        await kit.wait_until(lambda: ingest.consumer.stats.acked == 2)
+        samples, receipts, acked = kit.count(pg_dsn, "sample"), 2, 2
+        if name.endswith("-restart"):
+            await stack.aclose()
+            ingest = await stack.enter_async_context(Ingest(config))
+            await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
+            acked = 0
         duplicates = ingest.verifier.stats.duplicates
 
         messages = attack(Scene(a, fan, b, first_a, kit))
@@ -204,7 +214,7 @@ async def test_attack_on_the_pipeline_is_quarantined_and_stores_nothing(
             publisher.publish(topic, payload)
         receipts += len(honest) + 1
         await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") >= receipts)
-        await kit.wait_until(lambda: ingest.consumer.stats.acked == 2 + len(messages) + 1)
+        await kit.wait_until(lambda: ingest.consumer.stats.acked == acked + len(messages) + 1)
         assert ingest.running
         duplicates = ingest.verifier.stats.duplicates - duplicates
 
