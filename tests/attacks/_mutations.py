@@ -57,8 +57,9 @@ ODD_VALUES: tuple[Any, ...] = (
 def type_change(raw: bytes, rnd: random.Random) -> bytes:
     doc = _fields(raw)
     key = rnd.choice(sorted(doc))
-    if key == "samples" and doc[key] and rnd.random() < 0.7:  # one item of one sample
-        sample = rnd.choice(doc[key])
+    samples = doc[key] if key == "samples" and isinstance(doc[key], list) else []
+    sample = rnd.choice(samples) if samples else None
+    if isinstance(sample, list) and sample and rnd.random() < 0.7:  # one item of one sample
         sample[rnd.randrange(len(sample))] = rnd.choice(ODD_VALUES)
     else:
         doc[key] = rnd.choice(ODD_VALUES)
