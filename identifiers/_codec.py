@@ -133,7 +133,11 @@ def _parse(text: str) -> Identifier:
     if not text:
         raise IdentifierError(text, "handle", "is empty")
     normal = unicodedata.normalize("NFC", text)
-    if len(normal.encode()) > MAX_HANDLE_BYTES:
+    try:
+        size = len(normal.encode())
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON "\ud800" escape
+        raise IdentifierError(repr(text), "handle", "is not valid Unicode") from None
+    if size > MAX_HANDLE_BYTES:
         raise IdentifierError(text, "handle", f"longer than {MAX_HANDLE_BYTES} bytes of UTF-8")
     prefix_text, slash, suffix = normal.partition("/")
     if not slash:

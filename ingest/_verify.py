@@ -58,6 +58,15 @@ _RECENT = 8192
 HAND_OVER_TAGS = 4096
 
 
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can hold it: a refusal's detail may quote a field name the sender
+    chose, with U+0000 or a lone surrogate in it, and one such row would make the database
+    refuse the whole batch, good envelopes with it."""
+    if text.isprintable():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 class Transient(Exception):
     """Not the message's fault (identifier node or database away): retry it later."""
 
@@ -167,7 +176,7 @@ class Verifier:
             payload = payload[:KEEP_OVERSIZED]
         batch.quarantine.append(
             (pg_us(msg.received), msg.topic, payload, len(msg.payload), outcome.reason,
-             outcome.detail, outcome.gateway, outcome.seq)
+             storable(outcome.detail), outcome.gateway and storable(outcome.gateway), outcome.seq)
         )  # fmt: skip
         logger.debug("quarantined %s: %s %s", msg.topic, outcome.reason, outcome.detail)
 

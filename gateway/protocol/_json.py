@@ -109,6 +109,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise MalformedEnvelope("payload", f"not JSON: {exc.msg} at {exc.pos}") from None
     except RecursionError:
         raise MalformedEnvelope("payload", "nested too deeply") from None
+    except MalformedEnvelope:  # a duplicate key or a NaN, refused by the hooks
+        raise
+    except ValueError as exc:  # an integer literal over Python's 4,300-digit limit
+        raise MalformedEnvelope("payload", f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MalformedEnvelope("payload", "must be a JSON object")
     return doc

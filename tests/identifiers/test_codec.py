@@ -71,6 +71,15 @@ def test_not_a_string() -> None:
     assert caught.value.part == "handle"
 
 
+def test_a_lone_surrogate_is_refused_and_not_echoed_raw() -> None:
+    # JSON's "\ud800" escape decodes to one; its UTF-8 encoding fails, and so would any
+    # answer or log line quoting it raw
+    with pytest.raises(IdentifierError) as caught:
+        parse("\ud80088.709.911/gw.1")
+    assert (caught.value.part, caught.value.reason) == ("handle", "is not valid Unicode")
+    str(caught.value).encode()
+
+
 def test_255_bytes_counted_in_utf8_after_nfc() -> None:
     prefix = "88.709.911/"  # 11 bytes
     fits = prefix + "设" * 81 + "a"  # 11 + 243 + 1 = 255

@@ -82,6 +82,8 @@ CASES = [
     (encoded(doc()).replace(b"1234.5", b"NaN"), p.MalformedEnvelope, "payload", "NaN"),
     (encoded(doc()).replace(b"1234.5", b"-Infinity"), p.MalformedEnvelope, "payload", "Infinity"),
     (encoded(doc()).replace(b"1234.5", b"1e999"), p.MalformedEnvelope, "samples[0].value", "inf"),
+    # an integer literal longer than Python converts: a refusal, not a bare ValueError
+    (encoded(doc()).replace(b"1234.5", b"9" * 5000), p.MalformedEnvelope, "payload", "digits"),
     (b" " * (p.MAX_PAYLOAD_BYTES + 1), p.EnvelopeTooLarge, "payload", "limit"),
     (edit("loss.reason", ..., "loss"), p.MalformedEnvelope, "loss.reason", "missing"),
     (edit("loss.first", 0, "loss"), p.MalformedEnvelope, "loss.first", "outside"),
