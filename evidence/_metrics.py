@@ -30,6 +30,7 @@ from evidence._models import (
     DeviceEvidence,
     FirmEvidence,
     GatewayEvidence,
+    IdentifierCoverage,
     Integrity,
     Latency,
     Networking,
@@ -37,6 +38,7 @@ from evidence._models import (
     Params,
     StageCoverage,
     TagEvidence,
+    Unmatched,
     Window,
 )
 from evidence._registry import RegisteredDevice
@@ -84,6 +86,18 @@ _DEVICES = """
 SELECT d.identifier, g.identifier
 FROM device d JOIN gateway g ON g.id = d.gateway_id JOIN enterprise e ON e.id = d.enterprise_id
 WHERE e.identifier = %(firm)s
+"""
+
+# the devices whose data envelopes created in the window the firm's gateways delivered, and
+# by which gateway(s)
+_DELIVERED = """
+SELECT d.identifier, array_agg(DISTINCT g.identifier ORDER BY g.identifier)
+FROM receipt r
+JOIN device d ON d.id = r.device_id
+JOIN gateway g ON g.id = r.gateway_id
+JOIN enterprise e ON e.id = g.enterprise_id
+WHERE e.identifier = %(firm)s AND r.kind = 1 AND r.created >= %(start)s AND r.created < %(end)s
+GROUP BY d.identifier
 """
 
 _GATEWAYS = """
@@ -177,7 +191,8 @@ def collect(
     """The evidence of ``firm`` in ``window`` from the store behind ``conn`` (blocking).
 
     ``registered``: the firm's device records (:func:`registered_devices`), the denominator
-    of the networking rate and the source of key-equipment flags and business stages.
+    of the networking rate, the source of key-equipment flags and business stages, and what
+    the identifier coverage checks the delivering devices against.
     ``as_of`` (default: the window's end, or now if the window has not ended) is the moment
     freshness and gateway online time are measured at.
 
@@ -239,6 +254,7 @@ def _collect(
         stages=_stages(devices),
         latency=firm_latency,
         integrity=firm_integrity,
+        identifier_coverage=_coverage(cur.execute(_DELIVERED, base).fetchall(), registered),
     )
 
 
@@ -334,6 +350,22 @@ def _stages(devices: list[DeviceEvidence]) -> tuple[StageCoverage, ...]:
             count[stage][0] += 1
             count[stage][1] += dev.networked
     return tuple(StageCoverage(s, n, ok) for s, (n, ok) in sorted(count.items()))
+
+
+def _coverage(
+    delivered: list[tuple[str, list[str]]], registered: Sequence[RegisteredDevice]
+) -> IdentifierCoverage:
+    records = {d.identifier: d.gateway for d in registered}
+    unmatched = []
+    for device, gateways in sorted(delivered):
+        by, gateway = tuple(gateways), records.get(device)
+        if gateway is None:
+            unmatched.append(Unmatched(device, "no_record", by, None))
+        elif by != (gateway,):
+            unmatched.append(Unmatched(device, "other_gateway", by, gateway))
+    matched = len(delivered) - len(unmatched)
+    rate = matched / len(delivered) if delivered else None
+    return IdentifierCoverage(len(delivered), matched, rate, tuple(unmatched))
 
 
 def _latency(row: tuple[Any, ...] | None) -> Latency:

@@ -163,6 +163,33 @@ class StageCoverage:
 
 
 @dataclass(frozen=True, slots=True)
+class Unmatched:
+    """A device that delivered data whose identifier record does not vouch for that delivery.
+
+    ``reason``: ``no_record`` (no device record naming this firm was read for it: none at all,
+    or one naming another firm) or ``other_gateway`` (its record names ``registered_gateway``,
+    not the gateway(s) that delivered).
+    """
+
+    device: str
+    reason: str
+    delivered_by: tuple[str, ...]
+    registered_gateway: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierCoverage:
+    """Of the devices that delivered data for the firm in the window, those whose identifier
+    record names the firm and the gateway that delivered it: the registry vouches for what the
+    store holds, so an evaluator resolving the identifiers finds the same plant."""
+
+    delivering: int
+    matched: int
+    rate: float | None  # matched / delivering; None if nothing was delivered
+    unmatched: tuple[Unmatched, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FirmEvidence:
     firm: str
     window: Window
@@ -175,6 +202,7 @@ class FirmEvidence:
     stages: tuple[StageCoverage, ...]
     latency: Latency
     integrity: Integrity
+    identifier_coverage: IdentifierCoverage
 
     def device(self, identifier: str) -> DeviceEvidence:
         for dev in self.devices:

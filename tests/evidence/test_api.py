@@ -204,6 +204,8 @@ def test_evidence_is_collect_and_assess_for_the_window(api: Any, plant: Any, fir
     got = answer.json()
     read = dt.datetime.fromisoformat(got.pop("records_read"))
     assert plant.stored_before < read < dt.datetime.now(dt.UTC)
+    coverage = got["evidence"]["identifier_coverage"]
+    assert (coverage["delivering"], coverage["matched"], coverage["unmatched"]) == (4, 4, [])
     assert got == {
         "evidence": TypeAdapter(evidence.FirmEvidence).dump_python(ev, mode="json"),
         "assessment": TypeAdapter(evidence.Assessment).dump_python(

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 import evidence
+import identifiers
 
 HEALTHY, FAULTY = "88.709.911", "88.709.912"
 
@@ -280,3 +281,63 @@ def test_collect_gives_the_same_answer_whatever_the_connection_state(
             params=faulty.params,
         )  # fmt: skip
     assert again == faulty
+
+
+def test_identifier_coverage_of_a_plant_whose_records_match(
+    healthy: evidence.FirmEvidence, faulty: evidence.FirmEvidence
+) -> None:
+    # kiln, press, fan and meter delivered (the faulty ones less, but something); spare never
+    for ev in (healthy, faulty):
+        assert ev.identifier_coverage == evidence.IdentifierCoverage(4, 4, 1.0, ())
+
+
+def test_identifier_coverage_counts_only_devices_that_delivered(plant: Any) -> None:
+    # the last minute: the faulty press and meter are silent, so they are not asked about
+    ev = plant.collect(FAULTY, plant.window(120, 180))
+    assert ev.identifier_coverage == evidence.IdentifierCoverage(2, 2, 1.0, ())
+    assert plant.collect(HEALTHY, plant.window(120, 180)).identifier_coverage.delivering == 4
+
+
+async def test_identifier_coverage_lists_devices_the_registry_no_longer_vouches_for(
+    plant: Any,
+) -> None:
+    """After the data arrived, the faulty firm's records change on the node: the fan is moved
+    to gw.line2, the press's record is deleted, the kiln is re-registered to the healthy firm.
+    Read again through the client, only the meter still matches what the store holds."""
+    node_config = identifiers.NodeConfig.model_validate(
+        {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+         "database": {"dsn": plant.dsn, "pool_max": 2}, "authoritative": ["88.709"]}
+    )  # fmt: skip
+    firm, other = f"{FAULTY}/firm", f"{HEALTHY}/firm"
+    fan, press, kiln = (f"{FAULTY}/dev.{d}" for d in ("fan", "press", "kiln"))
+    line1, line2 = f"{FAULTY}/gw.line1", f"{FAULTY}/gw.line2"
+    async with identifiers.Node(node_config) as node:
+        _, token = await node.registry.create_token("88.709", days=1, label="coverage test")
+        async with identifiers.Client(node.url, token=token) as client:
+            before = {h: await client.resolve(h) for h in (fan, press, kiln)}
+            try:
+                await client.register([
+                    (fan, identifiers.DeviceRecord(enterprise=firm, gateway=line2).to_values()),
+                    (kiln, identifiers.DeviceRecord(
+                        enterprise=other, gateway=f"{HEALTHY}/gw.line1").to_values()),
+                ])  # fmt: skip
+                await client.delete(press)
+                registered = await evidence.registered_devices(client, firm)
+            finally:
+                await client.register([(h, r.values) for h, r in before.items()])
+    assert [d.identifier for d in registered] == [fan, f"{FAULTY}/dev.meter", f"{FAULTY}/dev.spare"]
+    with psycopg.connect(plant.dsn) as conn:
+        ev = evidence.collect(
+            conn, firm, plant.window(), registered, as_of=plant.at(180),
+            params=evidence.Params(fresh_within=60, outage_after=30),
+        )  # fmt: skip
+    assert ev.identifier_coverage == evidence.IdentifierCoverage(
+        delivering=4,
+        matched=1,
+        rate=0.25,
+        unmatched=(
+            evidence.Unmatched(fan, "other_gateway", (line1,), line2),
+            evidence.Unmatched(kiln, "no_record", (line1,), None),
+            evidence.Unmatched(press, "no_record", (line1,), None),
+        ),
+    )
