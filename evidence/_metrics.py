@@ -251,7 +251,7 @@ def _collect(
         tags=tuple(tags),
         gateways=tuple(gateways),
         networking=networking,
-        stages=_stages(devices),
+        stages=_stages(devices, tags, params, as_of),
         latency=firm_latency,
         integrity=firm_integrity,
         identifier_coverage=_coverage(cur.execute(_DELIVERED, base).fetchall(), registered),
@@ -322,7 +322,6 @@ def _devices(
             completeness = 0.0 if not any(t.samples for t in own) else None
         newest = max((t.last_sample for t in own if t.last_sample), default=None)
         good = max((t.last_good for t in own if t.last_good), default=None)
-        age = _age(as_of, good)
         out.append(
             DeviceEvidence(
                 identifier=name,
@@ -337,18 +336,32 @@ def _devices(
                 last_sample=newest,
                 last_good=good,
                 age=_age(as_of, newest),
-                networked=age is not None and age <= params.fresh_within,
+                networked=_fresh(as_of, good, params),
+                tag_stages=record.tag_stages if record else {},
             )
         )
     return out
 
 
-def _stages(devices: list[DeviceEvidence]) -> tuple[StageCoverage, ...]:
+def _fresh(as_of: dt.datetime, good: dt.datetime | None, params: Params) -> bool:
+    """Networked: a good sample in the window, the newest no older than ``fresh_within``."""
+    age = _age(as_of, good)
+    return age is not None and age <= params.fresh_within
+
+
+def _stages(
+    devices: list[DeviceEvidence], tags: list[TagEvidence], params: Params, as_of: dt.datetime
+) -> tuple[StageCoverage, ...]:
+    fresh = {(t.device, t.tag) for t in tags if _fresh(as_of, t.last_good, params)}
     count: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for dev in devices:
-        for stage in dict.fromkeys(dev.stages):
+        served = dict.fromkeys(dev.stages, dev.networked)
+        for stage, names in dev.tag_stages.items():
+            if stage not in served:  # the whole device serves it already
+                served[stage] = any((dev.identifier, name) in fresh for name in names)
+        for stage, networked in served.items():
             count[stage][0] += 1
-            count[stage][1] += dev.networked
+            count[stage][1] += networked
     return tuple(StageCoverage(s, n, ok) for s, (n, ok) in sorted(count.items()))
 
 

@@ -86,6 +86,8 @@ class DeviceEvidence:
     age: float | None
     #: good data in the window, the newest no older than ``fresh_within`` at ``as_of``
     networked: bool
+    #: stages some of its tags serve, from its record: stage → tag names
+    tag_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,12 @@ class Networking:
 
 @dataclass(frozen=True, slots=True)
 class StageCoverage:
-    """A business stage with automatic collection: a networked device serves it."""
+    """A business stage and the devices that serve it, as a whole or through some of their tags.
+
+    ``networked``: those of them whose data for the stage is fresh: the device is networked
+    (for a stage of the device), or one of the stage's tags has a good sample no older than
+    ``fresh_within`` (for a stage only some tags serve). Automatic collection: at least one.
+    """
 
     stage: str
     devices: int

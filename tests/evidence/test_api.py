@@ -135,6 +135,7 @@ def test_devices_merge_the_records_and_the_store_with_live_status(
             name, f"{HEALTHY}/{gw}", True, key,
         )  # fmt: skip
         assert dev["stages"] == list(stages)
+        assert dev["tag_stages"] == {}
         if name == "dev.spare":
             assert (dev["tags"], dev["last_sample"], dev["status"]) == (0, None, "silent")
             continue
