@@ -12,7 +12,7 @@ Public API::
     registered_devices              the firm's device records, through an identifiers.Client
     collect                         the metrics of a firm and window (blocking psycopg)
     FirmEvidence, DeviceEvidence, TagEvidence, GatewayEvidence, Networking, StageCoverage,
-    Latency, Integrity, Outage      what collect returns
+    Latency, Integrity, Outage, IdentifierCoverage, Unmatched   what collect returns
     load_indicators, Indicators     the versioned indicator file, validated
     INDICATORS_2024                 the path of the 2024 file
     assess, Assessment, ItemSupport which items the evidence supports, and how strongly
@@ -65,6 +65,7 @@ from evidence._models import (
     DeviceEvidence,
     FirmEvidence,
     GatewayEvidence,
+    IdentifierCoverage,
     Integrity,
     Latency,
     Networking,
@@ -72,6 +73,7 @@ from evidence._models import (
     Params,
     StageCoverage,
     TagEvidence,
+    Unmatched,
     Window,
 )
 from evidence._registry import RegisteredDevice, registered_devices
@@ -103,6 +105,7 @@ __all__ = [
     "Finding",
     "FirmEvidence",
     "GatewayEvidence",
+    "IdentifierCoverage",
     "IndicatorFileError",
     "Indicators",
     "Integrity",
@@ -120,6 +123,7 @@ __all__ = [
     "StageCoverage",
     "StoreUnavailable",
     "TagEvidence",
+    "Unmatched",
     "Verification",
     "Window",
     "assess",

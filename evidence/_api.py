@@ -66,6 +66,8 @@ class DeviceStatus:
     registered: bool
     key_equipment: bool
     stages: tuple[str, ...]
+    #: stages some of its tags serve: stage → tag names
+    tag_stages: dict[str, tuple[str, ...]]
     tags: int
     last_sample: dt.datetime | None
     age: float | None
@@ -236,6 +238,7 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
                     registered=record is not None,
                     key_equipment=bool(record and record.key_equipment),
                     stages=record.stages if record else (),
+                    tag_stages=record.tag_stages if record else {},
                     tags=seen.tags if seen else 0,
                     last_sample=last,
                     age=age,

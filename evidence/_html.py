@@ -38,6 +38,7 @@ def render_html(report: Report, fingerprint: str) -> str:
     doc = report.report
     facts, assessment = doc["facts"], doc["assessment"]
     net = facts["networking"]
+    cover = facts.get("identifier_coverage")  # reports made before it have none
     parts = [
         "<!doctype html><html lang=zh-CN><meta charset=utf-8>",
         f"<title>数据连通性证据报告 Evidence report — {html.escape(doc['firm'])}</title>",
@@ -54,6 +55,10 @@ def render_html(report: Report, fingerprint: str) -> str:
                 [
                     "关键设备 Key devices (networked / registered)",
                     f"{net['key_networked']} / {net['key_registered']}",
+                ],
+                [
+                    "标识解析一致 Identifier coverage (matched / delivering)",
+                    f"{cover['matched']} / {cover['delivering']}" if cover else None,
                 ],
             ],
         ),

@@ -30,6 +30,7 @@ from evidence._models import (
     DeviceEvidence,
     FirmEvidence,
     GatewayEvidence,
+    IdentifierCoverage,
     Integrity,
     Latency,
     Networking,
@@ -37,6 +38,7 @@ from evidence._models import (
     Params,
     StageCoverage,
     TagEvidence,
+    Unmatched,
     Window,
 )
 from evidence._registry import RegisteredDevice
@@ -84,6 +86,18 @@ _DEVICES = """
 SELECT d.identifier, g.identifier
 FROM device d JOIN gateway g ON g.id = d.gateway_id JOIN enterprise e ON e.id = d.enterprise_id
 WHERE e.identifier = %(firm)s
+"""
+
+# the devices whose data envelopes created in the window the firm's gateways delivered, and
+# by which gateway(s)
+_DELIVERED = """
+SELECT d.identifier, array_agg(DISTINCT g.identifier ORDER BY g.identifier)
+FROM receipt r
+JOIN device d ON d.id = r.device_id
+JOIN gateway g ON g.id = r.gateway_id
+JOIN enterprise e ON e.id = g.enterprise_id
+WHERE e.identifier = %(firm)s AND r.kind = 1 AND r.created >= %(start)s AND r.created < %(end)s
+GROUP BY d.identifier
 """
 
 _GATEWAYS = """
@@ -177,7 +191,8 @@ def collect(
     """The evidence of ``firm`` in ``window`` from the store behind ``conn`` (blocking).
 
     ``registered``: the firm's device records (:func:`registered_devices`), the denominator
-    of the networking rate and the source of key-equipment flags and business stages.
+    of the networking rate, the source of key-equipment flags and business stages, and what
+    the identifier coverage checks the delivering devices against.
     ``as_of`` (default: the window's end, or now if the window has not ended) is the moment
     freshness and gateway online time are measured at.
 
@@ -236,9 +251,10 @@ def _collect(
         tags=tuple(tags),
         gateways=tuple(gateways),
         networking=networking,
-        stages=_stages(devices),
+        stages=_stages(devices, tags, params, as_of),
         latency=firm_latency,
         integrity=firm_integrity,
+        identifier_coverage=_coverage(cur.execute(_DELIVERED, base).fetchall(), registered),
     )
 
 
@@ -306,7 +322,6 @@ def _devices(
             completeness = 0.0 if not any(t.samples for t in own) else None
         newest = max((t.last_sample for t in own if t.last_sample), default=None)
         good = max((t.last_good for t in own if t.last_good), default=None)
-        age = _age(as_of, good)
         out.append(
             DeviceEvidence(
                 identifier=name,
@@ -321,19 +336,49 @@ def _devices(
                 last_sample=newest,
                 last_good=good,
                 age=_age(as_of, newest),
-                networked=age is not None and age <= params.fresh_within,
+                networked=_fresh(as_of, good, params),
+                tag_stages=record.tag_stages if record else {},
             )
         )
     return out
 
 
-def _stages(devices: list[DeviceEvidence]) -> tuple[StageCoverage, ...]:
+def _fresh(as_of: dt.datetime, good: dt.datetime | None, params: Params) -> bool:
+    """Networked: a good sample in the window, the newest no older than ``fresh_within``."""
+    age = _age(as_of, good)
+    return age is not None and age <= params.fresh_within
+
+
+def _stages(
+    devices: list[DeviceEvidence], tags: list[TagEvidence], params: Params, as_of: dt.datetime
+) -> tuple[StageCoverage, ...]:
+    fresh = {(t.device, t.tag) for t in tags if _fresh(as_of, t.last_good, params)}
     count: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for dev in devices:
-        for stage in dict.fromkeys(dev.stages):
+        served = dict.fromkeys(dev.stages, dev.networked)
+        for stage, names in dev.tag_stages.items():
+            if stage not in served:  # the whole device serves it already
+                served[stage] = any((dev.identifier, name) in fresh for name in names)
+        for stage, networked in served.items():
             count[stage][0] += 1
-            count[stage][1] += dev.networked
+            count[stage][1] += networked
     return tuple(StageCoverage(s, n, ok) for s, (n, ok) in sorted(count.items()))
+
+
+def _coverage(
+    delivered: list[tuple[str, list[str]]], registered: Sequence[RegisteredDevice]
+) -> IdentifierCoverage:
+    records = {d.identifier: d.gateway for d in registered}
+    unmatched = []
+    for device, gateways in sorted(delivered):
+        by, gateway = tuple(gateways), records.get(device)
+        if gateway is None:
+            unmatched.append(Unmatched(device, "no_record", by, None))
+        elif by != (gateway,):
+            unmatched.append(Unmatched(device, "other_gateway", by, gateway))
+    matched = len(delivered) - len(unmatched)
+    rate = matched / len(delivered) if delivered else None
+    return IdentifierCoverage(len(delivered), matched, rate, tuple(unmatched))
 
 
 def _latency(row: tuple[Any, ...] | None) -> Latency:

@@ -86,6 +86,8 @@ class DeviceEvidence:
     age: float | None
     #: good data in the window, the newest no older than ``fresh_within`` at ``as_of``
     networked: bool
+    #: stages some of its tags serve, from its record: stage → tag names
+    tag_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,12 @@ class Networking:
 
 @dataclass(frozen=True, slots=True)
 class StageCoverage:
-    """A business stage with automatic collection: a networked device serves it."""
+    """A business stage and the devices that serve it, as a whole or through some of their tags.
+
+    ``networked``: those of them whose data for the stage is fresh: the device is networked
+    (for a stage of the device), or one of the stage's tags has a good sample no older than
+    ``fresh_within`` (for a stage only some tags serve). Automatic collection: at least one.
+    """
 
     stage: str
     devices: int
@@ -160,6 +167,33 @@ class StageCoverage:
     @property
     def automatic(self) -> bool:
         return self.networked > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """A device that delivered data whose identifier record does not vouch for that delivery.
+
+    ``reason``: ``no_record`` (no device record naming this firm was read for it: none at all,
+    or one naming another firm) or ``other_gateway`` (its record names ``registered_gateway``,
+    not the gateway(s) that delivered).
+    """
+
+    device: str
+    reason: str
+    delivered_by: tuple[str, ...]
+    registered_gateway: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierCoverage:
+    """Of the devices that delivered data for the firm in the window, those whose identifier
+    record names the firm and the gateway that delivered it: the registry vouches for what the
+    store holds, so an evaluator resolving the identifiers finds the same plant."""
+
+    delivering: int
+    matched: int
+    rate: float | None  # matched / delivering; None if nothing was delivered
+    unmatched: tuple[Unmatched, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +209,7 @@ class FirmEvidence:
     stages: tuple[StageCoverage, ...]
     latency: Latency
     integrity: Integrity
+    identifier_coverage: IdentifierCoverage
 
     def device(self, identifier: str) -> DeviceEvidence:
         for dev in self.devices:

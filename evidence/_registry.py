@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import identifiers
 from evidence._errors import RegistryError
@@ -19,13 +19,16 @@ from evidence._errors import RegistryError
 
 @dataclass(frozen=True, slots=True)
 class RegisteredDevice:
-    """What the registry says about one device: the facts the networking rate counts."""
+    """What the registry says about one device: the facts the networking rate and the stage
+    coverage count."""
 
     identifier: str
     gateway: str
     key_equipment: bool
     stages: tuple[str, ...] = ()
     name: str | None = None
+    #: stages some of its tags serve: stage → tag names (``GT_TAG_STAGE``)
+    tag_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _prefix(firm: str) -> str:
@@ -64,6 +67,7 @@ async def registered_devices(
                 key_equipment=device.key_equipment,
                 stages=device.stages,
                 name=device.name,
+                tag_stages=device.tag_stages,
             )
         )
     return sorted(found, key=lambda d: d.identifier)

@@ -17,6 +17,8 @@ index       type                       template
 8..12       GT_MANUFACTURER, GT_MODEL, GT_SERIAL, GT_LOCATION, GT_KEY_EQUIPMENT (device)
 20..51      GT_STAGE                   device: one value per business stage it serves
 60          URL                        enterprise, device: evidence page
+70..101     GT_TAG_STAGE               device: one value per business stage some of its tags
+                                       serve, ``<stage>:<tag>,<tag>…``
 300         HS_PUBKEY                  gateway: its Ed25519 public key
 ==========  =========================  ===============================================
 """
@@ -35,6 +37,8 @@ from identifiers._records import DEFAULT_TTL, HandleRecord, HandleValue, ValueDa
 _USCI_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCI_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 MAX_STAGES = 32
+STAGE_INDEX = 20
+TAG_STAGE_INDEX = 70
 PUBKEY_INDEX = 300
 
 
@@ -66,6 +70,9 @@ def _identifier(value: str) -> str:
 
 IdentifierText = Annotated[str, AfterValidator(_identifier)]
 Text = Annotated[str, Field(min_length=1, max_length=256)]
+#: a tag name as a gateway config allows it; never ``:`` or ``,``, the separators of a
+#: ``GT_TAG_STAGE`` value
+TagName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 
 
 class _Template(BaseModel):
@@ -86,7 +93,8 @@ class _Template(BaseModel):
         if kind is None or kind.text.split("/")[0] != cls.template:
             raise InvalidValue(record.handle, f"record is not a {cls.template} record")
         return {v.type: v.text for v in sorted(record.values, key=lambda v: v.index)
-                if v.data.format == "string" and v.type != "GT_STAGE"}  # fmt: skip
+                if v.data.format == "string"
+                and v.type not in ("GT_STAGE", "GT_TAG_STAGE")}  # fmt: skip
 
 
 class EnterpriseRecord(_Template):
@@ -148,6 +156,10 @@ class GatewayRecord(_Template):
 
 
 class DeviceRecord(_Template):
+    """A device: its firm, the gateway that reads it, and the business stages it serves, as a
+    whole (``stages``) or through some of its tags (``tag_stages``: stage → tag names): a
+    press whose power tag feeds 能耗管理 serves that stage, not the press as a whole."""
+
     template: ClassVar[str] = "device"
     enterprise: IdentifierText
     gateway: IdentifierText
@@ -158,6 +170,10 @@ class DeviceRecord(_Template):
     location: Text | None = None
     key_equipment: bool = True
     stages: Annotated[tuple[Text, ...], Field(max_length=MAX_STAGES)] = ()
+    tag_stages: Annotated[
+        dict[Text, Annotated[tuple[TagName, ...], Field(min_length=1)]],
+        Field(max_length=MAX_STAGES),
+    ] = {}
     url: Annotated[str, Field(max_length=2048)] | None = None
 
     def to_values(self) -> list[HandleValue]:
@@ -175,13 +191,24 @@ class DeviceRecord(_Template):
         ):
             self._opt(out, index, type_, value)
         for i, stage in enumerate(dict.fromkeys(self.stages)):
-            out.append(string_value(20 + i, "GT_STAGE", stage, self.ttl))
+            out.append(string_value(STAGE_INDEX + i, "GT_STAGE", stage, self.ttl))
+        for i, (stage, tags) in enumerate(self.tag_stages.items()):
+            text = f"{stage}:{','.join(dict.fromkeys(tags))}"
+            out.append(string_value(TAG_STAGE_INDEX + i, "GT_TAG_STAGE", text, self.ttl))
         return out
 
     @classmethod
     def from_record(cls, record: HandleRecord) -> DeviceRecord:
         f = cls._fields(record)
         stages = tuple(v.text for v in sorted(record.of_type("GT_STAGE"), key=lambda v: v.index))
+        tag_stages: dict[str, tuple[str, ...]] = {}
+        for value in sorted(record.of_type("GT_TAG_STAGE"), key=lambda v: v.index):
+            stage, _, tags = value.text.rpartition(":")
+            if not stage or not tags:
+                raise InvalidValue(
+                    record.handle, f"GT_TAG_STAGE value {value.index} is not '<stage>:<tag>,…'"
+                )
+            tag_stages[stage] = tag_stages.get(stage, ()) + tuple(tags.split(","))
         return cls(
             enterprise=f.get("GT_ENTERPRISE", ""),
             gateway=f.get("GT_GATEWAY", ""),
@@ -192,6 +219,7 @@ class DeviceRecord(_Template):
             location=f.get("GT_LOCATION"),
             key_equipment=f.get("GT_KEY_EQUIPMENT", "true") == "true",
             stages=stages,
+            tag_stages=tag_stages,
             url=f.get("URL"),
         )
 

@@ -223,7 +223,8 @@ def gateway_public_key(key_file: Path) -> bytes:
 
 
 def gateway_records(config: Any, evidence_url: str | None) -> list[tuple[str, list[Any]]]:
-    """The gateway's record and one per device, built from a gateway config."""
+    """The gateway's record and one per device, built from a gateway config: the stages of
+    each device's tags go into its record too (``GT_TAG_STAGE``)."""
     gw = config.gateway
     records = [
         (
@@ -235,6 +236,11 @@ def gateway_records(config: Any, evidence_url: str | None) -> list[tuple[str, li
     ]
     for device in config.devices:
         info = device.info
+        tag_stages: dict[str, list[str]] = {}
+        for group in device.groups:
+            for tag in group.tags:
+                for stage in tag.stages:
+                    tag_stages.setdefault(stage.label, []).append(tag.name)
         record = identifiers.DeviceRecord(
             enterprise=gw.enterprise,
             gateway=gw.id,
@@ -245,6 +251,7 @@ def gateway_records(config: Any, evidence_url: str | None) -> list[tuple[str, li
             location=info.location,
             key_equipment=info.key_equipment,
             stages=tuple(stage.label for stage in info.stages),
+            tag_stages={stage: tuple(tags) for stage, tags in tag_stages.items()},
             url=evidence_url.format(id=device.id) if evidence_url else None,
         )
         records.append((device.id, record.to_values()))

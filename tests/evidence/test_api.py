@@ -135,6 +135,7 @@ def test_devices_merge_the_records_and_the_store_with_live_status(
             name, f"{HEALTHY}/{gw}", True, key,
         )  # fmt: skip
         assert dev["stages"] == list(stages)
+        assert dev["tag_stages"] == {}
         if name == "dev.spare":
             assert (dev["tags"], dev["last_sample"], dev["status"]) == (0, None, "silent")
             continue
@@ -204,6 +205,8 @@ def test_evidence_is_collect_and_assess_for_the_window(api: Any, plant: Any, fir
     got = answer.json()
     read = dt.datetime.fromisoformat(got.pop("records_read"))
     assert plant.stored_before < read < dt.datetime.now(dt.UTC)
+    coverage = got["evidence"]["identifier_coverage"]
+    assert (coverage["delivering"], coverage["matched"], coverage["unmatched"]) == (4, 4, [])
     assert got == {
         "evidence": TypeAdapter(evidence.FirmEvidence).dump_python(ev, mode="json"),
         "assessment": TypeAdapter(evidence.Assessment).dump_python(

@@ -6,14 +6,17 @@ The plant and its faults are described in conftest.py: 180 s of 1 Hz data, windo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import statistics
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
 import pytest
 
 import evidence
+import identifiers
 
 HEALTHY, FAULTY = "88.709.911", "88.709.912"
 
@@ -280,3 +283,119 @@ def test_collect_gives_the_same_answer_whatever_the_connection_state(
             params=faulty.params,
         )  # fmt: skip
     assert again == faulty
+
+
+def test_identifier_coverage_of_a_plant_whose_records_match(
+    healthy: evidence.FirmEvidence, faulty: evidence.FirmEvidence
+) -> None:
+    # kiln, press, fan and meter delivered (the faulty ones less, but something); spare never
+    for ev in (healthy, faulty):
+        assert ev.identifier_coverage == evidence.IdentifierCoverage(4, 4, 1.0, ())
+
+
+def test_identifier_coverage_counts_only_devices_that_delivered(plant: Any) -> None:
+    # the last minute: the faulty press and meter are silent, so they are not asked about
+    ev = plant.collect(FAULTY, plant.window(120, 180))
+    assert ev.identifier_coverage == evidence.IdentifierCoverage(2, 2, 1.0, ())
+    assert plant.collect(HEALTHY, plant.window(120, 180)).identifier_coverage.delivering == 4
+
+
+@contextlib.asynccontextmanager
+async def records_changed(
+    plant: Any, firm: str, put: dict[str, identifiers.DeviceRecord], deleted: tuple[str, ...] = ()
+) -> AsyncIterator[list[evidence.RegisteredDevice]]:
+    """``firm``'s device records read through a node after ``put`` and ``deleted`` changed
+    them on it; the plant's records are put back on leaving."""
+    node_config = identifiers.NodeConfig.model_validate(
+        {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+         "database": {"dsn": plant.dsn, "pool_max": 2}, "authoritative": ["88.709"]}
+    )  # fmt: skip
+    async with identifiers.Node(node_config) as node:
+        _, token = await node.registry.create_token("88.709", days=1, label="evidence test")
+        async with identifiers.Client(node.url, token=token) as client:
+            before = {h: await client.resolve(h) for h in (*put, *deleted)}
+            try:
+                await client.register([(h, r.to_values()) for h, r in put.items()])
+                for handle in deleted:
+                    await client.delete(handle)
+                yield await evidence.registered_devices(client, f"{firm}/firm")
+            finally:
+                await client.register([(h, r.values) for h, r in before.items()])
+
+
+def collect_with(plant: Any, firm: str, registered: list[evidence.RegisteredDevice]) -> Any:
+    with psycopg.connect(plant.dsn) as conn:
+        return evidence.collect(
+            conn, f"{firm}/firm", plant.window(), registered, as_of=plant.at(180),
+            params=evidence.Params(fresh_within=60, outage_after=30),
+        )  # fmt: skip
+
+
+async def test_identifier_coverage_lists_devices_the_registry_no_longer_vouches_for(
+    plant: Any,
+) -> None:
+    """After the data arrived, the faulty firm's records change on the node: the fan is moved
+    to gw.line2, the press's record is deleted, the kiln is re-registered to the healthy firm.
+    Read again through the client, only the meter still matches what the store holds."""
+    firm, other = f"{FAULTY}/firm", f"{HEALTHY}/firm"
+    fan, press, kiln = (f"{FAULTY}/dev.{d}" for d in ("fan", "press", "kiln"))
+    line1, line2 = f"{FAULTY}/gw.line1", f"{FAULTY}/gw.line2"
+    put = {
+        fan: identifiers.DeviceRecord(enterprise=firm, gateway=line2),
+        kiln: identifiers.DeviceRecord(enterprise=other, gateway=f"{HEALTHY}/gw.line1"),
+    }
+    async with records_changed(plant, FAULTY, put, deleted=(press,)) as registered:
+        assert [d.identifier for d in registered] == [
+            fan, f"{FAULTY}/dev.meter", f"{FAULTY}/dev.spare"
+        ]  # fmt: skip
+        ev = collect_with(plant, FAULTY, registered)
+    assert ev.identifier_coverage == evidence.IdentifierCoverage(
+        delivering=4,
+        matched=1,
+        rate=0.25,
+        unmatched=(
+            evidence.Unmatched(fan, "other_gateway", (line1,), line2),
+            evidence.Unmatched(kiln, "no_record", (line1,), None),
+            evidence.Unmatched(press, "no_record", (line1,), None),
+        ),
+    )
+
+
+async def test_a_stage_served_by_tags_is_automatic_when_one_of_them_is_fresh(
+    plant: Any, kit: Any
+) -> None:
+    """Per-tag stages (``GT_TAG_STAGE``) read through the node: a stage only some tags serve
+    counts the device once, networked when one of those tags has fresh good data."""
+
+    def device(firm: str, name: str, **kw: Any) -> tuple[str, identifiers.DeviceRecord]:
+        gateway, key, stages, _tags = kit.PLANT[name]
+        record = identifiers.DeviceRecord(
+            enterprise=f"{firm}/firm", gateway=f"{firm}/{gateway}", key_equipment=key,
+            stages=stages, name=name, **kw,
+        )  # fmt: skip
+        return f"{firm}/{name}", record
+
+    healthy_fan = device(
+        HEALTHY, "dev.fan", tag_stages={"设备管理": ("rpm",), "仓储物流": ("rpm",)}
+    )
+    async with records_changed(plant, HEALTHY, dict([healthy_fan])) as registered:
+        fan = next(d for d in registered if d.identifier == healthy_fan[0])
+        assert fan.tag_stages == {"设备管理": ("rpm",), "仓储物流": ("rpm",)}
+        healthy = collect_with(plant, HEALTHY, registered)
+    assert dev(healthy, "dev.fan").tag_stages == fan.tag_stages
+    assert healthy.stage("设备管理") == evidence.StageCoverage("设备管理", 3, 3)
+    assert healthy.stage("仓储物流") == evidence.StageCoverage("仓储物流", 1, 1)
+    assert healthy.stage("安全生产") == evidence.StageCoverage("安全生产", 1, 1)
+
+    put = dict([
+        # the fan's samples are all BAD: its tag serves the stage, but not automatically
+        device(FAULTY, "dev.fan", tag_stages={"仓储物流": ("rpm",)}),
+        # the kiln is networked, but its tag "level" never sent anything; 设备管理 it serves
+        # as a whole already, so its tag does not count it twice
+        device(FAULTY, "dev.kiln", tag_stages={"计划排程": ("level",), "设备管理": ("temp",)}),
+    ])  # fmt: skip
+    async with records_changed(plant, FAULTY, put) as registered:
+        faulty = collect_with(plant, FAULTY, registered)
+    assert faulty.stage("仓储物流") == evidence.StageCoverage("仓储物流", 1, 0)
+    assert faulty.stage("计划排程") == evidence.StageCoverage("计划排程", 1, 0)
+    assert faulty.stage("设备管理") == evidence.StageCoverage("设备管理", 2, 1)

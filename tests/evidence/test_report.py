@@ -206,6 +206,9 @@ def test_the_commands_write_sign_render_and_verify(run: Run) -> None:
     page = (run.files / "report.html").read_text(encoding="utf-8")
     assert "数据连通性证据报告" in page
     assert f"{FIRM}/dev.kiln-1" in page
+    cover = run.report.report["facts"]["identifier_coverage"]
+    assert cover["matched"] == cover["delivering"] > 0
+    assert f"{cover['matched']} / {cover['delivering']}</td>" in page
 
 
 def test_a_changed_count_fails_and_is_named(run: Run) -> None:

@@ -69,7 +69,11 @@ def write_gateway(tmp_path: Path, *, location: str) -> tuple[Path, bytes]:
             {"name": "meter-1", "id": "88.709.911/dev.meter.01",
              "connection": {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": 502},
              "info": {"manufacturer": "Acrel", "key_equipment": False},
-             "groups": [group]},
+             "groups": [{"name": "g", "interval": "1s", "tags": [
+                 tag,
+                 {**tag, "name": "kwh", "address": "hr:1", "stages": ["能耗管理"]},
+                 {**tag, "name": "power", "address": "hr:2", "stages": ["energy", "设备管理"]},
+             ]}]},
         ],
     }  # fmt: skip
     path = tmp_path / "gateway.yaml"
@@ -99,9 +103,14 @@ async def test_register_gateway_is_idempotent(
     async with identifiers.Client(node.url) as client:
         gateway = identifiers.GatewayRecord.from_record(await client.resolve("88.709.911/gw.1"))
         kiln = identifiers.DeviceRecord.from_record(await client.resolve("88.709.911/dev.kiln.01"))
+        meter = identifiers.DeviceRecord.from_record(
+            await client.resolve("88.709.911/dev.meter.01")
+        )
     assert gateway.public_key == public_key
     assert gateway.enterprise == "88.709.911/firm"
     assert kiln.stages == ("设备管理", "能耗管理")
+    assert (kiln.tag_stages, meter.stages) == ({}, ())
+    assert meter.tag_stages == {"能耗管理": ("kwh", "power"), "设备管理": ("power",)}
     assert (kiln.gateway, kiln.location, kiln.key_equipment) == (
         "88.709.911/gw.1",
         "workshop 2",

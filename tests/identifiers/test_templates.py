@@ -66,3 +66,22 @@ def test_device_round_trip_with_stages() -> None:
     assert len(filtered.values) == 2
     with pytest.raises(ValidationError):
         DeviceRecord(enterprise="not an id", gateway="88.709.911/gw.1")
+
+
+def test_device_tag_stages_one_value_per_stage_and_back() -> None:
+    device = DeviceRecord(
+        enterprise="88.709.911/firm", gateway="88.709.911/gw.1", stages=("设备管理",),
+        tag_stages={"能耗管理": ("power", "kwh"), "质量管理": ("temp",)},
+    )  # fmt: skip
+    values = device.to_values()
+    assert [(v.index, v.text) for v in values if v.type == "GT_TAG_STAGE"] == [
+        (70, "能耗管理:power,kwh"), (71, "质量管理:temp"),
+    ]  # fmt: skip
+    record = HandleRecord(handle="88.709.911/dev.press", values=tuple(values))
+    assert DeviceRecord.from_record(record) == device
+    for bad in ({"能耗管理": ()}, {"能耗管理": ("a,b",)}, {"能耗管理": ("x:y",)}):
+        with pytest.raises(ValidationError):
+            DeviceRecord(enterprise="88.709.911/firm", gateway="88.709.911/gw.1", tag_stages=bad)
+    broken = [*values[:-1], identifiers.string_value(71, "GT_TAG_STAGE", "no separator")]
+    with pytest.raises(identifiers.InvalidValue, match="GT_TAG_STAGE value 71"):
+        DeviceRecord.from_record(HandleRecord(handle="88.709.911/dev.press", values=tuple(broken)))
