@@ -1,7 +1,7 @@
 """Modbus collection throughput: prints figures, asserts nothing.
 
     .venv/bin/python bench/modbus_bench.py [--tags 100000] [--seconds 10] [--sims 2]
-        [--peer plc|profiles] [--holes zero|refuse] [--endpoints 8] [--plc-tags 1000]
+        [--peer plc|profiles] [--holes zero|refuse] [--endpoints 8] [--plc-tags 1000] [--gateway]
 
 The peer is one or more simulator processes. ``--peer plc`` (the default) serves line PLCs
 (profile ``plc-<N>``, ``--plc-tags`` tags each, scattered in blocks with unused registers
@@ -21,7 +21,11 @@ Then, each in a fresh process so that its CPU time and peak RSS are its own:
   the driver's planner settled on and decoding nothing;
 - **scheduled**: the driver as the gateway runs it, every group at 1 s on aligned ticks into a
   sample stream; when the links cannot keep up, ticks are missed (counted), never stacked.
-  It cannot exceed the configured tags per second.
+  It cannot exceed the configured tags per second;
+- with ``--gateway``, the **gateway**: the whole of it as ``guantong gateway run`` starts it,
+  from a config file of every simulated machine (YAML, loaded and validated), publishing to a
+  Mosquitto of its own: samples/s committed to the outbox, the RSS once the config is loaded,
+  while running and at peak (docs/gateway.md, Memory).
 
 For each it prints tags/s, CPU seconds per 100,000 tags and peak RSS, the CPU the simulator
 processes spent meanwhile, then the ratios and the load average.
@@ -31,18 +35,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench import cpu_seconds, in_child, spawn
+from _bench import cpu_seconds, in_child, spawn, start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -100,10 +107,8 @@ async def serve(endpoints: list[tuple[int, list[tuple[str, str, int]]]], holes: 
     await asyncio.Event().wait()
 
 
-def devices(ports: dict[int, int], layout: Layout) -> Iterator[Any]:
-    """Device configs one at a time: the driver keeps what it needs of each (names, plans)
-    and the pydantic model can go, as a gateway that drops its parsed config would."""
-    from edge import Device  # noqa: PLC0415
+def device_dicts(ports: dict[int, int], layout: Layout) -> Iterator[dict[str, Any]]:
+    """Device configs as a config file holds them, one at a time."""
     from simulators import profile  # noqa: PLC0415
 
     for number, machines in enumerate(layout):
@@ -120,14 +125,20 @@ def devices(ports: dict[int, int], layout: Layout) -> Iterator[Any]:
                     tag["scale"] = spec.scale
                 groups.setdefault(spec.group, []).append(tag)
             connection = {"protocol": "modbus-tcp", "host": "127.0.0.1", "port": ports[number]}
-            yield Device.model_validate(
-                {
-                    "name": name,
-                    "id": f"88.709.911/dev.{name}",
-                    "connection": {**connection, "unit_id": unit, "timeout": 5},
-                    "groups": [{"name": g, "interval": 1, "tags": t} for g, t in groups.items()],
-                }
-            )
+            yield {
+                "name": name,
+                "id": f"88.709.911/dev.{name}",
+                "connection": {**connection, "unit_id": unit, "timeout": 5},
+                "groups": [{"name": g, "interval": 1, "tags": t} for g, t in groups.items()],
+            }
+
+
+def devices(ports: dict[int, int], layout: Layout) -> Iterator[Any]:
+    """Device models one at a time: the driver keeps what it needs of each (names, plans)
+    and the pydantic model can go, as a gateway that drops its parsed config would."""
+    from edge import Device  # noqa: PLC0415
+
+    return (Device.model_validate(d) for d in device_dicts(ports, layout))
 
 
 def usage(start_cpu: float, started: float, tags: int) -> dict[str, float]:
@@ -265,6 +276,41 @@ async def run_baseline(plan: list[list[int]], seconds: float) -> dict[str, Any]:
     return result
 
 
+def rss_mb() -> float:
+    """Resident set size now (Linux), where ``ru_maxrss`` is the peak so far."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run_gateway(config_file: str, seconds: float) -> dict[str, Any]:
+    """The whole gateway as ``guantong gateway run`` starts it: the config file loaded and
+    validated, the drivers scheduled, envelopes signed into the outbox and published."""
+    from gateway._runtime import running  # noqa: PLC0415
+    from guantong._configfile import load  # noqa: PLC0415
+
+    began = time.perf_counter()
+    config = load(config_file, "gateway")
+    loaded = {
+        "load_s": time.perf_counter() - began,
+        "loaded_rss_mb": rss_mb(),
+        "loaded_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    gateway_run = running(config, drain_timeout=5)
+    del config  # the gateway holds what it keeps, as in the CLI
+    start_cpu, started = time.process_time(), time.perf_counter()
+    async with gateway_run as gw:
+        await asyncio.sleep(seconds)
+        samples = gw.writer.stats.samples
+        result = usage(start_cpu, started, samples)
+        result["running_rss_mb"] = rss_mb()
+    result |= loaded
+    result["acked_envelopes"] = gw.uplink.stats.acked
+    result["envelopes"] = gw.writer.stats.envelopes
+    return result
+
+
 # --- the orchestrator -------------------------------------------------------------------------
 
 
@@ -287,6 +333,8 @@ def run_role(role: str, payload: dict[str, Any]) -> None:
     ports = {int(k): v for k, v in payload.get("ports", {}).items()}
     if role == "driver":
         result = asyncio.run(run_driver(ports, payload["layout"], payload["seconds"]))
+    elif role == "gateway":
+        result = asyncio.run(run_gateway(payload["config"], payload["seconds"]))
     elif role == "scheduled":
         result = asyncio.run(run_scheduled(ports, payload["layout"], payload["seconds"]))
     else:
@@ -309,7 +357,53 @@ def start_simulators(
     return ports
 
 
-def main() -> None:
+@contextlib.contextmanager
+def gateway_setup(ports: dict[int, int], layout: Layout) -> Iterator[str]:
+    """A Mosquitto of its own and the path of a gateway config publishing to it."""
+    directory = Path(tempfile.mkdtemp(prefix="guantong-bench-"))
+    broker, mqtt = start_mosquitto(directory, ["max_queued_messages 1000000"])
+    try:
+        yield str(gateway_config(directory, ports, layout, mqtt))
+    finally:
+        broker.terminate()
+        broker.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def report_gateway(gateway: dict[str, Any], driver: dict[str, Any]) -> None:
+    print(
+        f"gateway: config loaded in {gateway['load_s']:.1f} s, RSS then "
+        f"{gateway['loaded_rss_mb']:.0f} MB (peak {gateway['loaded_peak_mb']:.0f} MB), "
+        f"running {gateway['running_rss_mb']:.0f} MB; {gateway['envelopes']:,} envelopes "
+        f"committed, {gateway['acked_envelopes']:,} acknowledged by the broker; peak RSS "
+        f"{gateway['peak_rss_mb'] / driver['peak_rss_mb']:.2f}× the driver's"
+    )
+
+
+def gateway_config(directory: Path, ports: dict[int, int], layout: Layout, mqtt: int) -> Path:
+    """A gateway config file reading every simulated machine, publishing to ``mqtt``."""
+    import yaml  # noqa: PLC0415
+
+    from gateway._keys import create_key  # noqa: PLC0415
+
+    create_key(directory / "gateway.key")
+    config = {
+        "kind": "gateway",
+        "gateway": {
+            "id": "88.709.911/gw.bench",
+            "enterprise": "88.709.911/firm",
+            "key_file": "gateway.key",
+        },
+        "devices": list(device_dicts(ports, layout)),
+        "uplink": {"broker": f"mqtt://127.0.0.1:{mqtt}"},
+        "health": {"listen": "127.0.0.1:0"},
+    }
+    path = directory / "gateway.yaml"
+    path.write_text(yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tags", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -319,10 +413,18 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=8, help="endpoints (plc peer)")
     parser.add_argument("--plc-tags", type=int, default=1000, help="tags per PLC (plc peer)")
     parser.add_argument(
-        "--role", choices=["sim", "driver", "scheduled", "baseline"], help=argparse.SUPPRESS
+        "--role", choices=["sim", "driver", "scheduled", "baseline", "gateway"],
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
+    parser.add_argument(
+        "--gateway", action="store_true", help="also run a whole gateway with a Mosquitto uplink"
     )
     parser.add_argument("--payload", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     if args.role is not None:
         run_role(args.role, json.loads(Path(args.payload).read_text()))
@@ -356,6 +458,9 @@ def main() -> None:
         driver = measure("driver", common)
         baseline = measure("baseline", {"plan": driver["plan"], "seconds": args.seconds})
         scheduled = measure("scheduled", common)
+        if args.gateway:
+            with gateway_setup(ports, layout) as config:
+                gateway = measure("gateway", {"config": config, "seconds": args.seconds})
         print(
             f"{driver['configured_tags']:,} tags configured, read with "
             f"{driver['requests_per_poll']:,} requests per pass "
@@ -370,6 +475,9 @@ def main() -> None:
             f"scheduled: every group at 1 s; {scheduled['polls']:,} group polls, "
             f"{scheduled['overruns']:,} missed ticks, max lag {scheduled['max_lag']:.1f} s"
         )
+        if args.gateway:
+            report("gateway", gateway, sim_cpu["gateway"])
+            report_gateway(gateway, driver)
         print(
             f"ratio driver/pymodbus: {driver['tags_per_s'] / baseline['tags_per_s']:.2f}× tags/s, "
             f"{driver['cpu_per_100k'] / baseline['cpu_per_100k']:.2f}× CPU per tag; "

@@ -76,7 +76,7 @@ def create_app(gateway: Gateway, alive: Callable[[], bool]) -> Starlette:
         envelopes, size = gateway.outbox.depth()
         body = {
             "status": "ok" if alive() else "stopped",
-            "gateway": gateway.config.gateway.id,
+            "gateway": gateway.id,
             "uplink": {
                 "connected": gateway.uplink.stats.connected,
                 "last_error": gateway.uplink.stats.last_error,

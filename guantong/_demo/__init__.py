@@ -289,13 +289,13 @@ async def _status_lines(
     until: float | None,
     status: Callable[[str], None],
 ) -> None:
-    devices = gw.config.devices
+    devices = gw.devices
     last = (time.monotonic(), gw.stream.stats.samples, ingest.stats.rows)
     while not stop.is_set() and (until is None or time.monotonic() < until):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=1)
         now, read, committed = time.monotonic(), gw.stream.stats.samples, ingest.stats.rows
-        up = sum(1 for d in devices if gw.writer.stats.device_up.get(d.name, True))
+        up = sum(1 for d in devices if gw.writer.stats.device_up.get(d, True))
         envelopes, _ = gw.outbox.depth()
         quarantined = sum(ingest.verifier.stats.quarantined.values())
         elapsed = now - last[0]

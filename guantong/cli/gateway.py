@@ -14,6 +14,7 @@ import click
 from gateway import protocol
 from gateway._keys import KeyFileError, create_key
 from gateway._runtime import GatewayError, running
+from gateway.config import GatewayConfig
 from guantong.cli import _exit
 from guantong.cli import identifiers as identifiers_cmd
 
@@ -90,20 +91,21 @@ def run(config_file: str, drain_timeout: float) -> None:
     publishes the offline status and exits 0. What was not delivered is sent after the next
     start.
     """
-    config = _exit.load_or_exit(config_file, "gateway")
-
-    async def work() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        async with running(config, drain_timeout=drain_timeout):
-            click.echo(f"gateway {config.gateway.id} running; SIGTERM or Ctrl-C stops it", err=True)
-            await stop.wait()
-        logger.info("gateway %s stopped", config.gateway.id)
-
     try:
-        asyncio.run(work())
+        asyncio.run(_run(_exit.load_or_exit(config_file, "gateway"), drain_timeout))
     except GatewayError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(_exit.INVALID)
+
+
+async def _run(config: GatewayConfig, drain_timeout: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway_run = running(config, drain_timeout=drain_timeout)
+    del config  # the only other reference: the device models go (83 MB for 100,000 tags)
+    async with gateway_run as gateway:
+        click.echo(f"gateway {gateway.id} running; SIGTERM or Ctrl-C stops it", err=True)
+        await stop.wait()
+    logger.info("gateway %s stopped", gateway.id)

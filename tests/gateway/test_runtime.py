@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import gateway.protocol as p
 from edge import Batch, ConnectivityEvent, Quality, Sample
 from gateway._keys import create_key
 from gateway._outbox import Head, Outbox
-from gateway._runtime import Gateway, GatewayError
+from gateway._runtime import Gateway, GatewayError, running
 from gateway._uplink import JsonSession, MqttSettings, Uplink
 from gateway.config import GatewayConfig
 
@@ -204,3 +206,21 @@ async def test_backlog_is_replayed_behind_live_envelopes_and_marked_historical(
     assert not any(historical for payload, historical in received if payload == b"live")
     # the live envelope overtook most of the backlog instead of waiting behind all of it
     assert payloads.index(b"live") < payloads.index(b"backlog 1000")
+
+
+async def test_a_running_gateway_keeps_no_device_model_of_its_config(
+    tmp_path: Path, mqtt_broker: MqttServer
+) -> None:
+    """100,000 tags as pydantic models are some 83 MB: once ``running`` has built the gateway
+    and its drivers, dropping the parsed config frees them (docs/gateway.md, Memory)."""
+    config = make_config(tmp_path, mqtt_broker.port, f"gw.{uuid.uuid4().hex[:8]}")
+    create_key(config.gateway.key_file)
+    device = weakref.ref(config.devices[0])
+    tag = weakref.ref(config.devices[1].groups[0].tags[0])
+    gateway_run = running(config, drain_timeout=1)
+    del config
+    async with gateway_run as gw:
+        gc.collect()
+        assert device() is None
+        assert tag() is None
+        assert gw.devices == {"kiln": f"{FIRM}/dev.kiln", "press": f"{FIRM}/dev.press"}
