@@ -1,10 +1,12 @@
-"""What the benchmark scripts share: free ports, a Mosquitto of their own, child processes.
+"""What the benchmark scripts share: free ports, a Mosquitto of their own, child processes, an
+identifier node with the benchmark's gateways registered.
 
 Imported as ``_bench`` by the scripts in this folder (a script's folder is on ``sys.path``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,30 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.asynccontextmanager
+async def registered_node(
+    dsn: str, firm: str, gateways: Mapping[str, tuple[bytes, Sequence[str]]]
+) -> AsyncIterator[Any]:
+    """An identifier node on ``dsn`` serving 88.709, with every gateway (its raw public key)
+    and its devices registered under ``firm``; yields the running node."""
+    import identifiers  # noqa: PLC0415
+
+    node_config = identifiers.NodeConfig.model_validate({
+        "kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+        "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"],
+    })  # fmt: skip
+    async with identifiers.Node(node_config) as node:
+        _, token = await node.registry.create_token("88.709", days=1)
+        records = []
+        for gateway, (public_key, devices) in gateways.items():
+            gw = identifiers.GatewayRecord(enterprise=firm, public_key=public_key)
+            records.append((gateway, gw.to_values()))
+            records += [
+                (d, identifiers.DeviceRecord(enterprise=firm, gateway=gateway).to_values())
+                for d in devices
+            ]
+        async with identifiers.Client(node.url, token=token) as client:
+            await client.register(records)
+        yield node

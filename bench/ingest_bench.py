@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _bench import start_mosquitto
+from _bench import registered_node, start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -259,31 +259,12 @@ def copy_baseline(dsn: str, rows: list[tuple]) -> tuple[float, dict[str, float]]
 
 
 async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) -> None:  # noqa: PLR0915
-    import identifiers  # noqa: PLC0415
     from ingest import Ingest, IngestConfig, Store, migrate  # noqa: PLC0415
 
     migrate(dsn)
     key = Ed25519PrivateKey.generate()
-    node_config = identifiers.NodeConfig.model_validate({
-        "kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
-        "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"],
-    })  # fmt: skip
-    async with identifiers.Node(node_config) as node:
-        _, token = await node.registry.create_token("88.709", days=1)
-        async with identifiers.Client(node.url, token=token) as client:
-            public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            records = [
-                (
-                    GATEWAY,
-                    identifiers.GatewayRecord(
-                        enterprise=f"{FIRM}/firm", public_key=public
-                    ).to_values(),
-                )
-            ]
-            records += [(d, identifiers.DeviceRecord(enterprise=f"{FIRM}/firm", gateway=GATEWAY)
-                         .to_values()) for d in DEVICES]  # fmt: skip
-            await client.register(records)
-
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    async with registered_node(dsn, f"{FIRM}/firm", {GATEWAY: (public, DEVICES)}) as node:
         # the rows of the baseline: the same series ids ingest will use
         store = Store(dsn)
         store.connect()

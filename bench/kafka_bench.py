@@ -37,7 +37,7 @@ sys.path.insert(1, str(ROOT / "tests"))  # the test services: Tansu
 
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
-from _bench import free_port  # noqa: E402
+from _bench import free_port, registered_node  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from ingest_bench import BATCH_ROWS, copy_baseline  # noqa: E402
 
@@ -191,40 +191,17 @@ def baseline_rows(dsn: str, gateways: int, values: list[tuple[int, int, int]]) -
 
 
 async def setup(args: argparse.Namespace, dsn: str, bootstrap: str) -> None:
-    import identifiers  # noqa: PLC0415
     from ingest import migrate  # noqa: PLC0415
 
     migrate(dsn)
     keys = [Ed25519PrivateKey.generate() for _ in range(args.gateways)]
-    node_config = identifiers.NodeConfig.model_validate({
-        "kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
-        "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"],
-    })  # fmt: skip
-    async with identifiers.Node(node_config) as node:
-        _, token = await node.registry.create_token("88.709", days=1)
-        async with identifiers.Client(node.url, token=token) as client:
-            import gateway.protocol as p  # noqa: PLC0415
+    import gateway.protocol as p  # noqa: PLC0415
 
-            records = []
-            for g, key in enumerate(keys):
-                gw = f"{FIRM}/gw.b{g}"
-                records.append(
-                    (
-                        gw,
-                        identifiers.GatewayRecord(
-                            enterprise=f"{FIRM}/firm", public_key=p.public_key_bytes(key)
-                        ).to_values(),
-                    )
-                )
-                records += [
-                    (
-                        f"{FIRM}/dev.b{g}.{d}",
-                        identifiers.DeviceRecord(enterprise=f"{FIRM}/firm", gateway=gw).to_values(),
-                    )
-                    for d in range(2)
-                ]
-            await client.register(records)  # fmt: skip
-
+    gateways = {
+        f"{FIRM}/gw.b{g}": (p.public_key_bytes(key), [f"{FIRM}/dev.b{g}.{d}" for d in range(2)])
+        for g, key in enumerate(keys)
+    }
+    async with registered_node(dsn, f"{FIRM}/firm", gateways) as node:
         per_gateway = args.samples // PER_ENVELOPE // args.gateways
         base_us = (time.time_ns() // 1000) - 600_000_000  # partitions exist for today
         made = time.perf_counter()
