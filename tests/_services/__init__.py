@@ -1,4 +1,5 @@
-"""Real servers for the tests: PostgreSQL, Mosquitto (plain and secured) and a Kafka broker.
+"""Real servers for the tests: PostgreSQL, Mosquitto (plain and secured) and a Kafka broker;
+and ``kiln_works``, the factory file the pipeline tests run the PLC simulators with.
 
 ``tests/conftest.py`` turns these into fixtures; fault tests may also build private
 servers directly (``with MosquittoBroker() as broker: ...``). See ``docs/testing.md``.
@@ -10,6 +11,7 @@ Exceptions::
 """
 
 from ._base import KEEP_ENV, Server, ServiceError, free_port
+from ._factories import kiln_works
 from ._mosquitto import (
     URL_ENV,
     ExternalMqtt,
@@ -47,5 +49,6 @@ __all__ = [
     "Services",
     "TansuBroker",
     "free_port",
+    "kiln_works",
     "secure_mosquitto",
 ]

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresServer, free_port
+from _services import MosquittoBroker, PostgresServer, free_port, kiln_works
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
@@ -51,25 +51,6 @@ class Run:
     cli_verify: subprocess.CompletedProcess[str]
     files: Path
     samples_in_window: int
-
-
-def factory(port: int) -> dict[str, object]:
-    return {
-        "kind": "factory",
-        "name": "KilnWorks",
-        "firm": {"name": "test firm", "prefix": FIRM},
-        "seed": 7,
-        "endpoints": [{"name": "plc", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": port}],
-        "lines": [
-            {
-                "name": "Line1",
-                "machines": [
-                    {"name": "kiln-1", "profile": "kiln", "endpoint": "plc", "unit_id": 1},
-                    {"name": "meter-1", "profile": "meter", "endpoint": "plc", "unit_id": 2},
-                ],
-            }
-        ],
-    }
 
 
 def guantong(*args: str) -> subprocess.CompletedProcess[str]:
@@ -101,7 +82,7 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
          "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"]}
     )  # fmt: skip
     fac_file = tmp / "factory.yaml"
-    fac_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
+    fac_file.write_text(yaml.safe_dump(kiln_works(free_port())), encoding="utf-8")
     fac = simulators.load_factory(fac_file)
     doc = gateway_config(fac, base_dir=tmp)
     doc["uplink"] = {"broker": broker.url, "checkpoint_interval": "1s"}

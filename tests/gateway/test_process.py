@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _services import MosquittoBroker, MqttServer, free_port
+from _services import MosquittoBroker, MqttServer, free_port, kiln_works
 
 import gateway.protocol as p
 import simulators
@@ -31,25 +31,6 @@ from gateway.config import GatewayConfig
 from guantong.cli.sim import gateway_config
 
 pytestmark = pytest.mark.slow
-
-
-def factory(port: int) -> dict[str, object]:
-    return {
-        "kind": "factory",
-        "name": "KilnWorks",
-        "firm": {"name": "test firm", "prefix": "88.709.911"},
-        "seed": 7,
-        "endpoints": [{"name": "plc", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": port}],
-        "lines": [
-            {
-                "name": "Line1",
-                "machines": [
-                    {"name": "kiln-1", "profile": "kiln", "endpoint": "plc", "unit_id": 1},
-                    {"name": "meter-1", "profile": "meter", "endpoint": "plc", "unit_id": 2},
-                ],
-            }
-        ],
-    }
 
 
 def start_gateway(config: Path) -> subprocess.Popen[str]:
@@ -65,7 +46,7 @@ async def test_sigkill_and_restart_lose_nothing_and_sigterm_stops_cleanly(
     tmp_path: Path, mqtt_broker: MqttServer, subscribe: Callable[[MqttServer, str], Any]
 ) -> None:
     factory_file = tmp_path / "factory.yaml"
-    factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
+    factory_file.write_text(yaml.safe_dump(kiln_works(free_port())), encoding="utf-8")
     fac = simulators.load_factory(factory_file)
     config = gateway_config(fac, base_dir=tmp_path)
     config["uplink"] = {"broker": mqtt_broker.url, "checkpoint_interval": "1s"}
@@ -154,7 +135,7 @@ async def test_a_broker_outage_while_reading_simulators_loses_no_sample(
 ) -> None:
     broker = durable_broker
     factory_file = tmp_path / "factory.yaml"
-    factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
+    factory_file.write_text(yaml.safe_dump(kiln_works(free_port())), encoding="utf-8")
     fac = simulators.load_factory(factory_file)
     data = gateway_config(fac, base_dir=tmp_path)
     data["uplink"] = {"broker": broker.url, "checkpoint_interval": "1s"}

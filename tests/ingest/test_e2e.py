@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresCluster, free_port
+from _services import MosquittoBroker, PostgresCluster, free_port, kiln_works
 
 import gateway.protocol as p
 import identifiers
@@ -262,25 +262,6 @@ async def test_postgresql_restarted_mid_stream_loses_nothing(
             assert ingest.stats.database_up
 
 
-def factory(port: int) -> dict[str, object]:
-    return {
-        "kind": "factory",
-        "name": "KilnWorks",
-        "firm": {"name": "test firm", "prefix": "88.709.911"},
-        "seed": 7,
-        "endpoints": [{"name": "plc", "protocol": "modbus-tcp", "host": "127.0.0.1", "port": port}],
-        "lines": [
-            {
-                "name": "Line1",
-                "machines": [
-                    {"name": "kiln-1", "profile": "kiln", "endpoint": "plc", "unit_id": 1},
-                    {"name": "meter-1", "profile": "meter", "endpoint": "plc", "unit_id": 2},
-                ],
-            }
-        ],
-    }
-
-
 @pytest.mark.slow
 async def test_simulated_plcs_through_the_gateway_arrive_complete(
     *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
@@ -288,7 +269,7 @@ async def test_simulated_plcs_through_the_gateway_arrive_complete(
 ) -> None:  # fmt: skip
     """Modbus simulators → gateway (drivers, outbox, signing) → Mosquitto → ingest → store."""
     factory_file = tmp_path / "factory.yaml"
-    factory_file.write_text(yaml.safe_dump(factory(free_port())), encoding="utf-8")
+    factory_file.write_text(yaml.safe_dump(kiln_works(free_port())), encoding="utf-8")
     fac = simulators.load_factory(factory_file)
     doc = sim_gateway_config(fac, base_dir=tmp_path)
     doc["uplink"] = {"broker": broker.url}
