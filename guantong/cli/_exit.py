@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -40,3 +44,24 @@ def config_option(help_text: str, *, exists: bool = True) -> Any:
         type=click.Path(dir_okay=False, exists=exists),
         help=help_text,
     )
+
+
+class _Server(Protocol):
+    def stop(self) -> None: ...
+    async def wait(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+async def serve_until_signal(
+    server: AbstractAsyncContextManager[S], banner: Callable[[S], str]
+) -> None:
+    """Run ``server`` (a service with ``stop`` and ``wait``) until SIGINT or SIGTERM stops it,
+    after saying ``banner(server)`` on stderr."""
+    async with server as running:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, running.stop)
+        click.echo(banner(running), err=True)
+        await running.wait()

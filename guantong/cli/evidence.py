@@ -7,7 +7,6 @@ import asyncio
 import base64
 import datetime as dt
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -33,16 +32,12 @@ def serve(config_file: str) -> None:
     """Serve the API and the web page of CONFIG until SIGINT/SIGTERM."""
     config: evidence.EvidenceConfig = _exit.load_or_exit(config_file, "evidence")
 
-    async def work() -> None:
-        async with evidence.Service(config) as service:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, service.stop)
-            click.echo(f"evidence API and web page on {service.url}", err=True)
-            await service.wait()
-
     try:
-        asyncio.run(work())
+        asyncio.run(
+            _exit.serve_until_signal(
+                evidence.Service(config), lambda s: f"evidence API and web page on {s.url}"
+            )
+        )
     except OSError as exc:
         click.echo(f"error: {exc}", err=True)
         # a file the config names cannot be read (invalid input), or the port is taken

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -99,13 +98,11 @@ def serve(config_file: str) -> None:
     """Run the identifier node of CONFIG until SIGINT/SIGTERM (migrates its schema first)."""
     config: identifiers.NodeConfig = _exit.load_or_exit(config_file, "identifiers")
 
-    async def work() -> None:
-        async with identifiers.Node(config) as node:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, node.stop)
-            click.echo(f"serving {', '.join(config.authoritative)} on {node.url}", err=True)
-            await node.wait()
+    def work() -> Awaitable[None]:
+        return _exit.serve_until_signal(
+            identifiers.Node(config),
+            lambda node: f"serving {', '.join(config.authoritative)} on {node.url}",
+        )
 
     _run(work)
 
