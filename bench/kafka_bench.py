@@ -211,7 +211,7 @@ async def setup(args: argparse.Namespace, dsn: str, bootstrap: str) -> None:
         samples = envelopes * PER_ENVELOPE
 
         rows = baseline_rows(dsn, args.gateways, values)
-        copy_seconds = copy_baseline(dsn, rows)
+        copy_seconds, _ = copy_baseline(dsn, rows)
         copy_rate = samples / copy_seconds
         del rows
 
