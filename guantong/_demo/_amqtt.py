@@ -9,8 +9,9 @@ broker its own core and interpreter lock: it would otherwise compete with the ga
 ingest on the demo's event loop. SIGTERM or SIGINT shut it down cleanly (exit status 0).
 
 What amqtt keeps is in memory: sessions and the messages queued for a disconnected subscriber
-are gone when it stops, and a QoS 1 message it has sent is dropped (not sent again) when the
-subscriber disconnects, or takes more than 5 s to acknowledge it (docs/demo.md).
+are gone when it stops; and a QoS 1 message it has sent and that was not acknowledged is not
+sent again when the subscriber reconnects, nor after amqtt stopped waiting for its
+acknowledgement (5 s). See docs/demo.md.
 """
 
 from __future__ import annotations
