@@ -36,7 +36,6 @@ from gateway._runtime import Gateway
 from guantong import _configfile
 from guantong._demo import _services
 from guantong._demo._servers import (
-    BROKERS,
     DATABASE,
     EMBEDDED_USERS,
     DemoError,
@@ -51,7 +50,7 @@ from guantong.cli.sim import gateway_config
 from ingest import Ingest
 from simulators import PROFILES
 
-__all__ = ["BROKERS", "SERVICES", "Demo", "DemoError", "Summary", "run_demo"]
+__all__ = ["SERVICES", "Demo", "DemoError", "Summary", "run_demo"]
 
 #: machines per generated Modbus endpoint when ``size`` asks for more than the demo factory has
 _UNITS_PER_ENDPOINT = 10

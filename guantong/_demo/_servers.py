@@ -68,10 +68,6 @@ async def _stop_process(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-#: the demo's MQTT brokers: a Mosquitto (MQTT 5), or amqtt embedded (MQTT 3.1.1)
-BROKERS = ("mosquitto", "embedded")
-
-
 def find_mosquitto() -> str | None:
     return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
 

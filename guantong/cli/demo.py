@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 )
 @click.option(
     "--broker",
-    type=click.Choice(["auto", *_demo.BROKERS]),
+    type=click.Choice(["auto", "mosquitto", "embedded"]),
     default="auto",
     show_default=True,
     help="MQTT broker: Mosquitto (MQTT 5), or the embedded amqtt (MQTT 3.1.1, sessions in "
