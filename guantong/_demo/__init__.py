@@ -3,12 +3,10 @@
 Everything runs on 127.0.0.1 on free ports with no set-up: PostgreSQL (a cluster of the
 demo's own under the work directory, or a running server given by DSN), an MQTT broker
 (Mosquitto when installed, otherwise amqtt embedded: then the gateway and ingest speak MQTT
-3.1.1),
-the identifier node with the gateway and its devices registered, ingest verifying every
-envelope into the store, the evidence API and web page over that store, the demo factory's
-PLC simulators and the gateway. The demo writes
-each one's config file into the work directory first, so what runs is what a user would
-configure, and the files show how.
+3.1.1), the identifier node with the gateway and its devices registered, ingest verifying
+every envelope into the store, the evidence API and web page over that store, the demo
+factory's PLC simulators and the gateway. The demo writes each one's config file into the work
+directory first, so what runs is what a user would configure, and the files show how.
 
 The services are started in the order of :data:`SERVICES` and stopped in reverse: the gateway
 first (it delivers what it holds), the servers last. Each is an async context manager taking

@@ -107,8 +107,8 @@ def choose_broker(choice: str) -> str:
 async def _broker_process(
     workdir: Path, name: str, argv: list[str], port: int
 ) -> AsyncIterator[None]:
-    """Run ``argv`` (a broker) in a session of its own until it accepts on
-    ``port``; stop it on the way out. Its output goes to ``workdir/<name>.log``."""
+    """Run ``argv`` (a broker) in a session of its own until it accepts on ``port``; stop it
+    on the way out. Its output goes to ``workdir/<name>.log``, its pid to ``<name>.pid``."""
     pidfile = workdir / f"{name}.pid"
     with (workdir / f"{name}.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
