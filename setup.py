@@ -12,9 +12,11 @@ except ImportError:  # built without the build requirements of pyproject.toml
     extensions = []
 else:
     extensions = cythonize(
-        [Extension("ingest._scan", ["ingest/_scan.pyx"], optional=True)],
+        [Extension("ingest._scan", ["ingest/_scan.pyx"])],
         compiler_directives={"language_level": 3},
         quiet=True,
     )
+    for extension in extensions:
+        extension.optional = True  # cythonize does not carry it over
 
 setup(ext_modules=extensions)

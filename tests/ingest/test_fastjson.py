@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,22 @@ def decode_packed(raw: bytes, series: dict[str, int]) -> Any:
 def test_the_scanner_is_compiled() -> None:
     """scripts/setup builds it (setup.py): without it ingest runs, slower, on the Python loop."""
     assert _fastjson.COMPILED
+
+
+def test_without_the_compiled_scanner_the_python_loop_decodes() -> None:
+    """An install without a C compiler has no ``ingest._scan``: ingest still decodes."""
+    raw = payload([("t0", T0, 1.5, p.Quality.GOOD)])
+    script = (
+        "import sys; sys.modules['ingest._scan'] = None\n"  # what a failed import looks like
+        "from ingest import _fastjson\n"
+        "_fastjson.learn_tags(['t0'])\n"
+        "fast = _fastjson.decode_packed(sys.stdin.buffer.read(), {'t0': 1})\n"
+        "print(_fastjson.COMPILED, fast[1].hex())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], input=raw, capture_output=True, check=True
+    ).stdout.decode()
+    assert out.split() == ["False", p.decode_json(raw).envelope.canonical.hex()]
 
 
 def assert_same(raw: bytes) -> None:
