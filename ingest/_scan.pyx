@@ -417,14 +417,8 @@ cdef Bucket *bucket_of(_State st, int64_t sid, int64_t minute, set days) except 
     return b
 
 
-cdef Py_ssize_t count_samples_upper(const char *p, const char *end) noexcept:
-    """At most this many samples: one '[' each (texts may hold more, never fewer)."""
-    cdef Py_ssize_t n = 0
-    while p < end:
-        if p[0] == b'[':
-            n += 1
-        p += 1
-    return n
+#: bytes a sample takes at least: ["t",946684800000000,0,"bad"] and a comma
+cdef Py_ssize_t MIN_SAMPLE_BYTES = 28
 
 
 def scan(bytes payload, dict series, dict tags, qualities):
@@ -500,10 +494,10 @@ cdef tuple _samples(Scanner *s, _State st, dict series, dict tags, list labels,
     cdef const char *text_start
     cdef Py_ssize_t text_length
     expect(s, b'[')
-    upper = count_samples_upper(s.p, s.end)
-    if upper == 0 or upper > MAX_SAMPLES + 1:
-        upper = min(upper, MAX_SAMPLES + 1)
-    st.cap_buckets = upper if upper > 0 else 1
+    # at most this many samples fit in the rest of the payload (a tag of one byte, a ts of 15
+    # digits...): the tables below never fill; an envelope of more is declined
+    upper = (s.end - s.p) // MIN_SAMPLE_BYTES + 1
+    st.cap_buckets = min(upper, MAX_SAMPLES + 1)
     st.buckets = <Bucket *>PyMem_Malloc(st.cap_buckets * sizeof(Bucket))
     st.nslots = 16
     while st.nslots < 2 * st.cap_buckets:
