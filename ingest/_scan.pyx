@@ -430,7 +430,7 @@ def scan(bytes payload, dict series, dict tags, qualities):
     """
     try:
         return _scan(payload, series, tags, qualities)
-    except Decline:
+    except (Decline, OverflowError):  # OverflowError: a series id that is no int4
         return None
 
 
