@@ -12,8 +12,8 @@ by ``gateway.protocol`` itself (on the envelope cut to its first sample), and a 
 holds both decoders to the same canonical bytes.
 
 The loop is Python; ``ingest._scan``, compiled from Cython at install time, does the same in
-C straight from the payload's bytes, without parsing the JSON into objects first, about ten
-times faster. It is used when it was built (:data:`COMPILED`); without a C compiler the
+C straight from the payload's bytes, without parsing the JSON into objects first, ≈7 times
+faster. It is used when it was built (:data:`COMPILED`); without a C compiler the
 install goes on without it, and this module's own loop does the work. The tests run both.
 """
 
