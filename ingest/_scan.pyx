@@ -36,6 +36,12 @@ cdef int64_t MAX_TS = 4_102_444_800_000_000
 cdef int64_t MAX_EXACT_INT = 1 << 53
 cdef Py_ssize_t MAX_SAMPLES = 10_000
 cdef Py_ssize_t MAX_TEXT_BYTES = 4096
+#: the constants above, which gateway.protocol and ingest._rows define too (a test compares)
+LIMITS = {
+    "PG_EPOCH_US": PG_EPOCH_US, "MINUTE_US": MINUTE_US, "DAY_US": DAY_US, "MIN_TS": MIN_TS,
+    "MAX_TS": MAX_TS, "MAX_EXACT_INT": MAX_EXACT_INT, "MAX_SAMPLES": MAX_SAMPLES,
+    "MAX_TEXT_BYTES": MAX_TEXT_BYTES,
+}
 
 # the fields of a data envelope, one bit each
 cdef enum:

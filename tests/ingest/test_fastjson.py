@@ -98,6 +98,16 @@ def test_the_scanner_is_compiled() -> None:
     assert _fastjson.COMPILED
 
 
+def test_the_scanner_has_the_contracts_limits() -> None:
+    from ingest import _rows, _scan  # noqa: PLC0415 - compiled: imported only here
+
+    assert _scan.LIMITS == {
+        "PG_EPOCH_US": _rows.PG_EPOCH_US, "MINUTE_US": _rows.MINUTE_US, "DAY_US": _rows.DAY_US,
+        "MIN_TS": p.MIN_TS, "MAX_TS": p.MAX_TS, "MAX_EXACT_INT": p.MAX_EXACT_INT,
+        "MAX_SAMPLES": p.MAX_SAMPLES, "MAX_TEXT_BYTES": p.MAX_TEXT_BYTES,
+    }  # fmt: skip
+
+
 def test_without_the_compiled_scanner_the_python_loop_decodes() -> None:
     """An install without a C compiler has no ``ingest._scan``: ingest still decodes."""
     raw = payload([("t0", T0, 1.5, p.Quality.GOOD)])
