@@ -71,6 +71,31 @@ class TagEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class OeeEvidence:
+    """OEE of one device in the window, from the tags its record declares (``GT_OEE``).
+
+    Times are seconds of the window the state tag covers (a good sample holds until the next
+    one, at most ``Params.outage_after``); counts are the increases of the counters between
+    good samples at most ``outage_after`` apart, a decrease (reset, wrap) counting as none.
+    A factor is None when it cannot be computed; ``missing`` says why.
+    """
+
+    observed_seconds: float
+    planned_seconds: float
+    running_seconds: float
+    total: int | None  # parts made
+    good: int | None  # good parts: the good counter, or total − defects
+    ideal_cycle: float | None  # seconds per part at the rated speed, as declared
+    availability: float | None  # running / planned
+    performance: float | None  # ideal_cycle × total / running
+    quality: float | None  # good / total
+    oee: float | None  # availability × performance × quality
+    #: decreases of a counter in the window (a reset or a wrap), counted as no parts
+    counter_resets: int = 0
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceEvidence:
     identifier: str
     gateway: str | None
@@ -88,6 +113,8 @@ class DeviceEvidence:
     networked: bool
     #: stages some of its tags serve, from its record: stage → tag names
     tag_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: its OEE in the window, if its record declares the signals (``GT_OEE``)
+    oee: OeeEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,187 @@
+"""OEE per device, computed in SQL over the raw samples of the tags its record declares.
+
+OEE = availability × performance × quality, over the time the device's tags observed:
+
+- a stretch between two good samples of a tag (the newest one before the window included,
+  the window's edges and ``as_of`` cutting) is observed when they are at most
+  ``outage_after`` apart; a longer silence is time nobody observed, left out of every factor;
+- availability = running time / planned production time: the observed stretches of the state
+  tag, each with the value of the sample that starts it;
+- performance = ideal cycle time × parts made / running time;
+- quality = good parts / parts made (the good counter, or parts made − rejects).
+
+Parts are the increases of a counter over its observed stretches: a decrease (a reset to
+zero, a wrap past the type's maximum, a replaced controller) counts as no parts, so a reset
+can make a count short by the parts of one poll interval, never negative or huge.
+
+Raw samples, not the 1-minute rollup: a state's time in a minute and a counter's increases
+need the samples' order, which the rollup's sums and extremes do not keep. A query reads one
+series of the window through its ``(series_id, ts)`` index; OEE is computed only for the
+devices that declare it, a few queries each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import psycopg
+
+import identifiers
+from evidence._models import OeeEvidence, Params, Window
+from evidence._registry import RegisteredDevice
+
+_SERIES = """
+SELECT s.tag, s.id FROM series s
+JOIN device d ON d.id = s.device_id
+JOIN enterprise e ON e.id = d.enterprise_id
+WHERE e.identifier = %(firm)s AND d.identifier = %(device)s AND s.tag = ANY(%(tags)s)
+"""
+
+# the good samples of one series from the newest before the window to the last before
+# `until`; the state's held time per value; a counter's increases, decreases and samples
+_STATE = """
+WITH s AS (
+    (SELECT ts, value FROM sample
+     WHERE series_id = %(series)s AND ts < %(start)s AND quality = 0 AND value IS NOT NULL
+     ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    SELECT ts, value FROM sample
+    WHERE series_id = %(series)s AND ts >= %(start)s AND ts < %(until)s AND quality = 0
+      AND value IS NOT NULL),
+n AS (
+    SELECT ts, value, coalesce(lead(ts) OVER (ORDER BY ts), %(until)s) AS next FROM s),
+h AS (
+    SELECT value, extract(epoch FROM least(next, %(until)s) - greatest(ts, %(start)s))::float8
+           AS held
+    FROM n WHERE next - ts <= make_interval(secs => %(hold)s))
+SELECT coalesce(sum(held), 0),
+       coalesce(sum(held) FILTER (WHERE value = ANY(%(planned)s)), 0),
+       coalesce(sum(held) FILTER (WHERE value = ANY(%(running)s)), 0)
+FROM h WHERE held > 0
+"""
+
+_COUNTER = """
+WITH s AS (
+    (SELECT ts, value FROM sample
+     WHERE series_id = %(series)s AND ts < %(start)s AND quality = 0 AND value IS NOT NULL
+     ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    SELECT ts, value FROM sample
+    WHERE series_id = %(series)s AND ts >= %(start)s AND ts < %(until)s AND quality = 0
+      AND value IS NOT NULL),
+d AS (
+    SELECT value - lag(value) OVER w AS step, ts - lag(ts) OVER w AS gap
+    FROM s WINDOW w AS (ORDER BY ts))
+SELECT coalesce(sum(step) FILTER (
+           WHERE step > 0 AND gap <= make_interval(secs => %(hold)s)), 0)::float8,
+       count(*) FILTER (WHERE step < 0),
+       count(*)
+FROM d
+"""
+
+
+class _Reader:
+    """The queries of one device, and what they could not find."""
+
+    def __init__(self, cur: psycopg.Cursor[Any], series: dict[str, int], args: dict[str, Any]):
+        self.cur, self.series, self.args = cur, series, args
+        self.missing: list[str] = []
+        self.resets = 0
+
+    def state(self, signals: identifiers.OeeSignals) -> tuple[float, float, float]:
+        """Seconds observed, planned and running."""
+        if signals.state not in self.series:
+            self.missing.append(f"state: tag {signals.state!r} has no data in the store")
+            return 0.0, 0.0, 0.0
+        row = self.cur.execute(
+            _STATE,
+            {**self.args, "series": self.series[signals.state],
+             "planned": list(signals.planned), "running": list(signals.running)},
+        ).fetchone()  # fmt: skip
+        observed, planned, running = (float(x) for x in row or (0, 0, 0))
+        if observed == 0:
+            self.missing.append("state: no good sample covers the window")
+        elif planned == 0:
+            self.missing.append("state: no planned production time in the window")
+        return observed, planned, running
+
+    def parts(self, role: str, tag: str | None) -> int | None:
+        """The increases of the counter ``tag``; None if it cannot be read."""
+        if tag is None:
+            return None
+        if tag not in self.series:
+            self.missing.append(f"{role}: tag {tag!r} has no data in the store")
+            return None
+        row = self.cur.execute(_COUNTER, {**self.args, "series": self.series[tag]}).fetchone()
+        increase, decreases, samples = row or (0, 0, 0)
+        if samples < 2:
+            self.missing.append(f"{role}: fewer than two good samples of {tag!r}")
+            return None
+        self.resets += int(decreases)
+        return round(increase)
+
+
+def oee(
+    cur: psycopg.Cursor[Any],
+    firm: str,
+    device: RegisteredDevice,
+    *,
+    window: Window,
+    params: Params,
+    as_of: dt.datetime,
+) -> OeeEvidence | None:
+    """The OEE of ``device`` in ``window`` up to ``as_of``; None if it declares no signals."""
+    signals = device.oee
+    if signals is None:
+        return None
+    tags = sorted({t for t in (signals.state, signals.total, signals.good, signals.defects) if t})
+    series = dict(
+        cur.execute(_SERIES, {"firm": firm, "device": device.identifier, "tags": tags}).fetchall()
+    )
+    read = _Reader(
+        cur, series, {"start": window.start, "until": as_of, "hold": params.outage_after}
+    )
+    observed, planned, running = read.state(signals)
+    total = read.parts("total", signals.total)
+    if signals.total is None:
+        read.missing.append("total: no part counter declared")
+    good = read.parts("good", signals.good)
+    if signals.defects is not None:
+        defects = read.parts("defects", signals.defects)
+        good = None if total is None or defects is None else max(0, total - defects)
+    elif signals.good is None:
+        read.missing.append("quality: neither a good-part nor a reject counter declared")
+    if signals.ideal_cycle is None:
+        read.missing.append("performance: no ideal cycle time declared")
+
+    availability = running / planned if planned else None
+    performance = None
+    if signals.ideal_cycle is not None and total is not None:
+        if running:
+            performance = signals.ideal_cycle * total / running
+        elif observed:
+            read.missing.append("performance: no running time in the window")
+    quality = None
+    if good is not None and total is not None:
+        if total:
+            quality = min(good, total) / total
+        else:
+            read.missing.append("quality: no parts made in the window")
+    product = None
+    if availability is not None and performance is not None and quality is not None:
+        product = availability * performance * quality
+    return OeeEvidence(
+        observed_seconds=observed,
+        planned_seconds=planned,
+        running_seconds=running,
+        total=total,
+        good=good,
+        ideal_cycle=signals.ideal_cycle,
+        availability=availability,
+        performance=performance,
+        quality=quality,
+        oee=product,
+        counter_resets=read.resets,
+        missing=tuple(read.missing),
+    )
