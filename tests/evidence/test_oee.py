@@ -147,3 +147,15 @@ def test_tags_without_data_are_named(store: str) -> None:
 
 def test_a_device_without_a_declaration_has_no_oee(store: str) -> None:
     assert collect(store, None).device(DEV).oee is None
+
+
+def test_oee_of_a_key_device_evidences_the_oee_part_of_equipment_management(store: str) -> None:
+    item = evidence.assess(collect(store, SIGNALS)).item("scene.equipment_management.3")
+    assert item.facts["oee"] == {DEV: pytest.approx(235 / 415 * 44 / 47)}
+    assert item.not_evidenced == ("fault analysis", "remote diagnosis")
+    assert "OEE computed for 1 of them" in item.basis
+    assert item.strength in ("weak", "partial")  # never the whole level
+    without = evidence.assess(collect(store, SIGNALS.model_copy(update={"ideal_cycle": None})))
+    item = without.item("scene.equipment_management.3")
+    assert item.facts["oee"] == {}
+    assert "OEE statistics" in item.not_evidenced
