@@ -139,6 +139,13 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     kiln = page.locator(f'#devices tbody tr[data-device="{KILN}"]')
     expect(kiln).to_have_attribute("data-status", "live", timeout=30_000)
     expect(kiln.locator("td.status")).to_have_text("在线")
+    # the kiln's profile declares its OEE signals, but no reject counter: OEE itself cannot be
+    # said, its availability and performance can; the meter declares none
+    expect(kiln.locator("td.oee")).to_have_text(
+        re.compile(r"^— \(A (\d+\.\d%|—) · P (\d+\.\d%|—) · Q —\)$"), timeout=30_000
+    )
+    meter = page.locator(f'#devices tbody tr[data-device="{PREFIX}/dev.meter-1"]')
+    expect(meter.locator("td").last).to_have_text("—")
 
     kiln.click()
     expect(page.locator("#device-id")).to_have_text(KILN)
