@@ -8,11 +8,13 @@ zero at k = 40. Samples 10..21 are missing (a 65 s silence, longer than ``outage
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
 import identifiers
@@ -159,3 +161,23 @@ def test_oee_of_a_key_device_evidences_the_oee_part_of_equipment_management(stor
     item = without.item("scene.equipment_management.3")
     assert item.facts["oee"] == {}
     assert "OEE statistics" in item.not_evidenced
+
+
+def test_the_signed_report_carries_oee_and_a_changed_figure_fails_its_signature(
+    store: str,
+) -> None:
+    device = evidence.RegisteredDevice(DEV, GW, True, ("设备管理",), oee=SIGNALS)
+    window = evidence.Window(START, START + dt.timedelta(seconds=600))
+    with psycopg.connect(store) as conn:
+        report = evidence.build_report(conn, FIRM, window, [device], Ed25519PrivateKey.generate(),
+                                       params=evidence.Params(outage_after=30))  # fmt: skip
+    (facts,) = report.report["facts"]["devices"]
+    assert facts["oee"]["total"] == 47
+    assert facts["oee"]["availability"] == pytest.approx(235 / 415)
+    assert facts["oee"]["missing"] == []
+    result = evidence.verify_report(report, {GW: "no key in this test"})
+    assert ("platform signature", "ok") in {(f.check, f.status) for f in result.findings}
+    doc = copy.deepcopy(report.report)
+    doc["facts"]["devices"][0]["oee"]["availability"] = 0.99
+    changed = evidence.verify_report(evidence.Report(doc, report.signature), {GW: "no key"})
+    assert ("platform signature", "report") in [(f.check, f.subject) for f in changed.failures]
