@@ -181,3 +181,6 @@ def test_the_signed_report_carries_oee_and_a_changed_figure_fails_its_signature(
     doc["facts"]["devices"][0]["oee"]["availability"] = 0.99
     changed = evidence.verify_report(evidence.Report(doc, report.signature), {GW: "no key"})
     assert ("platform signature", "report") in [(f.check, f.subject) for f in changed.failures]
+    page = evidence.render_html(report, "sha256:test")
+    assert "<h2>设备综合效率 OEE</h2>" in page
+    assert f"<td>{DEV}</td><td class=\"num\">56.6%</td>" in page  # 235 / 415
