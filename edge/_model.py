@@ -493,13 +493,19 @@ class OeeConfig(StrictModel):
     rated speed. Only ``state`` is required: the evidence names what is not declared.
     """
 
-    state: Name
-    running: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)]
-    planned: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)]
-    total: Name | None = None
-    good: Name | None = None
-    defects: Name | None = None
-    ideal_cycle: Duration | None = None
+    state: Name = Field(description="the tag holding the machine's state")
+    running: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)] = Field(
+        description="state values that count as running"
+    )
+    planned: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)] = Field(
+        description="state values that count as planned production time (running included)"
+    )
+    total: Name | None = Field(default=None, description="counter tag of the parts made")
+    good: Name | None = Field(default=None, description="counter tag of the good parts")
+    defects: Name | None = Field(default=None, description="counter tag of the rejects")
+    ideal_cycle: Duration | None = Field(
+        default=None, description="the time one part takes at the rated speed"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> OeeConfig:

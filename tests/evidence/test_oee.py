@@ -183,4 +183,4 @@ def test_the_signed_report_carries_oee_and_a_changed_figure_fails_its_signature(
     assert ("platform signature", "report") in [(f.check, f.subject) for f in changed.failures]
     page = evidence.render_html(report, "sha256:test")
     assert "<h2>设备综合效率 OEE</h2>" in page
-    assert f"<td>{DEV}</td><td class=\"num\">56.6%</td>" in page  # 235 / 415
+    assert f'<td>{DEV}</td><td class="num">56.6%</td>' in page  # 235 / 415
