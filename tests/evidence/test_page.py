@@ -165,6 +165,18 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     answer = httpx.get(f"{served.url}/api/v1/evidence", params={"firm": FIRM}, timeout=30,
                        headers={"Authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
     words = {"none": "无", "weak": "弱", "partial": "部分", "strong": "强"}
+    kiln_facts = next(d for d in answer["evidence"]["devices"] if d["identifier"] == KILN)
+    assert kiln_facts["oee"]["missing"][-1:] == [
+        "quality: neither a good-part nor a reject counter declared"
+    ]
+    listed = httpx.get(f"{served.url}/api/v1/devices", params={"firm": FIRM}, timeout=30,
+                       headers={"Authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
+    declared = {d["identifier"]: d["oee"] for d in listed["devices"]}
+    assert declared == {
+        KILN: {"state": "state", "running": [2.0], "planned": [1.0, 2.0, 3.0],
+               "total": "car_count", "good": None, "defects": None, "ideal_cycle": 1800.0},
+        f"{PREFIX}/dev.meter-1": None,
+    }  # fmt: skip
     networking = answer["assessment"]["items"][0]
     assert networking["id"] == "basis.device_networking"
     # the kiln is the only key equipment (a meter is not production equipment) and it is live
