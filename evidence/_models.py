@@ -74,10 +74,10 @@ class TagEvidence:
 class OeeEvidence:
     """OEE of one device in the window, from the tags its record declares (``GT_OEE``).
 
-    Times are seconds of the window the state tag covers (a good sample holds until the next
-    one, at most ``Params.outage_after``); counts are the increases of the counters between
-    good samples at most ``outage_after`` apart, a decrease (reset, wrap) counting as none.
-    A factor is None when it cannot be computed; ``missing`` says why.
+    Seconds and parts are taken over the tags' observed stretches: between two consecutive
+    good samples at most ``Params.outage_after`` apart (docs/evidence.md, OEE). Parts are a
+    counter's increases, a decrease (reset, wrap) counting as none. A factor is None when it
+    cannot be computed; ``missing`` says why.
     """
 
     observed_seconds: float
