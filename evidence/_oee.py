@@ -15,9 +15,10 @@ zero, a wrap past the type's maximum, a replaced controller) counts as no parts,
 can make a count short by the parts of one poll interval, never negative or huge.
 
 Raw samples, not the 1-minute rollup: a state's time in a minute and a counter's increases
-need the samples' order, which the rollup's sums and extremes do not keep. A query reads one
-series of the window through its ``(series_id, ts)`` index; OEE is computed only for the
-devices that declare it, a few queries each.
+need the samples in order, which the rollup's sums and extremes do not keep. A query reads
+one series of the window in time order through its ``(series_id, ts)`` index, so its cost
+grows with the samples of the declared tags in the window (``bench/report_bench.py``
+measures it); OEE is computed only for the devices that declare it, a few queries each.
 """
 
 from __future__ import annotations
@@ -38,47 +39,34 @@ JOIN enterprise e ON e.id = d.enterprise_id
 WHERE e.identifier = %(firm)s AND d.identifier = %(device)s AND s.tag = ANY(%(tags)s)
 """
 
-# the good samples of one series from the newest before the window to the last before
-# `until`; the state's held time per value; a counter's increases, decreases and samples
-_STATE = """
-WITH s AS (
-    (SELECT ts, value FROM sample
-     WHERE series_id = %(series)s AND ts < %(start)s AND quality = 0 AND value IS NOT NULL
-     ORDER BY ts DESC LIMIT 1)
-    UNION ALL
-    SELECT ts, value FROM sample
-    WHERE series_id = %(series)s AND ts >= %(start)s AND ts < %(until)s AND quality = 0
-      AND value IS NOT NULL),
-n AS (
-    SELECT ts, value, coalesce(lead(ts) OVER (ORDER BY ts), %(until)s) AS next FROM s),
-h AS (
-    SELECT value, extract(epoch FROM least(next, %(until)s) - greatest(ts, %(start)s))::float8
-           AS held
-    FROM n WHERE next - ts <= make_interval(secs => %(hold)s))
-SELECT coalesce(sum(held), 0),
-       coalesce(sum(held) FILTER (WHERE value = ANY(%(planned)s)), 0),
-       coalesce(sum(held) FILTER (WHERE value = ANY(%(running)s)), 0)
-FROM h WHERE held > 0
-"""
+# the good samples of one series from the newest one before the window (found first, by the
+# index, so that one range scan in time order feeds the window function) to `until`
+_RANGE = """
+    FROM sample
+    WHERE series_id = %(series)s AND quality = 0 AND value IS NOT NULL AND ts < %(until)s
+      AND ts >= coalesce((SELECT max(ts) FROM sample
+                          WHERE series_id = %(series)s AND ts < %(start)s AND quality = 0
+                            AND value IS NOT NULL), %(start)s)"""
 
-_COUNTER = """
+# the state's observed time per value: intervals summed, converted once per value
+_STATE = f"""
 WITH s AS (
-    (SELECT ts, value FROM sample
-     WHERE series_id = %(series)s AND ts < %(start)s AND quality = 0 AND value IS NOT NULL
-     ORDER BY ts DESC LIMIT 1)
-    UNION ALL
-    SELECT ts, value FROM sample
-    WHERE series_id = %(series)s AND ts >= %(start)s AND ts < %(until)s AND quality = 0
-      AND value IS NOT NULL),
-d AS (
-    SELECT value - lag(value) OVER w AS step, ts - lag(ts) OVER w AS gap
-    FROM s WINDOW w AS (ORDER BY ts))
-SELECT coalesce(sum(step) FILTER (
-           WHERE step > 0 AND gap <= make_interval(secs => %(hold)s)), 0)::float8,
+    SELECT ts, value, lead(ts, 1, %(until)s) OVER (ORDER BY ts) AS next {_RANGE})
+SELECT value, extract(epoch FROM sum(next - greatest(ts, %(start)s)))::float8
+FROM s WHERE next - ts <= %(hold)s AND next > %(start)s
+GROUP BY value
+"""  # noqa: S608 - constant text
+
+# a counter's increases over its observed stretches, its decreases, its samples
+_COUNTER = f"""
+WITH s AS (
+    SELECT value - lag(value) OVER w AS step, ts - lag(ts) OVER w AS gap {_RANGE}
+    WINDOW w AS (ORDER BY ts))
+SELECT coalesce(sum(step) FILTER (WHERE step > 0 AND gap <= %(hold)s), 0)::float8,
        count(*) FILTER (WHERE step < 0),
        count(*)
-FROM d
-"""
+FROM s
+"""  # noqa: S608 - constant text
 
 
 class _Reader:
@@ -94,12 +82,12 @@ class _Reader:
         if signals.state not in self.series:
             self.missing.append(f"state: tag {signals.state!r} has no data in the store")
             return 0.0, 0.0, 0.0
-        row = self.cur.execute(
-            _STATE,
-            {**self.args, "series": self.series[signals.state],
-             "planned": list(signals.planned), "running": list(signals.running)},
-        ).fetchone()  # fmt: skip
-        observed, planned, running = (float(x) for x in row or (0, 0, 0))
+        held = self.cur.execute(
+            _STATE, {**self.args, "series": self.series[signals.state]}
+        ).fetchall()
+        observed = sum(seconds for _, seconds in held)
+        planned = sum(seconds for value, seconds in held if value in signals.planned)
+        running = sum(seconds for value, seconds in held if value in signals.running)
         if observed == 0:
             self.missing.append("state: no good sample covers the window")
         elif planned == 0:
@@ -140,7 +128,9 @@ def oee(
         cur.execute(_SERIES, {"firm": firm, "device": device.identifier, "tags": tags}).fetchall()
     )
     read = _Reader(
-        cur, series, {"start": window.start, "until": as_of, "hold": params.outage_after}
+        cur,
+        series,
+        {"start": window.start, "until": as_of, "hold": dt.timedelta(seconds=params.outage_after)},
     )
     observed, planned, running = read.state(signals)
     total = read.parts("total", signals.total)
