@@ -236,8 +236,11 @@ def _collect(
     base = {"firm": firm, "start": window.start, "end": window.end, "as_of": as_of}
     tags = _tags(cur, {**base, "a": a, "b": b}, window, params, as_of)
     stored = dict(cur.execute(_DEVICES, base).fetchall())
+    intervals = {(t.device, t.tag): t.expected_interval for t in tags}
     oees = {
-        d.identifier: oee(cur, firm, d, window=window, params=params, as_of=as_of)
+        d.identifier: oee(
+            cur, firm, d, window=window, params=params, as_of=as_of, intervals=intervals
+        )
         for d in registered
         if d.oee is not None
     }

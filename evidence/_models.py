@@ -75,7 +75,8 @@ class OeeEvidence:
     """OEE of one device in the window, from the tags its record declares (``GT_OEE``).
 
     Seconds and parts are taken over the tags' observed stretches: between two consecutive
-    good samples at most ``Params.outage_after`` apart (docs/evidence.md, OEE). Parts are a
+    good samples at most ``Params.outage_after`` apart, or 1.5 × the tag's expected
+    interval if longer (docs/evidence.md, OEE). Parts are a
     counter's increases, a decrease (reset, wrap) counting as none. A factor is None when it
     cannot be computed; ``missing`` says why.
     """

@@ -4,7 +4,9 @@ OEE = availability × performance × quality, over the time the device's tags ob
 
 - a stretch between two good samples of a tag (the newest one before the window included,
   the window's edges and ``as_of`` cutting) is observed when they are at most
-  ``outage_after`` apart; a longer silence is time nobody observed, left out of every factor;
+  ``outage_after`` apart, or 1.5 times the tag's expected interval if that is longer (a
+  counter polled every 10 s with ``outage_after`` 10 s must not lose a stretch to jitter); a
+  longer silence is time nobody observed, left out of every factor;
 - availability = running time / planned production time: the observed stretches of the state
   tag, each with the value of the sample that starts it;
 - performance = ideal cycle time × parts made / running time;
@@ -72,19 +74,26 @@ FROM s
 class _Reader:
     """The queries of one device, and what they could not find."""
 
-    def __init__(self, cur: psycopg.Cursor[Any], series: dict[str, int], args: dict[str, Any]):
-        self.cur, self.series, self.args = cur, series, args
+    def __init__(
+        self,
+        cur: psycopg.Cursor[Any],
+        series: dict[str, int],
+        args: dict[str, Any],
+        holds: dict[str, dt.timedelta],
+    ) -> None:
+        self.cur, self.series, self.args, self.holds = cur, series, args, holds
         self.missing: list[str] = []
         self.resets = 0
+
+    def _args(self, tag: str) -> dict[str, Any]:
+        return {**self.args, "series": self.series[tag], "hold": self.holds[tag]}
 
     def state(self, signals: identifiers.OeeSignals) -> tuple[float, float, float]:
         """Seconds observed, planned and running."""
         if signals.state not in self.series:
             self.missing.append(f"state: tag {signals.state!r} has no data in the store")
             return 0.0, 0.0, 0.0
-        held = self.cur.execute(
-            _STATE, {**self.args, "series": self.series[signals.state]}
-        ).fetchall()
+        held = self.cur.execute(_STATE, self._args(signals.state)).fetchall()
         observed = sum(seconds for _, seconds in held)
         planned = sum(seconds for value, seconds in held if value in signals.planned)
         running = sum(seconds for value, seconds in held if value in signals.running)
@@ -101,7 +110,7 @@ class _Reader:
         if tag not in self.series:
             self.missing.append(f"{role}: tag {tag!r} has no data in the store")
             return None
-        row = self.cur.execute(_COUNTER, {**self.args, "series": self.series[tag]}).fetchone()
+        row = self.cur.execute(_COUNTER, self._args(tag)).fetchone()
         increase, decreases, samples = row or (0, 0, 0)
         if samples < 2:
             self.missing.append(f"{role}: fewer than two good samples of {tag!r}")
@@ -118,8 +127,12 @@ def oee(
     window: Window,
     params: Params,
     as_of: dt.datetime,
+    intervals: dict[tuple[str, str], float | None],
 ) -> OeeEvidence | None:
-    """The OEE of ``device`` in ``window`` up to ``as_of``; None if it declares no signals."""
+    """The OEE of ``device`` in ``window`` up to ``as_of``; None if it declares no signals.
+
+    ``intervals``: the expected interval of each (device, tag), as the tag metrics found it:
+    a stretch is observed up to ``outage_after`` or 1.5 × the tag's interval, the longer."""
     signals = device.oee
     if signals is None:
         return None
@@ -127,11 +140,13 @@ def oee(
     series = dict(
         cur.execute(_SERIES, {"firm": firm, "device": device.identifier, "tags": tags}).fetchall()
     )
-    read = _Reader(
-        cur,
-        series,
-        {"start": window.start, "until": as_of, "hold": dt.timedelta(seconds=params.outage_after)},
-    )
+    holds = {
+        tag: dt.timedelta(
+            seconds=max(params.outage_after, 1.5 * (intervals.get((device.identifier, tag)) or 0))
+        )
+        for tag in tags
+    }
+    read = _Reader(cur, series, {"start": window.start, "until": as_of}, holds)
     observed, planned, running = read.state(signals)
     total = read.parts("total", signals.total)
     if signals.total is None:

@@ -184,3 +184,15 @@ def test_the_signed_report_carries_oee_and_a_changed_figure_fails_its_signature(
     page = evidence.render_html(report, "sha256:test")
     assert "<h2>设备综合效率 OEE</h2>" in page
     assert f'<td>{DEV}</td><td class="num">56.6%</td>' in page  # 235 / 415
+
+
+def test_a_stretch_may_last_one_and_a_half_expected_intervals_when_that_is_longer(
+    store: str,
+) -> None:
+    """Samples 5 s apart (the tags' median spacing) with ``outage_after`` 4 s: stretches up to
+    7.5 s count, so jitter around a slow poll does not lose them; the 65 s silence does not."""
+    short = collect(store, SIGNALS, params=evidence.Params(outage_after=4)).device(DEV).oee
+    usual = collect(store, SIGNALS).device(DEV).oee
+    assert short == usual
+    assert short is not None
+    assert short.observed_seconds == 600 - 65
