@@ -283,7 +283,10 @@ FRAME_LINE = re.compile(r" \(([^():]+):\d+\)$")
 
 def process_name(frame: str) -> str:
     """``process 123:"…/python …/x.py --role gateway …"`` → ``x.py --role gateway``."""
-    cmd = frame.split(":", 1)[1].strip('"').split()
+    pid, _, cmdline = frame.removeprefix("process ").partition(":")
+    cmd = cmdline.strip('"').split()
+    if not cmd:  # the process ended before py-spy read its command line
+        return f"process {pid}"
     if "-m" in cmd:
         i = cmd.index("-m")
         return " ".join(cmd[i + 1 : i + 4])
@@ -498,12 +501,17 @@ def render_profiles(
         if o is None or o.profile is None:
             lines += ["No profile was captured for this benchmark.", ""]
             continue
+        try:
+            summary = profile_summary(o.profile, rate)
+        except (OSError, ValueError, IndexError) as exc:
+            lines += [f"The profile could not be read: {exc!r} ({o.profile}).", ""]
+            continue
         lines += [
             "The busiest processes of this benchmark's run, sampled by py-spy: *self* is "
             "the share of the process's samples spent in the function itself, *total* "
             "with what it calls.",
             "",
-            *profile_summary(o.profile, rate),
+            *summary,
         ]
     return lines
 
