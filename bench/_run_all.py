@@ -180,14 +180,8 @@ def run_bench(bench: Bench, args: argparse.Namespace, dsn: str, work: Path) -> O
     )
     seconds = time.perf_counter() - started
     (work / f"{bench.name}.out").write_text(done.stdout, encoding="utf-8")
-    doc = json.loads(out_json.read_text(encoding="utf-8")) if out_json.exists() else None
-    outcome = Outcome(
-        bench, done.returncode, seconds, done.stdout, doc,
-        profile if profile is not None and profile.exists() else None,
-    )  # fmt: skip
-    if doc is not None:
-        outcome.figures = {f["key"]: f for f in doc["figures"]}
-    status = "ok" if done.returncode == 0 and doc else f"FAILED ({done.returncode})"
+    outcome = load_outcome(bench, work, done.returncode, seconds)
+    status = "ok" if done.returncode == 0 and outcome.doc else f"FAILED ({done.returncode})"
     print(f"[run_all] {bench.name}: {status} in {seconds:.0f} s", file=sys.stderr, flush=True)
     return outcome
 
@@ -540,9 +534,42 @@ def render_bench(o: Outcome, quick: bool) -> list[str]:
             lines += [*(f"- {n}" for n in o.doc["notes"]), ""]
     else:
         lines += ["No figures: the benchmark failed. The end of its output:", ""]
-    tail = "\n".join(o.output.rstrip().splitlines()[-60:])
+    shown = [
+        line.replace(f"{ROOT}/", "").replace(str(ROOT), ".")
+        for line in o.output.rstrip().splitlines()
+        if not line.startswith("py-spy> ")  # the profiler's own report on its file
+    ]
+    tail = "\n".join(shown[-60:])
     return [*lines, "<details><summary>its output</summary>", "", "```", tail, "```", "",
             "</details>", ""]  # fmt: skip
+
+
+def load_outcome(bench: Bench, work: Path, returncode: int, seconds: float) -> Outcome:
+    """An outcome from its files in ``work`` (what ``--render`` reads back)."""
+    out_json, profile = work / f"{bench.name}.json", work / f"{bench.name}.profile.txt"
+    output = work / f"{bench.name}.out"
+    doc = json.loads(out_json.read_text(encoding="utf-8")) if out_json.exists() else None
+    outcome = Outcome(
+        bench, returncode, seconds,
+        output.read_text(encoding="utf-8") if output.exists() else "",
+        doc, profile if profile.exists() else None,
+    )  # fmt: skip
+    if doc is not None:
+        outcome.figures = {f["key"]: f for f in doc["figures"]}
+    return outcome
+
+
+def rerender(args: argparse.Namespace) -> None:
+    """Write the file again from a run's work directory, measuring nothing."""
+    work = Path(args.render)
+    run = json.loads((work / "run.json").read_text(encoding="utf-8"))
+    args.quick, args.profile_rate = run["quick"], run["profile_rate"]
+    names = {b.name: b for b in BENCHES}
+    outcomes = [load_outcome(names[n], work, rc, sec) for n, rc, sec in run["benches"]]
+    started = dt.datetime.fromisoformat(run["started"])
+    text = render(outcomes, args, run["machine"], run["loads"], (started, run["seconds"]))
+    Path(args.output).write_text(text, encoding="utf-8")
+    print(f"[run_all] wrote {args.output} from {work}", file=sys.stderr)
 
 
 def main() -> None:
@@ -557,7 +584,12 @@ def main() -> None:
     parser.add_argument("--no-profile", dest="profile_rate", action="store_const", const=0)
     parser.add_argument("--work", help="keep each benchmark's JSON, output and profile here "
                         "(default: var/bench/<date>)")  # fmt: skip
+    parser.add_argument("--render", metavar="WORK", help="only write the file again from the "
+                        "work directory of an earlier run")  # fmt: skip
     args = parser.parse_args()
+    if args.render:
+        rerender(args)
+        return
     started = dt.datetime.now(dt.UTC)
     work = Path(args.work or ROOT / "var" / "bench" / f"{started:%Y%m%d-%H%M%S}")
     work.mkdir(parents=True, exist_ok=True)
@@ -573,7 +605,14 @@ def main() -> None:
         "before": load_before, "after": os.getloadavg(), "every": sampler.every,
         "min": min(during), "max": max(during), "mean": sum(during) / len(during),
     }  # fmt: skip
-    text = render(outcomes, args, info, loads, (started, time.perf_counter() - clock))
+    seconds = time.perf_counter() - clock
+    run = {
+        "started": started.isoformat(), "seconds": seconds, "quick": args.quick,
+        "profile_rate": args.profile_rate, "machine": info, "loads": loads,
+        "benches": [(o.bench.name, o.returncode, o.seconds) for o in outcomes],
+    }  # fmt: skip
+    (work / "run.json").write_text(json.dumps(run, indent=1), encoding="utf-8")
+    text = render(outcomes, args, info, loads, (started, seconds))
     Path(args.output).write_text(text, encoding="utf-8")
     failed = [o.bench.name for o in outcomes if o.returncode != 0 or o.doc is None]
     print(f"[run_all] wrote {args.output} in {time.perf_counter() - clock:.0f} s; "

@@ -89,3 +89,13 @@ def test_quick_run_writes_every_section(pg_server, tmp_path):
     assert "`e2e.duration`" in where
     assert "--role gateway`" in e2e
     assert re.search(r"^  \| \d+% \| `\w", e2e, flags=re.MULTILINE)
+
+    # the checkout's path is not published; the file can be written again from the work files
+    assert str(ROOT) not in text
+    again = tmp_path / "again.md"
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "_run_all.py"), "--render", str(work),
+         "--output", str(again)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert again.read_text(encoding="utf-8") == text
