@@ -281,6 +281,8 @@ def process_name(frame: str) -> str:
     cmd = cmdline.strip('"').split()
     if not cmd:  # the process ended before py-spy read its command line
         return f"process {pid}"
+    if "--multiprocessing-fork" in cmd:  # a worker of multiprocessing's spawn start method
+        return f"multiprocessing worker, pid {pid}"
     if "-m" in cmd:
         i = cmd.index("-m")
         return " ".join(cmd[i + 1 : i + 4])
@@ -307,7 +309,8 @@ IDLE = re.compile(
 PLUMBING = re.compile(
     r"^(<module>|main|run_role|_run_code|_run_module_as_main) |"
     r"\((asyncio/\w+|runpy|<frozen runpy>|click/core|selectors|threading|concurrent/futures/"
-    r"thread|contextlib)\.py\)$|\(<frozen (runpy|importlib\._bootstrap(_external)?)>\)$"
+    r"thread|concurrent/futures/process|multiprocessing/(spawn|process)|contextlib)\.py\)$|"
+    r"\(<frozen (runpy|importlib\._bootstrap(_external)?)>\)$"
 )
 
 
@@ -319,6 +322,18 @@ class ProcessProfile:
     total_time: Counter[str] = field(default_factory=Counter)
 
 
+def split_frames(stack: str) -> list[str]:
+    """The frames of a stack: split at ``;``, except inside a process's quoted command line
+    (``python -c "from multiprocessing.spawn import spawn_main; spawn_main(…)"``)."""
+    frames: list[str] = []
+    for piece in stack.split(";"):
+        if frames and frames[-1].startswith("process ") and not frames[-1].endswith('"'):
+            frames[-1] += ";" + piece
+        else:
+            frames.append(piece)
+    return frames
+
+
 def read_profile(path: Path) -> dict[str, ProcessProfile]:
     """py-spy ``--format raw`` (a stack of ``;``-separated frames, then a count, per line),
     grouped by the innermost process, which names the process that ran the stack."""
@@ -327,7 +342,7 @@ def read_profile(path: Path) -> dict[str, ProcessProfile]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = stack.split(";")
+        frames = split_frames(stack)
         proc_frames = [i for i, f in enumerate(frames) if f.startswith("process ")]
         name = process_name(frames[proc_frames[-1]]) if proc_frames else "?"
         code = [function(f) for f in frames[(proc_frames[-1] + 1 if proc_frames else 0) :]]
@@ -353,8 +368,9 @@ def profile_summary(path: Path, rate: int, top: int = 8, processes: int = 4) -> 
         if not p.samples:
             continue
         lines.append(
-            f"- `{name}`: {p.samples:,} samples at work ≈ {p.samples / rate:.1f} s of a thread "
-            f"running Python ({p.idle:,} more samples waiting in select, locks or queues)"
+            f"- `{name}`: {p.samples:,} samples at work ≈ {p.samples / rate:,.0f} "
+            "thread-seconds on a core or waiting for one (py-spy cannot tell them apart; "
+            f"{p.idle:,} more samples of threads waiting in select, locks or queues)"
         )
         lines.append("")
         lines.append("  | self | function | | total | function |")
@@ -383,8 +399,10 @@ def number(value: Any, unit: str = "") -> str:
     if isinstance(value, float) and math.isnan(value):
         return "n/a"
     v = float(value)
+    if unit == "s" and 0 < abs(v) < 1e-3:
+        return f"{v * 1e6:.3g} µs"
     if unit == "s" and abs(v) < 1:
-        return f"{v * 1000:,.0f} ms"
+        return f"{v * 1e3:.3g} ms"
     if abs(v) >= 1000:
         text = f"{v:,.0f}"
     elif abs(v) >= 10 or v == int(v):
