@@ -355,14 +355,19 @@ def read_profile(path: Path) -> dict[str, ProcessProfile]:
             continue
         p.samples += n
         p.self_time[code[-1]] += n
-        for f in set(code):
+        for f in dict.fromkeys(code):  # each function once per stack, in a stable order
             p.total_time[f] += n
     return procs
 
 
+def ranked(counts: Counter[str]) -> list[tuple[str, int]]:
+    """Most samples first, ties by name: the same file from the same profile, every time."""
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def profile_summary(path: Path, rate: int, top: int = 8, processes: int = 4) -> list[str]:
     procs = read_profile(path)
-    busiest = sorted(procs.items(), key=lambda kv: -kv[1].samples)[:processes]
+    busiest = sorted(procs.items(), key=lambda kv: (-kv[1].samples, kv[0]))[:processes]
     lines = []
     for name, p in busiest:
         if not p.samples:
@@ -375,9 +380,9 @@ def profile_summary(path: Path, rate: int, top: int = 8, processes: int = 4) -> 
         lines.append("")
         lines.append("  | self | function | | total | function |")
         lines.append("  |---:|---|---|---:|---|")
-        selfs = p.self_time.most_common(top)
+        selfs = ranked(p.self_time)[:top]
         # inclusive time, without the frames every stack has (module, asyncio's loop)
-        totals = [(f, n) for f, n in p.total_time.most_common() if not PLUMBING.search(f)]
+        totals = [(f, n) for f, n in ranked(p.total_time) if not PLUMBING.search(f)]
         totals = totals[:top]
         for i in range(max(len(selfs), len(totals))):
             s = selfs[i] if i < len(selfs) else ("", 0)
