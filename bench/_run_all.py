@@ -103,7 +103,7 @@ TARGETS = [
            "second"),
     Target("e2e.duration", "… for 5 minutes", ">=", 300, "s"),
     Target("e2e.lost", "… with zero loss", "<=", 0, "samples",
-           "committed by the gateway − stored − declared losses"),
+           "committed by the gateway − stored − declared losses − left in the outbox"),
     Target("e2e.gap_envelopes", "… with zero loss (chain)", "<=", 0, "envelopes",
            "envelopes missing from the gateway's chain, as ingest records them"),
     Target("e2e.latency_p99", "… and p99 ≤ 1 s", "<=", 1.0, "s", "sample time to commit"),
