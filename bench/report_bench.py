@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _bench import in_child
+from _bench import Figures, add_json_option, in_child
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -166,7 +166,7 @@ def child(role: str, payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 - fill, then three measurements
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--devices", type=int, default=100)
@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--role")
     parser.add_argument("--payload")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.role:
         import json  # noqa: PLC0415
@@ -233,6 +234,17 @@ def main() -> None:
             f"{verify['failures']} failed"
         )
         print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        out = Figures("report")
+        out.add("collect", "collect the window (the baseline)", base["seconds"], "s")
+        out.add("report", "build, sign and render the report", report["seconds"], "s",
+                base["seconds"], "collect alone")  # fmt: skip
+        out.add("verify", "verify the report file", verify["seconds"], "s")
+        out.add("report_peak_rss", "report peak RSS", report["peak_rss_mib"], "MiB",
+                base["peak_rss_mib"], "collect alone")  # fmt: skip
+        out.add("verify_failures", "verification failures", verify["failures"], "checks")
+        out.note(f"{samples:,} samples: {args.devices} devices × {args.tags} tags × "
+                 f"{args.hours:g} h at 1 Hz")  # fmt: skip
+        out.write(args.json)
         file.unlink(missing_ok=True)
         file.with_suffix(".html").unlink(missing_ok=True)
     finally:
