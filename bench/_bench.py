@@ -108,3 +108,64 @@ async def registered_node(
         async with identifiers.Client(node.url, token=token) as client:
             await client.register(records)
         yield node
+
+
+class Figures:
+    """The figures of one benchmark run, for ``--json FILE`` (what ``bench/run_all`` reads).
+
+    Each figure has a stable ``key`` (``bench.name``), a label, a value and its unit, and where
+    the benchmark measured one in the same run, the baseline it is compared with and the
+    ratio. The printed text stays the human-readable form; this is the machine-readable one.
+    """
+
+    def __init__(self, bench: str) -> None:
+        self.bench = bench
+        self.started = time.time()
+        self.load_before = os.getloadavg()
+        self.figures: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+
+    def add(  # noqa: PLR0917 - reads like a table row
+        self,
+        name: str,
+        label: str,
+        value: float,
+        unit: str,
+        baseline: float | None = None,
+        baseline_label: str | None = None,
+    ) -> None:
+        figure: dict[str, Any] = {
+            "key": f"{self.bench}.{name}", "label": label, "value": value, "unit": unit,
+        }  # fmt: skip
+        if baseline is not None:
+            figure |= {
+                "baseline": baseline,
+                "baseline_label": baseline_label,
+                "ratio": value / baseline if baseline else None,
+            }
+        self.figures.append(figure)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def write(self, path: str | None) -> None:
+        """Write the JSON file, if ``path`` is given (``--json`` was)."""
+        if not path:
+            return
+        doc = {
+            "bench": self.bench,
+            "argv": sys.argv[1:],
+            "started": self.started,
+            "seconds": time.time() - self.started,
+            "load_before": self.load_before,
+            "load_after": os.getloadavg(),
+            "figures": self.figures,
+            "notes": self.notes,
+        }
+        Path(path).write_text(json.dumps(doc, indent=1, default=float) + "\n", encoding="utf-8")
+
+
+def add_json_option(parser: Any) -> None:
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the figures as JSON (read by bench/run_all)"
+    )

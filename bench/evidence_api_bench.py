@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import yaml
-from _bench import free_port
+from _bench import Figures, add_json_option, free_port
 
 import evidence
 from ingest import migrate
@@ -136,12 +136,17 @@ def main(args: argparse.Namespace) -> None:
                     measure(client, path, params, 0.3)  # warm: pool connection, plans
                     results.append((label, measure(client, path, params, args.seconds)))
         base = statistics.median(results[0][1])
+        out = Figures("evidence_api")
         print(f"{'request':32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p50 / baseline':>15}")
         for label, lat in results:
             p50 = statistics.median(lat)
             p99 = statistics.quantiles(lat, n=100)[98] if len(lat) >= 100 else max(lat)
             print(f"{label:32} {len(lat) / sum(lat):8.0f} {p50 * 1e3:8.2f} {p99 * 1e3:8.2f} "
                   f"{p50 / base:15.1f}")  # fmt: skip
+            slug = label.split(" (")[0].replace(",", "").replace(" ", "_")
+            out.add(f"{slug}_p50", f"{label}, p50", p50, "s", base, "healthz p50")
+            out.add(f"{slug}_p99", f"{label}, p99", p99, "s")
+        out.write(args.json)
     finally:
         if proc is not None:
             proc.terminate()
@@ -155,4 +160,5 @@ if __name__ == "__main__":
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--tags", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
+    add_json_option(parser)
     main(parser.parse_args())

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from _bench import start_mosquitto
+from _bench import Figures, add_json_option, start_mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge import Batch, Quality, Sample
@@ -117,11 +117,12 @@ async def drain(outbox: Outbox, port: int) -> float:
     return time.perf_counter() - start
 
 
-async def main() -> None:
+async def main() -> None:  # noqa: PLR0915 - one measurement after another
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--tags", type=int, default=100)
+    add_json_option(parser)
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="guantong-bench-"))
     broker, port = start_mosquitto(directory, ["max_queued_messages 1000000"])
@@ -181,6 +182,23 @@ async def main() -> None:
         f"ratio outbox replay / plain paho, same envelopes: {envelopes / replay_s / base_rate:.2f}"
     )
     print(f"writer stats: {writer.stats}")
+
+    out = Figures("gateway")
+    paho = base_rate * samples_per_envelope
+    base = "plain paho QoS 1 loop, same envelopes"
+    out.add("pipeline_rate", "pipeline: commit + publish + PUBACK + delete", live_rate,
+            "samples/s", paho, base)  # fmt: skip
+    out.add("pipeline_cpu", "pipeline CPU per 100k samples", cpu / samples * 1e5, "CPU s")
+    out.add("commit_rate", "outbox commit, broker away (sign + SQLite)", samples / commit_s,
+            "samples/s", paho, base)  # fmt: skip
+    out.add("replay_rate", "outbox replay to the broker", samples / replay_s, "samples/s",
+            paho, base)  # fmt: skip
+    out.add("checkpoint_cpu", "outbox commit CPU with checkpoint counting",
+            counted / samples * 1e5, "CPU s per 100k samples", plain / samples * 1e5,
+            "without counting")  # fmt: skip
+    out.add("wire_bytes", "bytes on the wire per sample", per_sample, "bytes")
+    out.add("peak_rss", "peak RSS (with the prepared workload)", rss, "MB")
+    out.write(args.json)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from _bench import Figures, add_json_option
 
 import identifiers
 
@@ -104,6 +105,8 @@ async def main(args: argparse.Namespace) -> None:
                       f"({len(handles) / took:.0f} records/s)")  # fmt: skip
                 print(f"{'cache':>6} {'conc':>5} {'resolutions/s':>14} {'p50 ms':>8} "
                       f"{'p99 ms':>8} {'max ms':>8} {'to node':>8}")  # fmt: skip
+                out = Figures("identifiers")
+                baseline: dict[int, tuple[float, str]] = {}
                 for cache in (False, True):
                     for concurrency in args.concurrency:
                         rate, lat, asked = await measure(
@@ -113,6 +116,14 @@ async def main(args: argparse.Namespace) -> None:
                         print(f"{'on' if cache else 'off':>6} {concurrency:>5} {rate:>14.0f} "
                               f"{pct(lat, 50):>8.3f} {pct(lat, 99):>8.3f} "
                               f"{max(lat) * 1e3:>8.3f} {asked:>8.1%}")  # fmt: skip
+                        cached = "cache" if cache else "nocache"
+                        label = f"cache {'on' if cache else 'off'}, {concurrency} caller(s)"
+                        out.add(f"{cached}_c{concurrency}_rate", f"resolutions/s, {label}",
+                                rate, "1/s", *baseline.get(concurrency, (None, None)))  # fmt: skip
+                        out.add(f"{cached}_c{concurrency}_p99", f"latency p99, {label}",
+                                pct(lat, 99) / 1e3, "s")  # fmt: skip
+                        baseline.setdefault(concurrency, (rate, "the same without cache"))
+                out.write(args.json)
             finally:
                 proc.terminate()
                 await proc.wait()
@@ -127,4 +138,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--handles", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    add_json_option(parser)
     asyncio.run(main(parser.parse_args()))

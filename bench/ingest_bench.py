@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _bench import registered_node, start_mosquitto
+from _bench import Figures, add_json_option, registered_node, start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -258,7 +258,9 @@ def copy_baseline(dsn: str, rows: list[tuple]) -> tuple[float, dict[str, float]]
     return seconds, {role: used[role] / len(rows) * 1e6 for role in tasks}
 
 
-async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) -> None:  # noqa: PLR0915
+async def bench(  # noqa: PLR0915
+    args: argparse.Namespace, dsn: str, port: int, broker_pid: int, out: Figures
+) -> None:
     from ingest import Ingest, IngestConfig, Store, migrate  # noqa: PLC0415
 
     migrate(dsn)
@@ -294,6 +296,7 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
             f"(signing them took {made:.1f} s); load average {load()}"
         )
         ratios: dict[int, list[tuple[float, float]]] = {w: [] for w in args.decode_workers}
+        rates: dict[int, list[tuple[float, float]]] = {w: [] for w in args.decode_workers}
         for _ in range(args.repeat):
             # the baseline again before each round: the machine's load drifts between rounds
             copy_seconds, copy_cpu = copy_baseline(dsn, rows)
@@ -310,6 +313,7 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
                 run = await ingest_backlog(config, port, backlog, samples, broker_pid)
                 ratio = (run.rate / copy_rate, run.steady / copy_rate)
                 ratios[workers].append(ratio)
+                rates[workers].append((run.rate, copy_rate))
                 print(
                     f"ingest, decode_workers={workers}  {run.rate:>10,.0f} samples/s  "
                     f"({run.seconds:.2f} s from start; {run.steady:,.0f}/s after the first "
@@ -334,6 +338,15 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
                 f"{statistics.median(r for _, r in pairs):.2f} after the first commit "
                 f"({len(pairs)} rounds; target 0.70); load average {load()}"
             )
+            out.add(f"rate_w{workers}", f"ingest, decode_workers={workers}, median from start",
+                    statistics.median(r for r, _ in rates[workers]), "samples/s",
+                    statistics.median(c for _, c in rates[workers]),
+                    "raw binary COPY of the same rows, median")  # fmt: skip
+            out.add(f"ratio_w{workers}", f"ingest / raw COPY, decode_workers={workers}, median "
+                    "from start", statistics.median(r for r, _ in pairs), "×")  # fmt: skip
+            out.add(f"ratio_steady_w{workers}", f"ingest / raw COPY, decode_workers={workers}, "
+                    "median after the first commit", statistics.median(r for _, r in pairs),
+                    "×")  # fmt: skip
         del rows
         async with Ingest(config) as ingest:
             seq = envelope_count + 1
@@ -367,6 +380,12 @@ async def bench(args: argparse.Namespace, dsn: str, port: int, broker_pid: int) 
                     f"p99 {p99.total_seconds() * 1000:.0f} ms (sample time to commit; "
                     f"batch max_delay {config.batch.max_delay * 1000:.0f} ms)"
                 )
+                out.add(f"latency_p50_{rate}", f"latency p50 at {rate:,} samples/s, sample to "
+                        "commit", p50.total_seconds(), "s")  # fmt: skip
+                out.add(f"latency_p99_{rate}", f"latency p99 at {rate:,} samples/s, sample to "
+                        "commit", p99.total_seconds(), "s")  # fmt: skip
+                out.add(f"sent_{rate}", f"rate achieved by the publisher, asked {rate:,}/s",
+                        achieved, "samples/s", rate, "asked")  # fmt: skip
 
 
 def main() -> None:
@@ -381,7 +400,9 @@ def main() -> None:
     parser.add_argument("--decode-workers", default="0,1",
                         type=lambda s: [int(x) for x in s.split(",") if x],
                         help="ingest runs for each; the latency runs use the last")  # fmt: skip
+    add_json_option(parser)
     args = parser.parse_args()
+    out = Figures("ingest")
     name = f"ingest_bench_{uuid.uuid4().hex[:8]}"
     base, _, _ = args.dsn.rpartition("/")
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -389,13 +410,14 @@ def main() -> None:
     directory = Path(tempfile.mkdtemp(prefix="guantong-ingest-bench-"))
     broker, port = start_mosquitto(directory, ["max_queued_messages 0", "max_inflight_messages 0"])
     try:
-        asyncio.run(bench(args, f"{base}/{name}", port, broker.pid))
+        asyncio.run(bench(args, f"{base}/{name}", port, broker.pid, out))
     finally:
         broker.terminate()
         broker.wait()
         shutil.rmtree(directory, ignore_errors=True)
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    out.write(args.json)
 
 
 if __name__ == "__main__":

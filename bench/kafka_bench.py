@@ -37,7 +37,7 @@ sys.path.insert(1, str(ROOT / "tests"))  # the test services: Tansu
 
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
-from _bench import free_port, registered_node  # noqa: E402
+from _bench import Figures, add_json_option, free_port, registered_node  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from ingest_bench import BATCH_ROWS, copy_baseline  # noqa: E402
 
@@ -190,7 +190,7 @@ def baseline_rows(dsn: str, gateways: int, values: list[tuple[int, int, int]]) -
     ]
 
 
-async def setup(args: argparse.Namespace, dsn: str, bootstrap: str) -> None:
+async def setup(args: argparse.Namespace, dsn: str, bootstrap: str, out: Figures) -> None:
     from ingest import migrate  # noqa: PLC0415
 
     migrate(dsn)
@@ -238,6 +238,11 @@ async def setup(args: argparse.Namespace, dsn: str, bootstrap: str) -> None:
                   f"       {steady:>10,.0f} samples/s in the 20-90 % window "
                   f"({whole:,.0f}/s first to last receipt; ratio to raw COPY "
                   f"{steady / copy_rate:.2f})")  # fmt: skip
+        base = "raw binary COPY of the same rows"
+        for count, rate in rates.items():
+            out.add(f"sinks_{count}", f"{count} sink{'s' if count > 1 else ''}, 20-90 % window",
+                    rate, "samples/s", copy_rate, base)  # fmt: skip
+        out.add("two_over_one", "2 sinks / 1 sink", rates[2] / rates[1], "×")
         print(f"ratio 2 sinks / 1 sink: {rates[2] / rates[1]:.2f}; "
               f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
 
@@ -251,7 +256,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--gateways", type=int, default=8)
     parser.add_argument("--decode-workers", type=int, default=0)
+    add_json_option(parser)
     args = parser.parse_args()
+    out = Figures("kafka")
     name = f"kafka_bench_{uuid.uuid4().hex[:8]}"
     base, _, _ = args.dsn.rpartition("/")
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -262,10 +269,11 @@ def main() -> None:
         with broker:
             print(f"broker: {broker.kind} {broker.version} at {broker.bootstrap}; "
                   f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
-            asyncio.run(setup(args, f"{base}/{name}", broker.bootstrap))
+            asyncio.run(setup(args, f"{base}/{name}", broker.bootstrap, out))
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    out.write(args.json)
 
 
 if __name__ == "__main__":

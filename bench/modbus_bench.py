@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench import cpu_seconds, in_child, spawn, start_mosquitto
+from _bench import Figures, add_json_option, cpu_seconds, in_child, spawn, start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -403,6 +403,39 @@ def gateway_config(directory: Path, ports: dict[int, int], layout: Layout, mqtt:
     return path
 
 
+def figures(
+    args: argparse.Namespace,
+    driver: dict[str, Any],
+    baseline: dict[str, Any],
+    scheduled: dict[str, Any],
+    gateway: dict[str, Any] | None,
+) -> Figures:
+    out = Figures("modbus")
+    base = "plain pymodbus loop, same requests"
+    out.add("driver_rate", "driver, tags read back to back", driver["tags_per_s"], "tags/s",
+            baseline["tags_per_s"], base)  # fmt: skip
+    out.add("driver_cpu", "driver CPU per 100k tags", driver["cpu_per_100k"], "CPU s",
+            baseline["cpu_per_100k"], base)  # fmt: skip
+    out.add("driver_peak_rss", "driver peak RSS", driver["peak_rss_mb"], "MB",
+            baseline["peak_rss_mb"], base)  # fmt: skip
+    out.add("driver_wrong", "samples not matching the value function", driver["wrong"], "samples")
+    out.add("scheduled_rate", "driver scheduled at 1 s", scheduled["tags_per_s"], "tags/s",
+            args.tags, "configured tags × 1/s")  # fmt: skip
+    out.add("scheduled_missed", "missed ticks (scheduled)", scheduled["overruns"], "polls")
+    if gateway is not None:
+        out.add("gateway_rate", "whole gateway, samples committed to the outbox",
+                gateway["tags_per_s"], "tags/s", scheduled["tags_per_s"],
+                "the driver scheduled at 1 s")  # fmt: skip
+        out.add("gateway_peak_rss", "whole gateway peak RSS", gateway["peak_rss_mb"], "MB",
+                driver["peak_rss_mb"], "the driver alone")  # fmt: skip
+        out.add("gateway_running_rss", "whole gateway RSS while running",
+                gateway["running_rss_mb"], "MB")  # fmt: skip
+        out.add("gateway_load", "gateway config load", gateway["load_s"], "s")
+    out.note(f"{driver['configured_tags']:,} tags, {driver['requests_per_poll']:,} requests per "
+             f"pass, peer {args.peer}, holes {args.holes}")  # fmt: skip
+    return out
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tags", type=int, default=100_000)
@@ -420,6 +453,7 @@ def parse_args() -> argparse.Namespace:
         "--gateway", action="store_true", help="also run a whole gateway with a Mosquitto uplink"
     )
     parser.add_argument("--payload", help=argparse.SUPPRESS)
+    add_json_option(parser)
     return parser.parse_args()
 
 
@@ -482,6 +516,9 @@ def main() -> None:
             f"ratio driver/pymodbus: {driver['tags_per_s'] / baseline['tags_per_s']:.2f}× tags/s, "
             f"{driver['cpu_per_100k'] / baseline['cpu_per_100k']:.2f}× CPU per tag; "
             f"load average {os.getloadavg()[0]:.2f}"
+        )
+        figures(args, driver, baseline, scheduled, gateway if args.gateway else None).write(
+            args.json
         )
     finally:
         for proc in sims:

@@ -26,13 +26,14 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from _bench import cpu_seconds, in_child, spawn
+from _bench import Figures, add_json_option, cpu_seconds, in_child, spawn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -241,7 +242,9 @@ async def run_baseline(urls: list[str], items: list[int], args: dict[str, Any]) 
 # --- the orchestrator -------------------------------------------------------------------------
 
 
-def measured(role: str, payload: dict[str, Any], sims: list[subprocess.Popen[str]]) -> None:
+def measured(
+    role: str, payload: dict[str, Any], sims: list[subprocess.Popen[str]]
+) -> dict[str, Any]:
     """Run one client and print its figures with the simulators' CPU share meanwhile: when
     they are near a core each, they, not the client, set the rate and the lag."""
     before = [cpu_seconds(p.pid) for p in sims]
@@ -254,6 +257,39 @@ def measured(role: str, payload: dict[str, Any], sims: list[subprocess.Popen[str
         result,
     )
     print("  simulator CPU meanwhile: " + ", ".join(f"{s * 100:.0f}%" for s in shares))
+    result["simulator_cpu"] = shares
+    return result
+
+
+def figures(driver: dict[str, Any], baseline: dict[str, Any], served: int) -> Figures:
+    """The driver's figures next to plain asyncua's; the lag's growth is the p99 of the last
+    window minus that of the first (positive: the client falls behind)."""
+    out = Figures("opcua")
+
+    def over(r: dict[str, Any], key: str, pick: Any) -> float:
+        values = [w[key] for w in r["windows"]]
+        return float(pick(values)) if values else float("nan")
+
+    base = "plain asyncua client, same nodes"
+    out.add("items", "monitored items (driver)", driver["monitored_items"], "items",
+            served, "variables served")  # fmt: skip
+    out.add("notifications", "notifications/s, mean of the windows",
+            over(driver, "per_s", statistics.fmean), "1/s",
+            over(baseline, "per_s", statistics.fmean), base)  # fmt: skip
+    out.add("lag_p99_max", "lag p99, worst window", over(driver, "p99", max), "s",
+            over(baseline, "p99", max), base)  # fmt: skip
+    windows = driver["windows"]
+    growth = windows[-1]["p99"] - windows[0]["p99"] if windows else float("nan")
+    out.add("lag_p99_growth", "lag p99, last window minus first", growth, "s")
+    out.add("cpu", "driver CPU share, mean of the windows", over(driver, "cpu", statistics.fmean),
+            "CPU s/s", over(baseline, "cpu", statistics.fmean), base)  # fmt: skip
+    out.add("peak_rss", "driver peak RSS", driver["peak_rss_mb"], "MB",
+            baseline["peak_rss_mb"], base)  # fmt: skip
+    out.add("subscribed_in", "time to subscribe every item", driver["subscribed_in"], "s",
+            baseline["subscribed_in"], base)  # fmt: skip
+    shares = driver["simulator_cpu"]
+    out.note("simulator CPU during the driver's run: " + ", ".join(f"{x:.0%}" for x in shares))
+    return out
 
 
 def report(name: str, r: dict[str, Any]) -> None:
@@ -279,6 +315,7 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=2, help="simulator processes")
     parser.add_argument("--role", choices=["sim", "driver", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--payload", help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
 
     if args.role is not None:
@@ -311,8 +348,9 @@ def main() -> None:
             "urls": urls, "items": items, "seconds": args.seconds, "warmup": args.warmup,
             "window": args.window,
         }  # fmt: skip
-        measured("driver", common, sims)
-        measured("baseline", common, sims)
+        driver = measured("driver", common, sims)
+        baseline = measured("baseline", common, sims)
+        figures(driver, baseline, sum(served)).write(args.json)
     finally:
         for proc in sims:
             proc.terminate()

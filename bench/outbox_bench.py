@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import Figures, add_json_option
+
 from gateway._outbox import Head, Outbox
 
 
@@ -49,7 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--payload", type=int, default=20_000, help="bytes per envelope")
+    add_json_option(parser)
     args = parser.parse_args()
+    out = Figures("outbox")
     with tempfile.TemporaryDirectory() as tmp:
         print(f"envelope payload {args.payload} bytes, {args.seconds} s per case")
         for sync in ("FULL", "NORMAL"):
@@ -58,8 +62,13 @@ def main() -> None:
                 rate, mbs = run(path, sync, batch, args.payload, args.seconds)
                 print(f"synchronous={sync:6} {batch:2} per txn: ", end="")
                 print(f"{rate:8.0f} envelopes/s {mbs:6.1f} MB/s")
+                out.add(f"{sync.lower()}_{batch}", f"synchronous={sync}, {batch} per transaction",
+                        rate, "envelopes/s")  # fmt: skip
         ratio = overhead(Path(tmp) / "full.db", args.payload)
         print(f"file size when full / max_bytes: {ratio:.2f}")
+    out.add("full_size", "file size when full / max_bytes", ratio, "×")
+    out.note(f"envelope payload {args.payload} bytes, {args.seconds} s per case")
+    out.write(args.json)
 
 
 if __name__ == "__main__":

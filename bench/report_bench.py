@@ -11,6 +11,8 @@ signed with a test key and decoded by ingest's ``precheck``. Then, each in a pro
 own (so that the peak RSS is its own):
 
 - **collect**: ``evidence.collect`` of the window, the baseline: what any report is built on;
+- **collect with OEE**: the same, every device declaring OEE over its first tag (state) and
+  last tag (part counter): the cost of reading a day of raw samples per declared tag;
 - **report**: ``evidence.build_report`` (collect, assess, the checkpoints and the platform's
   count per attested period, platform signature) + the JSON file + the HTML page;
 - **verify**: ``evidence.verify_report`` of that file with the gateway's key.
@@ -31,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _bench import in_child
+from _bench import Figures, add_json_option, in_child
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,7 +54,8 @@ def fill(dsn: str, devices: list[str], tags: list[str], start_us: int, hours: fl
     import gateway.protocol as p  # noqa: PLC0415
     from ingest import _checkpoints  # noqa: PLC0415
     from ingest._decode import Checked, precheck  # noqa: PLC0415
-    from ingest._store import Batch, Store, pg_us  # noqa: PLC0415
+    from ingest._rows import pg_us  # noqa: PLC0415
+    from ingest._store import Batch, Store  # noqa: PLC0415
 
     key = Ed25519PrivateKey.from_private_bytes(SEED)
     store = Store(dsn, partitions_ahead=1)
@@ -121,11 +124,23 @@ def child(role: str, payload: dict[str, Any]) -> dict[str, Any]:
     evidence, window, registered = _args(payload)
     firm = f"{FIRM}/firm"
     out: dict[str, Any] = {}
+    if role == "collect-oee":
+        import identifiers  # noqa: PLC0415
+
+        tags = payload["tags"]
+        oee = identifiers.OeeSignals(
+            state=tags[0], running=(0,), planned=(0,), total=tags[-1], ideal_cycle=1
+        )
+        registered = [
+            evidence.RegisteredDevice(d.identifier, d.gateway, True, d.stages, oee=oee)
+            for d in registered
+        ]
     started = time.perf_counter()
-    if role == "collect":
+    if role in ("collect", "collect-oee"):
         with psycopg.connect(payload["dsn"]) as conn:
             facts = evidence.collect(conn, firm, window, registered)
         out["samples"] = sum(t.samples for t in facts.tags)
+        out["oee"] = sum(d.oee is not None and d.oee.observed_seconds > 0 for d in facts.devices)
     elif role == "report":
         with psycopg.connect(payload["dsn"]) as conn:
             report = evidence.build_report(
@@ -151,7 +166,7 @@ def child(role: str, payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 - fill, then three measurements
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--devices", type=int, default=100)
@@ -159,6 +174,7 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--role")
     parser.add_argument("--payload")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.role:
         import json  # noqa: PLC0415
@@ -190,15 +206,21 @@ def main() -> None:
             conn.execute("VACUUM ANALYZE")
         file = Path(tempfile.gettempdir()) / f"{name}.json"
         payload = {"dsn": dsn, "start": start.isoformat(), "hours": args.hours,
-                   "devices": devices, "file": str(file)}  # fmt: skip
+                   "devices": devices, "tags": tags, "file": str(file)}  # fmt: skip
         script = str(Path(__file__).resolve())
         base = in_child(script, "collect", payload)
+        with_oee = in_child(script, "collect-oee", payload)
         report = in_child(script, "report", payload)
         verify = in_child(script, "verify", payload)
         if base["samples"] != samples:
             raise SystemExit(f"collect counted {base['samples']} samples of {samples}")
         print(
             f"collect (baseline): {base['seconds']:.2f} s, peak RSS {base['peak_rss_mib']:.0f} MiB"
+        )
+        print(
+            f"collect with OEE:   {with_oee['seconds']:.2f} s, peak RSS "
+            f"{with_oee['peak_rss_mib']:.0f} MiB, OEE of {with_oee['oee']} devices; "
+            f"{with_oee['seconds'] / base['seconds']:.2f}× the baseline"
         )
         print(
             f"report:             {report['seconds']:.2f} s, peak RSS "
@@ -212,6 +234,17 @@ def main() -> None:
             f"{verify['failures']} failed"
         )
         print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        out = Figures("report")
+        out.add("collect", "collect the window (the baseline)", base["seconds"], "s")
+        out.add("report", "build, sign and render the report", report["seconds"], "s",
+                base["seconds"], "collect alone")  # fmt: skip
+        out.add("verify", "verify the report file", verify["seconds"], "s")
+        out.add("report_peak_rss", "report peak RSS", report["peak_rss_mib"], "MiB",
+                base["peak_rss_mib"], "collect alone")  # fmt: skip
+        out.add("verify_failures", "verification failures", verify["failures"], "checks")
+        out.note(f"{samples:,} samples: {args.devices} devices × {args.tags} tags × "
+                 f"{args.hours:g} h at 1 Hz")  # fmt: skip
+        out.write(args.json)
         file.unlink(missing_ok=True)
         file.with_suffix(".html").unlink(missing_ok=True)
     finally:

@@ -23,6 +23,8 @@ from pymodbus.client import AsyncModbusTcpClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _bench import Figures, add_json_option  # noqa: E402
+
 import simulators  # noqa: E402 - after the path set-up above
 
 
@@ -65,6 +67,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", default=str(ROOT / "configs" / "factory.scale.yaml"))
     parser.add_argument("--reads", type=int, default=2000)
+    add_json_option(parser)
     args = parser.parse_args()
     factory = simulators.load_factory(args.config)
     tags = sum(len(simulators.profile(m.profile).tags) for m in factory.machines())
@@ -92,6 +95,13 @@ async def main() -> None:
     print(f"RSS when serving   {rss_ready:.0f} MiB")
     print(f"reads              {done} in {took:.2f} s = {done / took:.0f} req/s, one client each")
     print(f"RSS after reads    {rss_after:.0f} MiB")
+    out = Figures("sim_scale")
+    out.add("tags", "tags served", tags, "tags")
+    out.add("startup", "start-up, process start to serving", ready, "s")
+    out.add("rss_serving", "RSS when serving", rss_ready, "MiB")
+    out.add("reads", "reads, one client per endpoint", done / took, "req/s")
+    out.add("rss_after", "RSS after the reads", rss_after, "MiB")
+    out.write(args.json)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import Figures, add_json_option
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
@@ -30,17 +31,19 @@ GW, DEV = "88.709.911/gw.bench", "88.709.911/dev.bench"
 T0 = 1_764_000_000_000_000
 
 
-def rate(label: str, seconds: float, envelopes: int, samples: int) -> None:
+def rate(label: str, seconds: float, envelopes: int, samples: int) -> float:
     print(
         f"{label:<44} {seconds / envelopes * 1e3:7.2f} ms/envelope"
         f" {envelopes * samples / seconds:12,.0f} samples/s"
     )
+    return envelopes * samples / seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envelopes", type=int, default=400)
     parser.add_argument("--samples", type=int, default=500)
+    add_json_option(parser)
     args = parser.parse_args()
     n, size = args.envelopes, args.samples
 
@@ -71,24 +74,36 @@ def main() -> None:
         start = time.perf_counter()
         for _ in range(n):
             message = session.data(entry, historical=False)
-        rate("gateway: JSON envelope -> DDATA", time.perf_counter() - start, n, size)
+        to_ddata = rate("gateway: JSON envelope -> DDATA", time.perf_counter() - start, n, size)
 
     start = time.perf_counter()
     for _ in range(n):
         p.decode_sparkplug_envelope(message.topic, message.payload)
-    rate("ingest: DDATA -> signed envelope", time.perf_counter() - start, n, size)
+    from_ddata = rate("ingest: DDATA -> signed envelope", time.perf_counter() - start, n, size)
     start = time.perf_counter()
     for _ in range(n):
         p.decode_sparkplug(message.payload)
-    rate("host: DDATA metrics, every one checked", time.perf_counter() - start, n, size)
+    host = rate("host: DDATA metrics, every one checked", time.perf_counter() - start, n, size)
     start = time.perf_counter()
     for _ in range(n):
         p.decode_json(raw)
-    rate("ingest: JSON envelope alone (for comparison)", time.perf_counter() - start, n, size)
+    json_alone = rate(
+        "ingest: JSON envelope alone (for comparison)", time.perf_counter() - start, n, size
+    )
     print(
         f"bytes per sample: JSON envelope {len(raw) / size:.1f},"
         f" DDATA {len(message.payload) / size:.1f} (the envelope in body plus its metrics)"
     )
+    out = Figures("sparkplug")
+    base = "strict JSON envelope decoder alone"
+    out.add("to_ddata", "gateway: JSON envelope to DDATA", to_ddata, "samples/s", json_alone, base)
+    out.add("from_ddata", "ingest: DDATA to signed envelope", from_ddata, "samples/s",
+            json_alone, base)  # fmt: skip
+    out.add("host_decode", "host: DDATA metrics, every one checked", host, "samples/s",
+            json_alone, base)  # fmt: skip
+    out.add("ddata_bytes", "DDATA bytes per sample", len(message.payload) / size, "bytes",
+            len(raw) / size, "JSON envelope bytes per sample")  # fmt: skip
+    out.write(args.json)
 
 
 if __name__ == "__main__":

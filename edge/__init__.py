@@ -6,7 +6,7 @@ Public API::
     ModbusTcp, ModbusRtu, OpcUa     connection settings, chosen by ``protocol``
     ModbusOptions                   timeouts, retries, request planning of a Modbus device
     ModbusAddress, parse_modbus_address, parse_modbus_range
-    DataType, Stage, DeviceInfo
+    DataType, Stage, DeviceInfo, OeeConfig
     Sample, Quality, Batch, ConnectivityEvent
                                     what drivers produce (``edge._samples``, a light leaf)
     SampleStream, StreamClosed      the bounded async stream of batches the gateway consumes
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         ModbusRtu,
         ModbusTable,
         ModbusTcp,
+        OeeConfig,
         OpcUa,
         Stage,
         Tag,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "edge._model": ("BYTE_ORDERS", "Connection", "DataType", "Device", "DeviceInfo", "Group",
                     "ModbusAddress", "ModbusOptions", "ModbusRtu", "ModbusTable", "ModbusTcp",
-                    "OpcUa", "Stage", "Tag",
+                    "OeeConfig", "OpcUa", "Stage", "Tag",
                     "parse_modbus_address", "parse_modbus_range"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
@@ -84,6 +85,7 @@ __all__ = [
     "ModbusRtu",
     "ModbusTable",
     "ModbusTcp",
+    "OeeConfig",
     "OpcUa",
     "Quality",
     "Sample",

@@ -483,6 +483,49 @@ class OpcUa(StrictModel):
 Connection = Annotated[ModbusTcp | ModbusRtu | OpcUa, Field(discriminator="protocol")]
 
 
+class OeeConfig(StrictModel):
+    """The tags of a device that OEE (availability × performance × quality) is computed from.
+
+    ``state``: a tag whose values in ``running`` count as running and in ``planned`` as
+    planned production time (e.g. 0 off, 1 idle, 2 running, 3 alarm: running ``[2]``,
+    planned ``[1, 2, 3]``); ``total``: a counter of the parts made; ``good`` or ``defects``:
+    a counter of good parts or of rejects; ``ideal_cycle``: the time one part takes at the
+    rated speed. Only ``state`` is required: the evidence names what is not declared.
+    """
+
+    state: Name = Field(description="the tag holding the machine's state")
+    running: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)] = Field(
+        description="state values that count as running"
+    )
+    planned: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)] = Field(
+        description="state values that count as planned production time (running included)"
+    )
+    total: Name | None = Field(default=None, description="counter tag of the parts made")
+    good: Name | None = Field(default=None, description="counter tag of the good parts")
+    defects: Name | None = Field(default=None, description="counter tag of the rejects")
+    ideal_cycle: Duration | None = Field(
+        default=None, description="the time one part takes at the rated speed"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OeeConfig:
+        if not set(self.running) <= set(self.planned):
+            raise ValueError("every 'running' value must also be a 'planned' value")
+        if self.good is not None and self.defects is not None:
+            raise ValueError("declare either 'good' or 'defects', not both")
+        if (self.good or self.defects) and self.total is None:
+            raise ValueError("'good' and 'defects' need the 'total' counter")
+        if self.ideal_cycle is not None and not 0 < self.ideal_cycle <= 86400:
+            raise ValueError("'ideal_cycle' must be above 0 and at most 24h")
+        return self
+
+    def tags(self) -> dict[str, str]:
+        """The declared tags by role."""
+        roles = {"state": self.state, "total": self.total, "good": self.good,
+                 "defects": self.defects}  # fmt: skip
+        return {role: tag for role, tag in roles.items() if tag is not None}
+
+
 class DeviceInfo(StrictModel):
     """What the identifier record and the evidence say about a machine."""
 
@@ -494,6 +537,9 @@ class DeviceInfo(StrictModel):
         default=True, description="counts for the production-device networking rate"
     )
     stages: tuple[StageField, ...] = ()
+    oee: OeeConfig | None = Field(
+        default=None, description="the tags OEE is computed from (docs/evidence.md, OEE)"
+    )
 
 
 class Device(StrictModel):
@@ -516,6 +562,15 @@ class Device(StrictModel):
                     )
                 seen[tag.name] = group
         tags = [tag for group in self.groups for tag in group.tags]
+        if self.info.oee is not None:
+            by_name = {tag.name: tag for tag in tags}
+            for role, name in self.info.oee.tags().items():
+                if name not in by_name:
+                    raise ValueError(f"info.oee.{role}: the device has no tag {name!r}")
+                if not (by_name[name].type.numeric or by_name[name].type is DataType.BOOL):
+                    raise ValueError(
+                        f"info.oee.{role}: tag {name!r} is {by_name[name].type}, not a number"
+                    )
         if isinstance(self.connection, OpcUa):
             for tag in tags:
                 if not _OPCUA_NODEID.fullmatch(tag.address):

@@ -12,7 +12,8 @@ Public API::
     registered_devices              the firm's device records, through an identifiers.Client
     collect                         the metrics of a firm and window (blocking psycopg)
     FirmEvidence, DeviceEvidence, TagEvidence, GatewayEvidence, Networking, StageCoverage,
-    Latency, Integrity, Outage, IdentifierCoverage, Unmatched   what collect returns
+    Latency, Integrity, Outage, IdentifierCoverage, Unmatched, OeeEvidence
+                                    what collect returns
     load_indicators, Indicators     the versioned indicator file, validated
     INDICATORS_2024                 the path of the 2024 file
     assess, Assessment, ItemSupport which items the evidence supports, and how strongly
@@ -69,6 +70,7 @@ from evidence._models import (
     Integrity,
     Latency,
     Networking,
+    OeeEvidence,
     Outage,
     Params,
     StageCoverage,
@@ -113,6 +115,7 @@ __all__ = [
     "ItemSupport",
     "Latency",
     "Networking",
+    "OeeEvidence",
     "Outage",
     "Params",
     "RegisteredDevice",

@@ -73,6 +73,8 @@ class DeviceStatus:
     age: float | None
     #: live: newest sample at most ``fresh_within`` old; stale: older; silent: never sent
     status: Literal["live", "stale", "silent"]
+    #: the tags its OEE is computed from, as its record declares them (``GT_OEE``)
+    oee: identifiers.OeeSignals | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +245,7 @@ def create_app(service: Service) -> FastAPI:  # noqa: PLR0915 - one route each
                     last_sample=last,
                     age=age,
                     status=status,
+                    oee=record.oee if record else None,
                 )
             )
         return Devices(firm, now, fresh, records.read, out)

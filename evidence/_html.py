@@ -34,6 +34,22 @@ def _table(head: list[str], rows: list[list[Any]], numeric: frozenset[int] = fro
     return "".join(out)
 
 
+def _oee(devices: list[dict[str, Any]]) -> list[str]:
+    """The OEE table, for the devices whose records declare the signals (reports made before
+    OEE have none)."""
+    rows = [
+        [d["identifier"], _pct(o["availability"]), _pct(o["performance"]), _pct(o["quality"]),
+         _pct(o["oee"]), o["total"], "；".join(o["missing"]) or None]
+        for d in devices
+        if (o := d.get("oee"))
+    ]  # fmt: skip
+    if not rows:
+        return []
+    head = ["设备 Device", "开动率 Availability", "性能 Performance", "合格率 Quality", "OEE",
+            "产量 Parts", "缺少 Missing"]  # fmt: skip
+    return ["<h2>设备综合效率 OEE</h2>", _table(head, rows, frozenset({1, 2, 3, 4, 5}))]
+
+
 def render_html(report: Report, fingerprint: str) -> str:
     doc = report.report
     facts, assessment = doc["facts"], doc["assessment"]
@@ -101,6 +117,7 @@ def render_html(report: Report, fingerprint: str) -> str:
             ],
             frozenset({3, 4}),
         ),
+        *_oee(facts["devices"]),
         "<h2>网关签名检查点 Gateway checkpoints</h2>",
         _table(
             ["网关 Gateway", "检查点 Checkpoints", "已声明丢失 Declared losses"],

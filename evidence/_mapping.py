@@ -62,6 +62,9 @@ class SceneStageRule(_Strict):
     kind: Literal["scene_stage"]
     stage: str
     min_completeness: float = Field(ge=0, le=1)
+    #: the entry of ``not_evidenced`` that OEE computed for a key device serving the stage
+    #: evidences (it is then left out of what the evaluator must still check)
+    oee_evidences: str | None = None
 
 
 Rule = Annotated[BandsRule | PerStageRule | SceneStageRule, Field(discriminator="kind")]
@@ -86,6 +89,9 @@ class Item(_Strict):
             raise ValueError(f"{self.id}: a scored item needs points")
         if isinstance(self.rule, SceneStageRule) and self.level is None:
             raise ValueError(f"{self.id}: a scene item needs its level")
+        oee = getattr(self.rule, "oee_evidences", None)
+        if oee is not None and oee not in self.not_evidenced:
+            raise ValueError(f"{self.id}: oee_evidences {oee!r} is not one of not_evidenced")
         return self
 
 
@@ -222,9 +228,16 @@ def _scene(
     else:
         strength = "none"
         basis = f"no networked key device serves {rule.stage}"
+    not_evidenced = item.not_evidenced
+    if rule.oee_evidences is not None:
+        oee = {d.identifier: d.oee.oee for d in serving if d.oee and d.oee.oee is not None}
+        facts["oee"] = oee
+        if oee:
+            basis += f"; OEE computed for {len(oee)} of them"
+            not_evidenced = tuple(n for n in not_evidenced if n != rule.oee_evidences)
     return ItemSupport(item.id, item.dimension, item.item, item.level,
                        _cap(strength, item, doubts), None, None, basis, facts,
-                       item.not_evidenced)  # fmt: skip
+                       not_evidenced)  # fmt: skip
 
 
 def assess(ev: FirmEvidence, indicators: Indicators | None = None) -> Assessment:

@@ -34,6 +34,7 @@ from evidence._models import (
     Integrity,
     Latency,
     Networking,
+    OeeEvidence,
     Outage,
     Params,
     StageCoverage,
@@ -41,6 +42,7 @@ from evidence._models import (
     Unmatched,
     Window,
 )
+from evidence._oee import oee
 from evidence._registry import RegisteredDevice
 
 _MINUTE = dt.timedelta(minutes=1)
@@ -234,7 +236,15 @@ def _collect(
     base = {"firm": firm, "start": window.start, "end": window.end, "as_of": as_of}
     tags = _tags(cur, {**base, "a": a, "b": b}, window, params, as_of)
     stored = dict(cur.execute(_DEVICES, base).fetchall())
-    devices = _devices(tags, stored, registered, params, as_of)
+    intervals = {(t.device, t.tag): t.expected_interval for t in tags}
+    oees = {
+        d.identifier: oee(
+            cur, firm, d, window=window, params=params, as_of=as_of, intervals=intervals
+        )
+        for d in registered
+        if d.oee is not None
+    }
+    devices = _devices(tags, stored, registered, oees=oees, params=params, as_of=as_of)
     gateway_names = sorted({*(d.gateway for d in registered), *stored.values()})
     gateways, firm_latency, firm_integrity = _gateways(
         cur, {**base, "named": gateway_names}, firm=firm, window=window, params=params, as_of=as_of
@@ -301,6 +311,8 @@ def _devices(
     tags: list[TagEvidence],
     stored: dict[str, str],
     registered: Sequence[RegisteredDevice],
+    *,
+    oees: dict[str, OeeEvidence | None],
     params: Params,
     as_of: dt.datetime,
 ) -> list[DeviceEvidence]:
@@ -338,6 +350,7 @@ def _devices(
                 age=_age(as_of, newest),
                 networked=_fresh(as_of, good, params),
                 tag_stages=record.tag_stages if record else {},
+                oee=oees.get(name),
             )
         )
     return out

@@ -71,6 +71,32 @@ class TagEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class OeeEvidence:
+    """OEE of one device in the window, from the tags its record declares (``GT_OEE``).
+
+    Seconds and parts are taken over the tags' observed stretches: between two consecutive
+    good samples at most ``Params.outage_after`` apart, or 1.5 × the tag's expected
+    interval if longer (docs/evidence.md, OEE). Parts are a
+    counter's increases, a decrease (reset, wrap) counting as none. A factor is None when it
+    cannot be computed; ``missing`` says why.
+    """
+
+    observed_seconds: float
+    planned_seconds: float
+    running_seconds: float
+    total: int | None  # parts made
+    good: int | None  # good parts: the good counter, or total − defects
+    ideal_cycle: float | None  # seconds per part at the rated speed, as declared
+    availability: float | None  # running / planned
+    performance: float | None  # ideal_cycle × total / running
+    quality: float | None  # good / total
+    oee: float | None  # availability × performance × quality
+    #: decreases of a counter in the window (a reset or a wrap), counted as no parts
+    counter_resets: int = 0
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceEvidence:
     identifier: str
     gateway: str | None
@@ -88,6 +114,8 @@ class DeviceEvidence:
     networked: bool
     #: stages some of its tags serve, from its record: stage → tag names
     tag_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: its OEE in the window, if its record declares the signals (``GT_OEE``)
+    oee: OeeEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ class RegisteredDevice:
     name: str | None = None
     #: stages some of its tags serve: stage → tag names (``GT_TAG_STAGE``)
     tag_stages: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the tags its OEE is computed from (``GT_OEE``), if it declares them
+    oee: identifiers.OeeSignals | None = None
 
 
 def _prefix(firm: str) -> str:
@@ -68,6 +70,7 @@ async def registered_devices(
                 stages=device.stages,
                 name=device.name,
                 tag_stages=device.tag_stages,
+                oee=device.oee,
             )
         )
     return sorted(found, key=lambda d: d.identifier)

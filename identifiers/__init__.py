@@ -5,8 +5,9 @@ Public API::
     Identifier, parse, parse_prefix     the codec: ``88.<node>.<enterprise>/<suffix>``
     HandleValue, ValueData, AdminRef, HandleRecord, string_value
                                         Handle values and records (Handle.Net REST JSON)
-    EnterpriseRecord, GatewayRecord, DeviceRecord
-                                        record templates, to values and back
+    EnterpriseRecord, GatewayRecord, DeviceRecord, OeeSignals
+                                        record templates, to values and back (OeeSignals:
+                                        a device's GT_OEE value)
     NodeConfig                          the node's config file (``kind: identifiers``)
     Node                                a running node: registry + HTTP service (async CM)
     Registry                            the PostgreSQL registry and its write tokens
@@ -93,6 +94,7 @@ if TYPE_CHECKING:
         DeviceRecord,
         EnterpriseRecord,
         GatewayRecord,
+        OeeSignals,
         usci_check_char,
     )
 
@@ -105,7 +107,7 @@ _LAZY = {
     "identifiers._service": ("create_app",),
     "identifiers._store": ("Registry", "Token"),
     "identifiers._templates": ("PUBKEY_INDEX", "DeviceRecord", "EnterpriseRecord",
-                               "GatewayRecord", "usci_check_char"),
+                               "GatewayRecord", "OeeSignals", "usci_check_char"),
 }  # fmt: skip
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -150,6 +152,7 @@ __all__ = [
     "NodeConfig",
     "NodeUnavailable",
     "NotResponsible",
+    "OeeSignals",
     "ProtocolError",
     "Referral",
     "ReferralError",

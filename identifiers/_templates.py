@@ -19,6 +19,8 @@ index       type                       template
 60          URL                        enterprise, device: evidence page
 70..101     GT_TAG_STAGE               device: one value per business stage some of its tags
                                        serve, ``<stage>:<tag>,<tag>…``
+110         GT_OEE                     device: the tags OEE is computed from,
+                                       ``state=<tag>;running=2;planned=1,2,3;total=<tag>…``
 300         HS_PUBKEY                  gateway: its Ed25519 public key
 ==========  =========================  ===============================================
 """
@@ -26,9 +28,9 @@ index       type                       template
 from __future__ import annotations
 
 import base64
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from identifiers._codec import parse
 from identifiers._errors import InvalidValue
@@ -39,6 +41,7 @@ _USCI_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 MAX_STAGES = 32
 STAGE_INDEX = 20
 TAG_STAGE_INDEX = 70
+OEE_INDEX = 110
 PUBKEY_INDEX = 300
 
 
@@ -94,7 +97,7 @@ class _Template(BaseModel):
             raise InvalidValue(record.handle, f"record is not a {cls.template} record")
         return {v.type: v.text for v in sorted(record.values, key=lambda v: v.index)
                 if v.data.format == "string"
-                and v.type not in ("GT_STAGE", "GT_TAG_STAGE")}  # fmt: skip
+                and v.type not in ("GT_STAGE", "GT_TAG_STAGE", "GT_OEE")}  # fmt: skip
 
 
 class EnterpriseRecord(_Template):
@@ -155,6 +158,58 @@ class GatewayRecord(_Template):
         return cls(enterprise=f.get("GT_ENTERPRISE", ""), public_key=raw, name=f.get("GT_NAME"))
 
 
+class OeeSignals(BaseModel):
+    """The tags of a device that OEE is computed from (``GT_OEE``): ``state``, whose values
+    in ``running`` count as running and in ``planned`` as planned production time; ``total``,
+    a counter of the parts made, and ``good`` or ``defects`` (a counter of good parts, or of
+    rejects); ``ideal_cycle``, the seconds one part takes at the rated speed. Only ``state``
+    is required: OEE names the signals a device does not declare."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    state: TagName
+    running: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)]
+    planned: Annotated[tuple[float, ...], Field(min_length=1, max_length=16)]
+    total: TagName | None = None
+    good: TagName | None = None
+    defects: TagName | None = None
+    ideal_cycle: float | None = Field(default=None, gt=0, le=86400 * 365)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OeeSignals:
+        if not set(self.running) <= set(self.planned):
+            raise ValueError("every 'running' value must also be a 'planned' value")
+        if self.good is not None and self.defects is not None:
+            raise ValueError("declare either 'good' or 'defects', not both")
+        if (self.good or self.defects) and self.total is None:
+            raise ValueError("'good' and 'defects' need the 'total' counter")
+        return self
+
+    def to_text(self) -> str:
+        parts = [f"state={self.state}", f"running={','.join(map(_fmt, self.running))}",
+                 f"planned={','.join(map(_fmt, self.planned))}"]  # fmt: skip
+        for key in ("total", "good", "defects"):
+            if (tag := getattr(self, key)) is not None:
+                parts.append(f"{key}={tag}")
+        if self.ideal_cycle is not None:
+            parts.append(f"ideal_cycle={_fmt(self.ideal_cycle)}")
+        return ";".join(parts)
+
+    @classmethod
+    def from_text(cls, text: str) -> OeeSignals:
+        """Raise ValueError if ``text`` is not what :meth:`to_text` writes."""
+        fields: dict[str, Any] = {}
+        for part in text.split(";"):
+            key, sep, value = part.partition("=")
+            if not sep or key in fields:
+                raise ValueError(f"{part!r} is not one 'key=value' of GT_OEE")
+            fields[key] = tuple(value.split(",")) if key in ("running", "planned") else value
+        return cls.model_validate(fields)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}" if value == int(value) and abs(value) < 1e15 else repr(value)
+
+
 class DeviceRecord(_Template):
     """A device: its firm, the gateway that reads it, and the business stages it serves, as a
     whole (``stages``) or through some of its tags (``tag_stages``: stage → tag names): a
@@ -175,6 +230,7 @@ class DeviceRecord(_Template):
         Field(max_length=MAX_STAGES),
     ] = {}
     url: Annotated[str, Field(max_length=2048)] | None = None
+    oee: OeeSignals | None = None
 
     def to_values(self) -> list[HandleValue]:
         out = self._head()
@@ -195,6 +251,8 @@ class DeviceRecord(_Template):
         for i, (stage, tags) in enumerate(self.tag_stages.items()):
             text = f"{stage}:{','.join(dict.fromkeys(tags))}"
             out.append(string_value(TAG_STAGE_INDEX + i, "GT_TAG_STAGE", text, self.ttl))
+        if self.oee is not None:
+            out.append(string_value(OEE_INDEX, "GT_OEE", self.oee.to_text(), self.ttl))
         return out
 
     @classmethod
@@ -209,6 +267,12 @@ class DeviceRecord(_Template):
                     record.handle, f"GT_TAG_STAGE value {value.index} is not '<stage>:<tag>,…'"
                 )
             tag_stages[stage] = tag_stages.get(stage, ()) + tuple(tags.split(","))
+        oee = None
+        if (value := record.first("GT_OEE")) is not None:
+            try:
+                oee = OeeSignals.from_text(value.text)
+            except ValueError as exc:
+                raise InvalidValue(record.handle, f"GT_OEE value is not valid: {exc}") from None
         return cls(
             enterprise=f.get("GT_ENTERPRISE", ""),
             gateway=f.get("GT_GATEWAY", ""),
@@ -221,6 +285,7 @@ class DeviceRecord(_Template):
             stages=stages,
             tag_stages=tag_stages,
             url=f.get("URL"),
+            oee=oee,
         )
 
 

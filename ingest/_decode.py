@@ -1,7 +1,8 @@
 """The part of verification that needs no identifier node and no database: topic, strict
-decoding, topic against envelope, and packing the samples into COPY rows. It is almost all of
-the CPU per sample, so it can run in worker processes (``batch.decode_workers``); what it
-returns is picklable and cheap to move between processes.
+decoding, topic against envelope, and packing the samples into COPY rows. It needs no state
+of the pipeline, so it can run in worker processes (``batch.decode_workers``; since the usual
+envelope is decoded by compiled code, the ingest process does it by default, which costs less
+than moving envelopes between processes); what it returns is picklable.
 
 Packing needs the series ids of the device's tags, which only the ingest process knows: it
 hands over, with each message, the ids it knows for the device of the message's topic

@@ -90,11 +90,12 @@ class BatchSettings(StrictModel):
     max_rows: int = Field(20_000, ge=1, le=1_000_000, description="samples per transaction")
     max_delay: Duration = Field(0.2, description="longest a message waits to be committed")
     decode_workers: int = Field(
-        1,
+        0,
         ge=0,
         le=64,
-        description="processes that decode envelopes (most of the CPU per sample) while "
-        "ingest verifies and writes; 0 decodes in the ingest process (one core)",
+        description="processes that decode envelopes while ingest verifies and writes; 0 "
+        "decodes in the ingest process, which costs less CPU in all (docs/ingest.md, "
+        "*Performance*)",
     )
     queue_messages: int = Field(
         2000,

@@ -5,10 +5,12 @@ Every value a simulator serves is a pure function of (seed, profile, machine, ta
 Values change on whole seconds; machines change state (off, idle, running, alarm) on whole
 minutes, in a pattern that repeats daily; counters and totals integrate since :data:`EPOCH`.
 
-Public API: the value function and profiles (:func:`value`, :func:`values`, :data:`PROFILES`),
+Public API: the value function and profiles (:func:`value`, :func:`values`, :data:`PROFILES`;
+:class:`OeeSpec`, the tags a profile's OEE is computed from),
 the register codec (:func:`encode`, :func:`decode`), the servers (:class:`ModbusEndpoint`,
 :class:`OpcUaEndpoint`), the factory file and the simulator that serves it
-(:func:`load_factory`, :class:`Simulator`), and fault injection (:class:`Faults`).
+(:func:`load_factory`, :class:`Simulator`), and fault injection (:class:`Faults`; a machine's
+state can be forced, :meth:`Machine.force`).
 
 Exceptions::
 
@@ -37,7 +39,17 @@ from simulators._exceptions import (
 )
 from simulators._factory import FactoryConfig, load_factory
 from simulators._machine import MODBUS_EXCEPTIONS, Machine, MachineFaults, faulty
-from simulators._profiles import PROFILES, Profile, TagSpec, Value, profile, state, value, values
+from simulators._profiles import (
+    PROFILES,
+    OeeSpec,
+    Profile,
+    TagSpec,
+    Value,
+    profile,
+    state,
+    value,
+    values,
+)
 from simulators._registers import decode, encode
 from simulators._values import EPOCH, SEGMENT, TICK, State
 
@@ -80,6 +92,7 @@ __all__ = [
     "Machine",
     "MachineFaults",
     "ModbusEndpoint",
+    "OeeSpec",
     "OpcUaEndpoint",
     "Profile",
     "Simulator",

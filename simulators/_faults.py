@@ -6,7 +6,8 @@ for ``downtime`` seconds, refusing connections, then come back). Machine faults 
 ``exception`` (every Modbus request to the unit answers exception ``code``: ``device_busy``,
 ``illegal_address``…), ``silent`` (the Modbus unit never answers while the others on its line
 do), ``status`` (every OPC UA value of the machine carries a Bad or Uncertain status ``code``,
-e.g. ``BadSensorFailure``), ``values`` (``mode`` ``nan`` or ``out_of_range``).
+e.g. ``BadSensorFailure``), ``values`` (``mode`` ``nan`` or ``out_of_range``), ``state``
+(the machine stays ``off``, ``idle``, ``running`` or ``alarm``, its counters following).
 
 ``drop`` and ``restart`` are events; the others stay on until cleared.
 """
@@ -23,11 +24,13 @@ from asyncua import ua
 
 from simulators._exceptions import FaultError, UnknownMachine
 from simulators._machine import MODBUS_EXCEPTIONS, Machine, MachineFaults
+from simulators._values import State
 
 logger = logging.getLogger(__name__)
 
 ENDPOINT_FAULTS = ("drop", "hang", "latency", "restart")
-MACHINE_FAULTS = ("exception", "silent", "status", "values")
+_STATES = {state.name.lower(): state for state in State}
+MACHINE_FAULTS = ("exception", "silent", "status", "values", "state")
 
 
 class FaultableEndpoint(Protocol):
@@ -99,7 +102,7 @@ class Faults:
             if target in (None, name):
                 for field in MACHINE_FAULTS:
                     if kind in (None, field):
-                        setattr(machine.faults, field, getattr(off, field))
+                        _clear_machine(machine, field, off)
                 await _refresh(endpoint)
 
     def state(self) -> dict[str, Any]:
@@ -182,9 +185,27 @@ class Faults:
                 raise FaultError(f"values mode {mode!r}: use 'nan' or 'out_of_range'")
             machine.faults.values = mode
             return {"values": mode}
+        if kind == "state":
+            return _force(machine, params)
         if kind in ENDPOINT_FAULTS:
             raise FaultError(f"{kind!r} is a fault of an endpoint, not of machine {machine.name!r}")
         raise FaultError(f"unknown fault {kind!r}; one of {', '.join(MACHINE_FAULTS)}")
+
+
+def _force(machine: Machine, params: Mapping[str, Any]) -> dict[str, Any]:
+    _no_extra(params, {"state"})
+    name = params.get("state", "idle")
+    if name not in _STATES:
+        raise FaultError(f"state {name!r}: use one of {', '.join(_STATES)}")
+    machine.force(_STATES[name])
+    return {"state": name}
+
+
+def _clear_machine(machine: Machine, field: str, off: MachineFaults) -> None:
+    if field != "state":
+        setattr(machine.faults, field, getattr(off, field))
+    elif machine.faults.state is not None:
+        machine.force(None)  # its counters keep what the forced state made of them
 
 
 async def _refresh(endpoint: object) -> None:

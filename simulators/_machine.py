@@ -11,7 +11,7 @@ from typing import Literal
 
 from simulators._exceptions import FaultError
 from simulators._profiles import Profile, TagSpec, Value, profile
-from simulators._values import Context, as_float32
+from simulators._values import Context, Forced, State, as_float32, timeline
 
 Clock = Callable[[], float]
 ValueFault = Literal["nan", "out_of_range"]
@@ -64,6 +64,8 @@ class MachineFaults:
     values: ValueFault | None = None
     #: the Modbus unit does not answer at all, as a dead device on an RS-485 line
     silent: bool = False
+    #: the state forced on the machine (set through :meth:`Machine.force`)
+    state: State | None = None
 
     def active(self) -> dict[str, object]:
         """The faults that are on, named as the fault interface names them."""
@@ -73,6 +75,8 @@ class MachineFaults:
         }
         if self.exception is not None:
             out["exception"] = names.get(self.exception, self.exception)
+        if self.state is not None:
+            out["state"] = self.state.name.lower()
         return out
 
 
@@ -91,10 +95,19 @@ class Machine:
 
     def __post_init__(self) -> None:
         self.profile: Profile = profile(self.profile_name)
+        self._forced = Forced()
+
+    def force(self, state: State | None) -> None:
+        """Keep the machine in ``state`` from now on (None: back to its timeline); its
+        counters and hours follow the forced state, not the timeline."""
+        line = timeline(self.seed, self.name, self.profile.mix)
+        self._forced.force(line, state, math.floor(self.clock()))
+        self.faults.state = state
 
     def raw(self, specs: Iterable[TagSpec], t: float) -> dict[str, Value]:
         """Raw values of ``specs`` at ``t``, as served: written values and faults applied."""
-        ctx = Context(self.seed, self.name, self.profile.mix, math.floor(t))
+        forced = self._forced if self._forced.touched else None
+        ctx = Context(self.seed, self.name, self.profile.mix, math.floor(t), forced)
         mode = self.faults.values
         out: dict[str, Value] = {}
         for spec in specs:

@@ -73,7 +73,7 @@ class _Datastore(ModbusServerContext):
         if (refused := await self._before(machine)) is not None:
             return refused
         t = math.floor(machine.clock())
-        key = (t, machine.faults.values, tuple(machine.written.items()))
+        key = (t, machine.faults.values, machine.faults.state, tuple(machine.written.items()))
         cached = self._images.get(device_id)
         if cached is None or cached[0] != key:
             cached = key, image(machine.profile, machine.raw(machine.profile.tags, t))

@@ -143,6 +143,22 @@ class TagSpec:
         return raw * self.scale
 
 
+@dataclass(frozen=True, slots=True)
+class OeeSpec:
+    """The tags of a profile OEE is computed from, as a gateway config declares them
+    (``info.oee``): the state tag and its running and planned values, the part counter, the
+    reject counter if the machine counts rejects, and the seconds one part takes when
+    running (the counters' own cycle, so performance is 1 while the machine runs)."""
+
+    total: str
+    ideal_cycle: float
+    defects: str | None = None
+    state: str = "state"
+    running: tuple[int, ...] = (int(State.RUNNING),)
+    #: off is not planned production time; idle and alarm are
+    planned: tuple[int, ...] = (int(State.IDLE), int(State.RUNNING), int(State.ALARM))
+
+
 @dataclass(frozen=True, eq=False)
 class Profile:
     """A kind of machine: its tags and how it spends its day."""
@@ -154,6 +170,7 @@ class Profile:
     manufacturer: str = ""
     model: str = ""
     stages: tuple[str, ...] = ()
+    oee: OeeSpec | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {t.name: t for t in self.tags})
@@ -193,6 +210,7 @@ CNC = Profile(
     manufacturer="FANUC",
     model="0i-MF",
     stages=("equipment", "production"),
+    oee=OeeSpec(total="part_count", ideal_cycle=45),
     mix=StateMix(running=0.65, idle=0.2, alarm=0.05, off=0.1),
     tags=(
         *_status((1001, 1002, 2001, 3010)),
@@ -233,6 +251,7 @@ INJECTION = Profile(
     manufacturer="Haitian",
     model="MA2500",
     stages=("equipment", "production", "quality"),
+    oee=OeeSpec(total="shot_count", ideal_cycle=22.5),
     mix=StateMix(running=0.75, idle=0.1, alarm=0.05, off=0.1),
     tags=(
         *_status((101, 102, 205, 310)),
@@ -271,6 +290,7 @@ KILN = Profile(
     manufacturer="Siemens",
     model="S7-1500 via Modbus",
     stages=("equipment", "energy", "quality"),
+    oee=OeeSpec(total="car_count", ideal_cycle=1800),
     mix=StateMix(running=0.85, idle=0.1, alarm=0.03, off=0.02, stay=0.97),
     tags=(
         *_status((11, 12, 21, 31)),
@@ -307,6 +327,7 @@ EXTRUSION = Profile(
     manufacturer="SMS",
     model="1800 t front-loading",
     stages=("equipment", "production", "energy"),
+    oee=OeeSpec(total="billet_count", ideal_cycle=95),
     mix=StateMix(running=0.6, idle=0.25, alarm=0.05, off=0.1),
     tags=(
         *_status((501, 502, 601, 777)),
@@ -338,6 +359,7 @@ REFLOW = Profile(
     manufacturer="Heller",
     model="1913 MK5",
     stages=("equipment", "production", "quality"),
+    oee=OeeSpec(total="board_count", defects="defect_count", ideal_cycle=30),
     mix=StateMix(running=0.75, idle=0.15, alarm=0.03, off=0.07),
     tags=(
         *_status((41, 42, 43)),

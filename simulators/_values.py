@@ -124,20 +124,66 @@ def timeline(seed: int, machine: str, mix: StateMix) -> Timeline:
     return Timeline(name_hash(seed, machine, "state"), mix)
 
 
+class Forced:
+    """States forced on a machine (the ``state`` fault): while one is on, the machine is in it
+    whatever its timeline says, and its history follows, so counters and running hours stop
+    while it is forced idle and run while it is forced running. ``adjust`` holds, per state,
+    the seconds the periods forced so far added to (or took from) the timeline's."""
+
+    __slots__ = ("adjust", "since", "state")
+
+    def __init__(self) -> None:
+        self.adjust = dict.fromkeys(State, 0)
+        self.state: State | None = None
+        self.since = 0
+
+    def _period(self, line: Timeline, until: int) -> dict[State, int]:
+        if self.state is None:
+            return self.adjust
+        span = until - self.since
+        return {
+            s: self.adjust[s] + (span if s is self.state else 0)
+            - (line.seconds_in(s, until) - line.seconds_in(s, self.since))
+            for s in State
+        }  # fmt: skip
+
+    @property
+    def touched(self) -> bool:
+        """A state is forced now, or was: the machine's history differs from its timeline."""
+        return self.state is not None or any(self.adjust.values())
+
+    def force(self, line: Timeline, state: State | None, t: int) -> None:
+        """Force ``state`` from ``t`` on (None: back to the timeline)."""
+        self.adjust = self._period(line, t)
+        self.state, self.since = state, t
+
+    def at(self, line: Timeline, t: int) -> tuple[State, dict[State, int]]:
+        if self.state is not None and t >= self.since:
+            return self.state, self._period(line, t)
+        return line.state_at(t - EPOCH), self.adjust
+
+
 class Context:
     """What a tag's signal sees at one tick: the machine's state and its history."""
 
-    __slots__ = ("machine_hash", "seed", "state", "t", "timeline")
+    __slots__ = ("adjust", "machine_hash", "seed", "state", "t", "timeline")
 
-    def __init__(self, seed: int, machine: str, mix: StateMix, t: int) -> None:
+    def __init__(
+        self, seed: int, machine: str, mix: StateMix, t: int, forced: Forced | None = None
+    ) -> None:
         self.seed = seed
         self.t = t
         self.timeline = timeline(seed, machine, mix)
-        self.state = self.timeline.state_at(t - EPOCH)
         self.machine_hash = name_hash(seed, machine)
+        if forced is None:
+            self.state = self.timeline.state_at(t - EPOCH)
+            self.adjust: dict[State, int] | None = None
+        else:
+            self.state, self.adjust = forced.at(self.timeline, t)
 
     def seconds_in(self, state: State) -> int:
-        return self.timeline.seconds_in(state, self.t)
+        base = self.timeline.seconds_in(state, self.t)
+        return base if self.adjust is None else base + self.adjust[state]
 
     def noise(self, tag: str) -> float:
         """Uniform in [-1, 1), new every tick."""

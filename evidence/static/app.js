@@ -24,7 +24,7 @@ const TEXT = {
     badSignatures: "签名无效（已隔离）", gaps: "序号缺口事件", missingEnvelopes: "缺失数据包",
     undeclaredMissing: "未声明的缺失", declaredLosses: "网关声明的丢失（包 / 样本）",
     chainBreaks: "哈希链断裂", quarantined: "隔离消息", doubtsNone: "未发现可信度问题",
-    seconds: "秒", ofKey: "台关键设备",
+    seconds: "秒", ofKey: "台关键设备", oee: "OEE（评估窗口）", oeeParts: "A 开动率 · P 性能 · Q 合格率",
   },
   en: {
     title: "Guantong · connectivity evidence", logout: "Log out", login: "Log in",
@@ -49,7 +49,8 @@ const TEXT = {
     missingEnvelopes: "Missing envelopes", undeclaredMissing: "Missing, undeclared",
     declaredLosses: "Declared losses (envelopes / samples)", chainBreaks: "Chain breaks",
     quarantined: "Quarantined messages", doubtsNone: "no integrity doubts found",
-    seconds: "s", ofKey: "key devices",
+    seconds: "s", ofKey: "key devices", oee: "OEE (window)",
+    oeeParts: "A availability · P performance · Q quality",
   },
 };
 const QUALITY = ["good", "uncertain", "bad"];
@@ -135,12 +136,22 @@ function renderDevices(answer) {
     row.append(el("td", d.identifier, "mono"), el("td", d.name ?? "—"), el("td", d.gateway ?? "—", "mono"),
       el("td", d.key_equipment ? t("yes") : t("no")), el("td", d.stages.join("、") || "—"),
       el("td", t(d.status), `status ${d.status}`),
-      el("td", d.last_sample ? `${clock(d.last_sample)} (${secs(d.age)})` : "—"));
+      el("td", d.last_sample ? `${clock(d.last_sample)} (${secs(d.age)})` : "—"), oeeCell(d.identifier));
     row.addEventListener("click", () => selectDevice(d.identifier));
     body.append(row);
   }
   const live = answer.devices.filter((d) => d.status === "live").length;
   $("#live-count").textContent = `${live} / ${answer.devices.length}`;
+}
+
+// OEE comes with the evidence of the overview's window, not with the device list
+function oeeCell(id) {
+  const dev = state.last.evidence?.evidence.devices.find((d) => d.identifier === id);
+  const o = dev?.oee;
+  if (!o) return el("td", "—");
+  const cell = el("td", `${pct(o.oee)} (A ${pct(o.availability)} · P ${pct(o.performance)} · Q ${pct(o.quality)})`, "oee");
+  cell.title = [t("oeeParts"), ...o.missing].join("\n");
+  return cell;
 }
 
 async function loadDevices() {
@@ -288,6 +299,7 @@ async function loadEvidence() {
   });
   state.last.evidence = answer;
   renderEvidence(answer);
+  if (state.last.devices) renderDevices(state.last.devices);
 }
 
 // --- session ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ percent-encoded so that every suffix is exactly one level.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import identifiers
@@ -91,8 +92,26 @@ def envelope_topic(envelope: Envelope) -> str:
     return data_topic(envelope.gateway, envelope.device)
 
 
+@functools.lru_cache(maxsize=8192)
+def _topic_of(kind: str, gateway: str, device: str | None) -> str:
+    """:func:`envelope_topic` of an envelope of ``kind`` (``""``: loss), for ``check_topic``."""
+    if kind == "checkpoint":
+        return checkpoint_topic(gateway)
+    if kind == "data":
+        return data_topic(gateway, device)  # type: ignore[arg-type]
+    return loss_topic(gateway)
+
+
 def parse_topic(topic: str) -> Topic:
     """Split a topic of the scheme; raise :class:`TopicError` for anything else."""
+    return _parse_topic(topic)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_topic(topic: str) -> Topic:
+    # ingest parses the topic of every message, and a topic twice more to check it against
+    # its envelope: the same few topics, for each envelope. A Topic is immutable; a refusal
+    # is not cached (it raises).
     levels = topic.split("/")
     if levels[:2] != ROOT.split("/") or len(levels) < 5:
         raise TopicError(topic, f"not under {ROOT}/<prefix>/<gateway>/<kind>")
@@ -115,6 +134,7 @@ def check_topic(topic: str, envelope: Envelope) -> None:
     A gateway's broker ACL confines it to its own topics; this check makes the payload agree
     with the topic, so an envelope naming another gateway or device is refused.
     """
-    expected = envelope_topic(envelope)
+    kind = "checkpoint" if envelope.checkpoint is not None else "data" if envelope.device else ""
+    expected = _topic_of(kind, envelope.gateway, envelope.device)
     if parse_topic(topic) != parse_topic(expected):
         raise TopicError(topic, f"the envelope belongs on {expected!r}")

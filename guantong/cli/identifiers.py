@@ -221,7 +221,8 @@ def gateway_public_key(key_file: Path) -> bytes:
 
 def gateway_records(config: Any, evidence_url: str | None) -> list[tuple[str, list[Any]]]:
     """The gateway's record and one per device, built from a gateway config: the stages of
-    each device's tags go into its record too (``GT_TAG_STAGE``)."""
+    each device's tags go into its record too (``GT_TAG_STAGE``), and the tags its OEE is
+    computed from (``GT_OEE``)."""
     gw = config.gateway
     records = [
         (
@@ -250,9 +251,20 @@ def gateway_records(config: Any, evidence_url: str | None) -> list[tuple[str, li
             stages=tuple(stage.label for stage in info.stages),
             tag_stages={stage: tuple(tags) for stage, tags in tag_stages.items()},
             url=evidence_url.format(id=device.id) if evidence_url else None,
+            oee=_oee(info.oee),
         )
         records.append((device.id, record.to_values()))
     return records
+
+
+def _oee(oee: Any) -> identifiers.OeeSignals | None:
+    """The device's OEE declaration as its record carries it (``GT_OEE``)."""
+    if oee is None:
+        return None
+    return identifiers.OeeSignals(
+        state=oee.state, running=oee.running, planned=oee.planned, total=oee.total,
+        good=oee.good, defects=oee.defects, ideal_cycle=oee.ideal_cycle,
+    )  # fmt: skip
 
 
 @group.command("register")

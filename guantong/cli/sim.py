@@ -194,6 +194,7 @@ def gateway_config(
                         "location": f"{factory.title or factory.name}, {line.name}",
                         "key_equipment": machine.profile not in _NOT_PRODUCTION,
                         "stages": list(profile.stages),
+                        **_oee(profile),
                     },
                     "groups": _groups(
                         profile, None if endpoint.protocol != "opcua" else (factory, line, machine)
@@ -214,6 +215,19 @@ def gateway_config(
     except Exception as exc:
         raise ValueError(f"the generated gateway config is invalid: {exc}") from None
     return data
+
+
+def _oee(profile: simulators.Profile) -> dict[str, Any]:
+    """The ``oee`` entry of a device's ``info`` for a profile that declares the signals."""
+    spec = profile.oee
+    if spec is None:
+        return {}
+    oee: dict[str, Any] = {"state": spec.state, "running": list(spec.running),
+                           "planned": list(spec.planned), "total": spec.total}  # fmt: skip
+    if spec.defects is not None:
+        oee["defects"] = spec.defects
+    oee["ideal_cycle"] = spec.ideal_cycle
+    return {"oee": oee}
 
 
 def _connection(

@@ -15,7 +15,7 @@ HEALTHY, FAULTY = "88.709.911", "88.709.912"
 
 def test_the_2024_file_quotes_the_items_and_their_rules() -> None:
     ind = evidence.load_indicators()
-    assert (ind.version, ind.edition, ind.issued_by) == ("2024.1", 2024, "工信厅企业〔2024〕56号")
+    assert (ind.version, ind.edition, ind.issued_by) == ("2024.2", 2024, "工信厅企业〔2024〕56号")
     by_id = {i.id: i for i in ind.items}
     net = by_id["basis.device_networking"]
     assert (net.dimension, net.item, net.text, net.points) == (
@@ -51,6 +51,10 @@ def test_the_healthy_firm(plant: Any) -> None:
     for scene in ("equipment_management", "energy_management", "quality_management"):
         item = a.item(f"scene.{scene}.3")
         assert (item.strength, item.points, item.level) == ("partial", None, 3)
+    equipment = a.item("scene.equipment_management.3")
+    # no device of the plant declares its OEE signals: left to the evaluator
+    assert equipment.facts["oee"] == {}
+    assert "OEE statistics" in equipment.not_evidenced
     # 生产管控: its only device (spare) never sent anything
     assert a.item("scene.production_control.3").strength == "none"
     assert not hasattr(a, "level")
@@ -92,6 +96,7 @@ def test_a_complete_device_stays_weak_evidence_while_the_chain_has_an_undeclared
         (lambda d: d["items"][2]["rule"].update(kind="guess"), "items.2.rule"),
         (lambda d: d["items"].append(d["items"][0]), "item ids must be unique"),
         (lambda d: d["items"][3].pop("level"), "needs its level"),
+        (lambda d: d["items"][3]["rule"].update(oee_evidences="OEE"), "is not one of not_evid"),
     ],
 )
 def test_a_bad_indicator_file_is_refused_naming_the_problem(

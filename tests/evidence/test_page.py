@@ -139,6 +139,13 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     kiln = page.locator(f'#devices tbody tr[data-device="{KILN}"]')
     expect(kiln).to_have_attribute("data-status", "live", timeout=30_000)
     expect(kiln.locator("td.status")).to_have_text("在线")
+    # the kiln's profile declares its OEE signals, but no reject counter: OEE itself cannot be
+    # said, its availability and performance can; the meter declares none
+    expect(kiln.locator("td.oee")).to_have_text(
+        re.compile(r"^— \(A (\d+\.\d%|—) · P (\d+\.\d%|—) · Q —\)$"), timeout=30_000
+    )
+    meter = page.locator(f'#devices tbody tr[data-device="{PREFIX}/dev.meter-1"]')
+    expect(meter.locator("td").last).to_have_text("—")
 
     kiln.click()
     expect(page.locator("#device-id")).to_have_text(KILN)
@@ -158,6 +165,18 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     answer = httpx.get(f"{served.url}/api/v1/evidence", params={"firm": FIRM}, timeout=30,
                        headers={"Authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
     words = {"none": "无", "weak": "弱", "partial": "部分", "strong": "强"}
+    kiln_facts = next(d for d in answer["evidence"]["devices"] if d["identifier"] == KILN)
+    assert kiln_facts["oee"]["missing"][-1:] == [
+        "quality: neither a good-part nor a reject counter declared"
+    ]
+    listed = httpx.get(f"{served.url}/api/v1/devices", params={"firm": FIRM}, timeout=30,
+                       headers={"Authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
+    declared = {d["identifier"]: d["oee"] for d in listed["devices"]}
+    assert declared == {
+        KILN: {"state": "state", "running": [2.0], "planned": [1.0, 2.0, 3.0],
+               "total": "car_count", "good": None, "defects": None, "ideal_cycle": 1800.0},
+        f"{PREFIX}/dev.meter-1": None,
+    }  # fmt: skip
     networking = answer["assessment"]["items"][0]
     assert networking["id"] == "basis.device_networking"
     # the kiln is the only key equipment (a meter is not production equipment) and it is live

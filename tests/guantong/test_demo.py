@@ -59,6 +59,16 @@ def all_live(url: str, token: str, within: float = 30) -> dict[str, str]:
     return status
 
 
+def oee_of(url: str, token: str) -> dict[str, dict[str, object]]:
+    """The OEE of each device of the demo's firm that has one, in the last hour."""
+    auth = {"Authorization": f"Bearer {token}"}
+    firm = httpx.get(f"{url}api/v1/firms", headers=auth, timeout=10).json()[0]["identifier"]
+    answer = httpx.get(
+        f"{url}api/v1/evidence", params={"firm": firm}, headers=auth, timeout=30
+    ).raise_for_status()
+    return {d["identifier"]: d["oee"] for d in answer.json()["evidence"]["devices"] if d["oee"]}
+
+
 @pytest.mark.parametrize("payload", ["json", "sparkplug"])
 def test_the_evidence_api_reports_every_demo_device_online(
     workdir: Path, pg_dsn: str, payload: str
@@ -74,6 +84,23 @@ def test_the_evidence_api_reports_every_demo_device_online(
     assert len(expected) == 7  # every machine of the demo factory, Modbus and OPC UA
     try:
         assert all_live(page[1], page[2]) == dict.fromkeys(expected, "live")
+        # the production machines declare their OEE signals, so the evidence shows OEE
+        machines = {d["id"]: d["info"].get("oee") for d in gateway["devices"]}
+        # its state tag is observed once its group (every 5 s) has been polled;
+        # availability stays None while a machine is off (not planned production time)
+        deadline = time.monotonic() + 30
+        oee = oee_of(page[1], page[2])
+        while not all(o["observed_seconds"] for o in oee.values()) and time.monotonic() < deadline:
+            time.sleep(1)
+            oee = oee_of(page[1], page[2])
+        assert (
+            {d for d, o in machines.items() if o}
+            == set(oee)
+            == {d for d in expected if "cnc" in d or "imm" in d}
+        )
+        assert all(o["observed_seconds"] > 0 for o in oee.values()), [
+            (d, o["missing"]) for d, o in oee.items()
+        ]
         # the page is served to anyone; its data only with the token
         assert httpx.get(page[1], timeout=10).status_code == 200
         assert httpx.get(f"{page[1]}api/v1/firms", timeout=10).status_code == 401

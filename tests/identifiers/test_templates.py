@@ -85,3 +85,30 @@ def test_device_tag_stages_one_value_per_stage_and_back() -> None:
     broken = [*values[:-1], identifiers.string_value(71, "GT_TAG_STAGE", "no separator")]
     with pytest.raises(identifiers.InvalidValue, match="GT_TAG_STAGE value 71"):
         DeviceRecord.from_record(HandleRecord(handle="88.709.911/dev.press", values=tuple(broken)))
+
+
+def test_device_oee_signals_one_value_and_back() -> None:
+    oee = identifiers.OeeSignals(
+        state="state", running=(2,), planned=(1, 2, 3), total="boards", defects="defects",
+        ideal_cycle=22.5,
+    )  # fmt: skip
+    device = DeviceRecord(enterprise="88.709.911/firm", gateway="88.709.911/gw.1", oee=oee)
+    values = device.to_values()
+    assert [(v.index, v.text) for v in values if v.type == "GT_OEE"] == [
+        (110, "state=state;running=2;planned=1,2,3;total=boards;defects=defects;ideal_cycle=22.5")
+    ]
+    record = HandleRecord(handle="88.709.911/dev.reflow", values=tuple(values))
+    assert DeviceRecord.from_record(record) == device
+    assert DeviceRecord.from_record(record).oee == oee
+    for bad in (
+        {"running": (4,)},  # running but not planned
+        {"good": "good"},  # both a good and a reject counter
+        {"total": None},  # rejects without parts
+        {"ideal_cycle": 0},
+        {"state": "a;b"},  # not a tag name: the value's separators
+    ):
+        with pytest.raises(ValidationError):
+            identifiers.OeeSignals.model_validate({**oee.model_dump(), **bad})
+    broken = [*values[:-1], identifiers.string_value(110, "GT_OEE", "state=s;state=t")]
+    with pytest.raises(identifiers.InvalidValue, match="GT_OEE value is not valid"):
+        DeviceRecord.from_record(HandleRecord(handle="88.709.911/dev.x", values=tuple(broken)))

@@ -269,16 +269,24 @@ async def test_postgresql_restarted_mid_stream_loses_nothing(
             Gateway(config) as gw,
         ):
 
-            async def crash() -> None:
-                await kit.wait_until(lambda: kit.count(dsn, "receipt") > 0)
-                await asyncio.to_thread(cluster.kill)  # immediate shutdown: a crash
+            async def restart() -> None:
                 started = time.monotonic()
                 await kit.wait_until(lambda: not ingest.stats.database_up)
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
                 await asyncio.to_thread(cluster.start)
 
+            restarted: list[asyncio.Task[None]] = []
+
+            async def crash() -> None:
+                await kit.wait_until(lambda: kit.count(dsn, "receipt") > 0)
+                await asyncio.to_thread(cluster.kill)  # immediate shutdown: a crash
+                # restarted once ingest met the outage, which it does when it writes the polls
+                # fed meanwhile: ingest may have committed every earlier one already
+                restarted.append(asyncio.create_task(restart()))
+
             await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
             await feed(gw, 120, pause=0.01, at={40: crash})
+            await restarted[0]
             await settled(gw, dsn, kit, 120 * 2 * TAGS)
             check_store(dsn, kit, gw, 120)
             assert ingest.stats.waits > 0  # the crash was met, and waited out

@@ -125,6 +125,23 @@ async def test_nan_and_out_of_range_values(sim: Simulator, modbus: AsyncModbusTc
     assert await active_power() == simulators.value(SEED, "meter", "meter-01", "active_power", T)
 
 
+async def test_a_forced_state_shows_in_every_tag_until_cleared(
+    control: httpx.AsyncClient, modbus: AsyncModbusTcpClient
+) -> None:
+    on = await control.put("/faults/cnc-01/state", json={"state": "alarm"})
+    assert on.json() == {"state": "alarm"}
+    assert await state_register(modbus) == 3
+    bits = (await modbus.read_holding_registers(2, count=1, device_id=1)).registers[0]
+    assert bits & 0b111 == 0b100  # running and idle off, alarm on
+    assert (await control.get("/faults")).json()["machines"] == {"cnc-01": {"state": "alarm"}}
+    assert await state_register(modbus, 2) == expected_state("meter-01", "meter")  # other unit
+    bad = await control.put("/faults/cnc-01/state", json={"state": "asleep"})
+    assert bad.status_code == 400
+    assert "use one of off, idle, running, alarm" in bad.text
+    await control.delete("/faults/cnc-01/state")
+    assert await state_register(modbus) == expected_state("cnc-01", "cnc")
+
+
 async def test_opcua_bad_status_and_values(sim: Simulator, control: httpx.AsyncClient) -> None:
     async with Client(sim.address("ua"), watchdog_intervall=30) as opc:
         node = opc.get_node(KILN_TEMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from collections.abc import Callable
 
 import pytest
@@ -208,3 +209,25 @@ def test_unknown_names_raise_the_package_errors() -> None:
     with pytest.raises(simulators.UnknownTag, match="'cnc' has no tag 'torque'"):
         simulators.value(1, "cnc", "m", "torque", T)
     assert issubclass(simulators.UnknownTag, simulators.SimulatorError)
+
+
+def test_counters_follow_the_forced_state_and_keep_it_once_cleared() -> None:
+    now = [math.floor(time.time()) - 7200 + 0.5]
+    machine = simulators.Machine("cnc-01", "cnc", 7, clock=lambda: now[0])
+    spec = machine.profile.tag("part_count")  # one part per 45 s of running
+
+    def parts() -> int:
+        return int(machine.raw([spec], now[0])["part_count"])
+
+    first = parts()
+    machine.force(simulators.State.IDLE)
+    now[0] += 3600
+    assert parts() == first  # an hour idle makes nothing
+    machine.force(simulators.State.RUNNING)
+    now[0] += 450
+    assert parts() == first + 10
+    machine.force(None)
+    assert parts() == first + 10  # back to the pattern, from what the forced time made
+    assert machine.raw([machine.profile.tag("state")], now[0])["state"] == int(
+        simulators.state(7, "cnc", "cnc-01", now[0])
+    )
