@@ -1,7 +1,7 @@
 """The demo on its embedded MQTT broker (amqtt) against the same demo on Mosquitto: prints
 figures only.
 
-    .venv/bin/python bench/demo_broker_bench.py [--sizes 7,50,100] [--seconds 30]
+    .venv/bin/python bench/demo_broker_bench.py [--sizes 7,50,100] [--seconds 30] [--json FILE]
 
 For each factory size, runs ``guantong demo --broker B --size N --duration S`` for both brokers,
 each in a fresh work directory (its own PostgreSQL cluster, made by ``initdb`` as on a first
@@ -22,11 +22,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _bench import cpu_seconds
+from _bench import Figures, add_json_option, cpu_seconds
 
 STATUS = re.compile(
     r"read +(\d+) samples/s \| committed +(\d+) samples/s \((\d+) rows, (\d+) quarantined\) "
@@ -60,6 +61,9 @@ def run(broker: str, size: int, seconds: float) -> Run:
     pidfile = demo_dir / ("amqtt.pid" if broker == "embedded" else "mosquitto.pid")
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # a demo that does not stop (it happened once, under load) must not hold the bench
+        watchdog = threading.Timer(seconds + 300, proc.kill)
+        watchdog.start()
         assert proc.stderr is not None
         assert proc.stdout is not None
         for line in proc.stderr:
@@ -78,6 +82,7 @@ def run(broker: str, size: int, seconds: float) -> Run:
                     cpu_to, at_to = cpu_seconds(pid), time.monotonic()
         out = proc.stdout.read()
         proc.wait(timeout=60)
+        watchdog.cancel()
         if proc.returncode != 0:
             raise SystemExit(f"the demo failed ({proc.returncode})")
         if found := SUMMARY.search(out):
@@ -96,7 +101,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="7,50,100", help="machines, comma-separated")
     parser.add_argument("--seconds", type=float, default=30.0, help="each run, once ready")
+    add_json_option(parser)
     args = parser.parse_args()
+    out = Figures("demo_broker")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{args.seconds:.0f} s per run")  # fmt: skip
     print(
@@ -111,11 +118,22 @@ def main() -> None:
                   f"{r.committed:8.0f} {r.broker_cpu:8.1f} {r.outbox_max:6d} {r.devices:>7} "
                   f"{r.events:6d}  {r.summary}", flush=True)  # fmt: skip
         base, emb = runs["mosquitto"], runs["embedded"]
+        out.add(f"ready_{size}", f"{size} machines: seconds to ready, embedded broker",
+                emb.ready, "s", base.ready, "Mosquitto")  # fmt: skip
+        out.add(f"first_rows_{size}", f"{size} machines: seconds to the first rows, embedded",
+                emb.first_rows, "s", base.first_rows, "Mosquitto")  # fmt: skip
+        out.add(f"committed_{size}", f"{size} machines: samples/s committed, embedded",
+                emb.committed, "samples/s", base.committed, "Mosquitto")  # fmt: skip
+        out.add(f"broker_cpu_{size}", f"{size} machines: broker CPU, embedded",
+                emb.broker_cpu, "% of a core", base.broker_cpu, "Mosquitto")  # fmt: skip
+        out.add(f"events_{size}", f"{size} machines: connectivity events, embedded",
+                emb.events, "events")  # fmt: skip
         ratio = emb.committed / base.committed if base.committed else float("nan")
         print(f"{size:>4} ratio embedded/mosquitto: committed samples/s {ratio:.2f}, "
               f"ready {emb.ready - base.ready:+.1f} s, broker CPU "
               f"{emb.broker_cpu / base.broker_cpu if base.broker_cpu else float('nan'):.1f}x; "
               f"load average {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+    out.write(args.json)
 
 
 if __name__ == "__main__":
