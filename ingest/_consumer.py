@@ -1,4 +1,8 @@
-"""The MQTT side: a persistent MQTT 5 session at QoS 1 with manual acknowledgement.
+"""The MQTT side: a persistent session at QoS 1 with manual acknowledgement.
+
+MQTT 5 by default (``clean_start=False`` with a Session Expiry Interval and a Receive Maximum);
+MQTT 3.1.1 (``clean_session=False``) for a broker without MQTT 5, where the broker alone
+decides how long the session lasts and how many messages are in flight.
 
 paho-mqtt runs its network loop in a thread; each message is handed to the event loop through
 a bounded queue. When the queue is full the paho thread waits, stops reading the socket, and
@@ -68,10 +72,13 @@ class Consumer:
         self.client = self._make_client(settings)
 
     def _make_client(self, s: MqttSettings) -> mqtt.Client:
+        v5 = s.protocol == "5"
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            # 3.1.1: the persistent session; MQTT 5 asks for it with clean_start at connect
+            clean_session=None if v5 else False,
             manual_ack=True,
         )
         if s.username is not None:
@@ -101,16 +108,20 @@ class Consumer:
 
     async def __aenter__(self) -> Consumer:
         self._loop = asyncio.get_running_loop()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = int(self.settings.session_expiry)
-        props.ReceiveMaximum = self.settings.receive_maximum
-        self.client.connect_async(
-            self.settings.host,
-            self.settings.port,
-            keepalive=max(1, round(self.settings.keepalive)),
-            clean_start=False,
-            properties=props,
-        )
+        keepalive = max(1, round(self.settings.keepalive))
+        if self.settings.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = int(self.settings.session_expiry)
+            props.ReceiveMaximum = self.settings.receive_maximum
+            self.client.connect_async(
+                self.settings.host,
+                self.settings.port,
+                keepalive=keepalive,
+                clean_start=False,
+                properties=props,
+            )
+        else:
+            self.client.connect_async(self.settings.host, self.settings.port, keepalive=keepalive)
         self.client.loop_start()
         return self
 
@@ -154,8 +165,9 @@ class Consumer:
         self.stats.connects += 1
         self.stats.last_error = None
         logger.info(
-            "connected to %s (session %s)",
+            "connected to %s (MQTT %s, session %s)",
             self.settings.broker,
+            self.settings.protocol,
             "resumed" if flags.session_present else "new",
         )
         # JSON envelopes, and Sparkplug B DDATA/NDATA (which carry the same signed envelopes)

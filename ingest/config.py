@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     Field,
     field_validator,
+    model_validator,
 )
 
 from common import Duration, ListenSettings, MqttClientSettings, StrictModel
@@ -33,6 +34,12 @@ class DatabaseSettings(StrictModel):
 
 
 class MqttSettings(MqttClientSettings):
+    protocol: Literal["3.1.1", "5"] = Field(
+        "5",
+        description="MQTT protocol version; 3.1.1 only for a broker without MQTT 5 (the "
+        "demo's embedded one): the session is kept with clean_session=false for as long as "
+        "the broker decides, and the broker's own in-flight limit bounds a batch",
+    )
     client_id: str = Field(
         "guantong-ingest",
         min_length=1,
@@ -49,6 +56,19 @@ class MqttSettings(MqttClientSettings):
         description="QoS 1 messages the broker may send before ingest acknowledges "
         "(acknowledged only after commit, so this bounds a batch)",
     )
+
+    @model_validator(mode="after")
+    def _mqtt5_only(self) -> MqttSettings:
+        """MQTT 5 properties have no 3.1.1 equivalent: refuse them rather than ignore them."""
+        if self.protocol == "3.1.1":
+            given = sorted({"session_expiry", "receive_maximum"} & self.model_fields_set)
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: MQTT 5 only; with protocol 3.1.1 the broker decides "
+                    "how long a session lasts and how many messages are in flight "
+                    "(Mosquitto: persistent_client_expiration, max_inflight_messages)"
+                )
+        return self
 
 
 class IdentifierSettings(StrictModel):
@@ -164,6 +184,15 @@ class BridgeMqttSettings(MqttSettings):
         description="MQTT shared-subscription group ($share/<group>/…): the bridges of one "
         "group split the messages between them",
     )
+
+    @model_validator(mode="after")
+    def _shared_needs_mqtt5(self) -> BridgeMqttSettings:
+        if self.protocol != "5":
+            raise ValueError(
+                "the bridge subscribes as a member of a shared subscription ($share/…), an "
+                "MQTT 5 feature: use protocol 5"
+            )
+        return self
 
 
 class BridgeKafkaSettings(KafkaSettings):

@@ -1,12 +1,12 @@
 """``guantong demo``: a simulated factory whose data flows, signed, into the platform's store.
 
 Everything runs on 127.0.0.1 on free ports with no set-up: PostgreSQL (a cluster of the
-demo's own under the work directory, or a running server given by DSN), a Mosquitto broker,
-the identifier node with the gateway and its devices registered, ingest verifying every
-envelope into the store, the evidence API and web page over that store, the demo factory's
-PLC simulators and the gateway. The demo writes
-each one's config file into the work directory first, so what runs is what a user would
-configure, and the files show how.
+demo's own under the work directory, or a running server given by DSN), an MQTT broker
+(Mosquitto when installed, otherwise amqtt embedded: then the gateway and ingest speak MQTT
+3.1.1), the identifier node with the gateway and its devices registered, ingest verifying
+every envelope into the store, the evidence API and web page over that store, the demo
+factory's PLC simulators and the gateway. The demo writes each one's config file into the work
+directory first, so what runs is what a user would configure, and the files show how.
 
 The services are started in the order of :data:`SERVICES` and stopped in reverse: the gateway
 first (it delivers what it holds), the servers last. Each is an async context manager taking
@@ -33,7 +33,17 @@ import evidence
 from gateway._runtime import Gateway
 from guantong import _configfile
 from guantong._demo import _services
-from guantong._demo._servers import DATABASE, DemoError, free_port, mosquitto, postgres
+from guantong._demo._servers import (
+    DATABASE,
+    EMBEDDED_USERS,
+    DemoError,
+    choose_broker,
+    embedded_broker,
+    embedded_broker_version,
+    free_port,
+    mosquitto,
+    postgres,
+)
 from guantong.cli.sim import gateway_config
 from ingest import Ingest
 from simulators import PROFILES
@@ -54,6 +64,8 @@ class Demo:
     files: dict[str, Path] = field(default_factory=dict)
     #: a running server to use instead of a cluster of the demo's own
     database: str | None = None
+    #: the MQTT broker that runs: ``mosquitto`` (MQTT 5) or ``embedded`` (amqtt, MQTT 3.1.1)
+    broker: str = "mosquitto"
     #: the store and the node, for any service that reads them (ingest, evidence)
     dsn: str = ""
     node_url: str = ""
@@ -82,8 +94,17 @@ async def _database(demo: Demo) -> Any:
 
 @contextlib.asynccontextmanager
 async def _broker(demo: Demo) -> Any:
+    url = f"mqtt://127.0.0.1:{demo.broker_port}"
+    if demo.broker == "embedded":
+        async with embedded_broker(demo.workdir, demo.broker_port):
+            demo.say(
+                f"MQTT broker: {url} (embedded amqtt {embedded_broker_version()}, MQTT 3.1.1, "
+                "topics gt/v1/#; sessions in memory only, a demo's broker: docs/demo.md)"
+            )
+            yield
+        return
     async with mosquitto(demo.workdir, demo.broker_port):
-        demo.say(f"MQTT broker: mqtt://127.0.0.1:{demo.broker_port} (topics gt/v1/#)")
+        demo.say(f"MQTT broker: {url} (Mosquitto, MQTT 5, topics gt/v1/#)")
         yield
 
 
@@ -116,7 +137,14 @@ def write_configs(demo: Demo, factory_file: Path, *, size: int, payload: str) ->
     _grow(factory, size)
     loaded = _write(demo, "factory", factory)
     gateway = gateway_config(loaded, base_dir=workdir)
-    gateway["uplink"] = {"broker": f"mqtt://127.0.0.1:{demo.broker_port}", "format": payload}
+    broker = f"mqtt://127.0.0.1:{demo.broker_port}"
+    # the embedded broker speaks MQTT 3.1.1 only, and keeps a session for named users only
+    mqtt311 = (
+        {"protocol": "3.1.1", "username": EMBEDDED_USERS["gateway"]}
+        if demo.broker == "embedded"
+        else {}
+    )
+    gateway["uplink"] = {"broker": broker, **mqtt311, "format": payload}
     gateway["health"] = {"listen": "127.0.0.1:0"}
     _write(demo, "gateway", gateway)
     node, node_port = ".".join(factory["firm"]["prefix"].split(".")[:2]), free_port()
@@ -130,7 +158,8 @@ def write_configs(demo: Demo, factory_file: Path, *, size: int, payload: str) ->
         "kind": "ingest",
         "database": {"dsn": demo.dsn},
         "identifiers": {"node": f"http://127.0.0.1:{node_port}"},
-        "mqtt": {"broker": f"mqtt://127.0.0.1:{demo.broker_port}", "client_id": "guantong-demo"},
+        "mqtt": {"broker": broker, "client_id": "guantong-demo",
+                 **({**mqtt311, "username": EMBEDDED_USERS["ingest"]} if mqtt311 else {})},
         # a small factory: decoding in the ingest process starts faster than worker processes
         "batch": {"decode_workers": 0},
         "health": {"listen": "127.0.0.1:0"},
@@ -213,6 +242,7 @@ async def run_demo(
     size: int = 0,
     payload: str = "json",
     database: str | None = None,
+    broker: str = "auto",
     say: Callable[[str], None],
     status: Callable[[str], None],
 ) -> Summary | None:
@@ -225,7 +255,9 @@ async def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
-    demo = Demo(workdir=workdir, say=say, database=database)
+    demo = Demo(workdir=workdir, say=say, database=database, broker=choose_broker(broker))
+    if broker == "auto" and demo.broker == "embedded":
+        say("Mosquitto is not installed: the demo runs its embedded MQTT broker")
     write_configs(demo, factory_file, size=size, payload=payload)
     summary: list[Summary] = []
     async with contextlib.AsyncExitStack() as stack:

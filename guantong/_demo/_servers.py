@@ -1,4 +1,5 @@
-"""The demo's server processes: a Mosquitto and a PostgreSQL of its own, stopped on the way out.
+"""The demo's server processes: an MQTT broker (Mosquitto, or the embedded amqtt when Mosquitto
+is not installed) and a PostgreSQL of its own, stopped on the way out.
 
 Both run in a session of their own, so the Ctrl-C a terminal sends to the demo's whole process
 group does not reach them: the demo stops them itself, last, after the gateway has delivered
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import glob
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -20,12 +22,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
+import yaml
 
 DATABASE = "guantong"
 _START_TIMEOUT = 30.0
@@ -64,35 +68,107 @@ async def _stop_process(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+
+
+def embedded_broker_version() -> str | None:
+    """The version of the amqtt package (extra ``demo-broker``), None if it is not installed."""
+    if importlib.util.find_spec("amqtt") is None:
+        return None
+    try:
+        return importlib.metadata.version("amqtt")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def choose_broker(choice: str) -> str:
+    """``mosquitto`` or ``embedded`` for ``--broker auto|mosquitto|embedded``: Mosquitto when
+    it is installed, otherwise the embedded broker; an error naming what to install."""
+    mosquitto_missing = "mosquitto is not installed (Debian: apt-get install mosquitto)"
+    embedded_missing = (
+        "the embedded broker is not installed (scripts/setup --demo installs it when "
+        "Mosquitto is absent; or: .venv/bin/pip install -e '.[demo-broker]')"
+    )
+    if choice == "mosquitto" and find_mosquitto() is None:
+        raise DemoError(mosquitto_missing)
+    if choice == "embedded" and embedded_broker_version() is None:
+        raise DemoError(embedded_missing)
+    if choice == "auto":
+        if find_mosquitto() is not None:
+            return "mosquitto"
+        if embedded_broker_version() is None:
+            raise DemoError(f"no MQTT broker: {mosquitto_missing}, and {embedded_missing}")
+        return "embedded"
+    return choice
+
+
+@contextlib.asynccontextmanager
+async def _broker_process(
+    workdir: Path, name: str, argv: list[str], port: int
+) -> AsyncIterator[None]:
+    """Run ``argv`` (a broker) in a session of its own until it accepts on ``port``; stop it
+    on the way out. Its output goes to ``workdir/<name>.log``, its pid to ``<name>.pid``."""
+    pidfile = workdir / f"{name}.pid"
+    with (workdir / f"{name}.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=log, stderr=log, start_new_session=True
+        )
+        pidfile.write_text(f"{proc.pid}\n", encoding="utf-8")
+        try:
+            deadline = time.monotonic() + _START_TIMEOUT
+            while not _accepts(port):
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise DemoError(f"{name} did not start; see {workdir / f'{name}.log'}")
+                await asyncio.sleep(0.02)
+            yield
+        finally:
+            await _stop_process(proc)
+            pidfile.unlink(missing_ok=True)
+
+
 @contextlib.asynccontextmanager
 async def mosquitto(workdir: Path, port: int) -> AsyncIterator[None]:
     """A Mosquitto of the demo's own on ``port`` (127.0.0.1 only, anonymous, no persistence)."""
-    binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/bin")
+    binary = find_mosquitto()
     if binary is None:
         raise DemoError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    conf, pidfile = (workdir / "mosquitto.conf").resolve(), workdir / "mosquitto.pid"
-    _stop_leftover(pidfile, conf)
+    conf = (workdir / "mosquitto.conf").resolve()
+    _stop_leftover(workdir / "mosquitto.pid", conf)
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false",
              # ingest is the one subscriber; a burst after a pause must not be dropped for it
              "max_queued_messages 100000"]  # fmt: skip
     if os.geteuid() == 0:  # as root Mosquitto switches user; it reads nothing after that
         lines.append("user mosquitto" if _user("mosquitto") else "user root")
     conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with (workdir / "mosquitto.log").open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdout=log, stderr=log, start_new_session=True
-        )
-        pidfile.write_text(f"{proc.pid}\n", encoding="utf-8")
-        try:
-            deadline = time.monotonic() + 10
-            while not _accepts(port):
-                if proc.returncode is not None or time.monotonic() > deadline:
-                    raise DemoError(f"mosquitto did not start; see {workdir / 'mosquitto.log'}")
-                await asyncio.sleep(0.02)
-            yield
-        finally:
-            await _stop_process(proc)
-            pidfile.unlink(missing_ok=True)
+    async with _broker_process(workdir, "mosquitto", [binary, "-c", str(conf)], port):
+        yield
+
+
+#: the embedded broker's clients authenticate with a user name (any; no password): amqtt
+#: keeps no messages for an anonymous session while it is disconnected
+EMBEDDED_USERS = {"gateway": "gateway", "ingest": "ingest"}
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(workdir: Path, port: int) -> AsyncIterator[None]:
+    """amqtt in a process of its own on ``port`` (127.0.0.1 only): MQTT 3.1.1, sessions and
+    queued messages in memory only (see guantong/_demo/_amqtt.py)."""
+    if embedded_broker_version() is None:
+        raise DemoError("the embedded broker (PyPI amqtt, extra demo-broker) is not installed")
+    conf = (workdir / "amqtt.yaml").resolve()
+    _stop_leftover(workdir / "amqtt.pid", conf)
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        # only the authentication plugin: no $SYS topics, no packet logging; a user name is
+        # required, since amqtt queues nothing for an anonymous session while it is away
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": False}},
+    }
+    conf.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    runner = Path(__file__).with_name("_amqtt.py")
+    argv = [sys.executable, str(runner), str(conf)]
+    async with _broker_process(workdir, "amqtt", argv, port):
+        yield
 
 
 def _stop_leftover(pidfile: Path, conf: Path) -> None:

@@ -58,6 +58,14 @@ ROOT = Path(__file__).resolve().parents[2]
     help="DSN of a running PostgreSQL database to use (env GUANTONG_DEMO_DSN); "
     "default: a cluster of the demo's own under --workdir.",
 )
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "embedded"]),
+    default="auto",
+    show_default=True,
+    help="MQTT broker: Mosquitto (MQTT 5), or the embedded amqtt (MQTT 3.1.1, sessions in "
+    "memory only; for a machine without Mosquitto); auto: Mosquitto when installed.",
+)
 def demo(
     *,
     factory_file: Path,
@@ -66,6 +74,7 @@ def demo(
     size: int,
     payload: str,
     database: str | None,
+    broker: str,
 ) -> None:
     """Run a simulated factory and the platform: PostgreSQL, MQTT broker, identifier node,
     ingest, PLC simulators and the registered gateway.
@@ -87,6 +96,7 @@ def demo(
                 size=size,
                 payload=payload,
                 database=database,
+                broker=broker,
                 say=lambda text: click.echo(("\n" if tty else "") + text, err=True),
                 status=status,
             )

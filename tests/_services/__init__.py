@@ -1,5 +1,6 @@
-"""Real servers for the tests: PostgreSQL, Mosquitto (plain and secured) and a Kafka broker;
-and ``kiln_works``, the factory file the pipeline tests run the PLC simulators with.
+"""Real servers for the tests: PostgreSQL, Mosquitto (plain and secured), the demo's embedded
+MQTT broker (amqtt) and a Kafka broker; and ``kiln_works``, the factory file the pipeline tests
+run the PLC simulators with.
 
 ``tests/conftest.py`` turns these into fixtures; fault tests may also build private
 servers directly (``with MosquittoBroker() as broker: ...``). See ``docs/testing.md``.
@@ -10,6 +11,7 @@ Exceptions::
                    with the tail of the server's log)
 """
 
+from ._amqtt import AmqttBroker
 from ._base import KEEP_ENV, Server, ServiceError, free_port
 from ._factories import kiln_works
 from ._mosquitto import (
@@ -31,6 +33,7 @@ __all__ = [
     "DSN_ENV",
     "KEEP_ENV",
     "URL_ENV",
+    "AmqttBroker",
     "CertFiles",
     "CertificateAuthority",
     "ExternalKafka",

@@ -49,6 +49,16 @@ def live_devices(url: str, token: str) -> dict[str, str]:
     return {d["identifier"]: d["status"] for d in answer.json()["devices"]}
 
 
+def all_live(url: str, token: str, within: float = 30) -> dict[str, str]:
+    """The devices' status once all are live, or when ``within`` seconds have passed."""
+    deadline = time.monotonic() + within
+    status = live_devices(url, token)
+    while set(status.values()) != {"live"} and time.monotonic() < deadline:
+        time.sleep(0.5)  # the slowest group is polled every few seconds
+        status = live_devices(url, token)
+    return status
+
+
 def oee_of(url: str, token: str) -> dict[str, dict[str, object]]:
     """The OEE of each device of the demo's firm that has one, in the last hour."""
     auth = {"Authorization": f"Bearer {token}"}
@@ -65,6 +75,7 @@ def test_the_evidence_api_reports_every_demo_device_online(
 ) -> None:
     proc, lines = started(workdir, "--database", pg_dsn, "--format", payload)
     assert "ready in" in "".join(lines)
+    assert "(Mosquitto, MQTT 5, topics gt/v1/#)\n" in "".join(lines)  # auto: it is installed
     page = re.search(r"evidence page: (http://\S+/)  token: (\S+)\n", "".join(lines))
     assert page is not None, "".join(lines)
     gateway = yaml.safe_load((workdir / "gateway.yaml").read_text(encoding="utf-8"))
@@ -72,12 +83,7 @@ def test_the_evidence_api_reports_every_demo_device_online(
     expected = sorted(d["id"] for d in gateway["devices"])
     assert len(expected) == 7  # every machine of the demo factory, Modbus and OPC UA
     try:
-        deadline = time.monotonic() + 30
-        status = live_devices(page[1], page[2])
-        while set(status.values()) != {"live"} and time.monotonic() < deadline:
-            time.sleep(0.5)  # the slowest group is polled every few seconds
-            status = live_devices(page[1], page[2])
-        assert status == dict.fromkeys(expected, "live")
+        assert all_live(page[1], page[2]) == dict.fromkeys(expected, "live")
         # the production machines declare their OEE signals, so the evidence shows OEE
         machines = {d["id"]: d["info"].get("oee") for d in gateway["devices"]}
         # its state tag is observed once its group (every 5 s) has been polled;
@@ -126,6 +132,42 @@ def test_the_evidence_api_reports_every_demo_device_online(
     assert left_running(workdir) == []
 
 
+def test_on_its_embedded_broker_the_demo_reports_every_device_online(
+    workdir: Path, pg_dsn: str
+) -> None:
+    """``--broker embedded`` (what runs without Mosquitto): amqtt, and MQTT 3.1.1 from the
+    gateway and ingest."""
+    proc, lines = started(workdir, "--database", pg_dsn, "--broker", "embedded")
+    said = "".join(lines)
+    assert re.search(
+        r"MQTT broker: mqtt://127\.0\.0\.1:\d+ \(embedded amqtt \S+, MQTT 3\.1\.1", said
+    )
+    assert "sessions in memory only" in said
+    gateway = yaml.safe_load((workdir / "gateway.yaml").read_text(encoding="utf-8"))
+    ingest = yaml.safe_load((workdir / "ingest.yaml").read_text(encoding="utf-8"))
+    assert gateway["uplink"]["protocol"] == ingest["mqtt"]["protocol"] == "3.1.1"
+    expected = sorted(d["id"] for d in gateway["devices"])
+    page = re.search(r"evidence page: (http://\S+/)  token: (\S+)\n", said)
+    assert page is not None, said
+    try:
+        assert all_live(page[1], page[2]) == dict.fromkeys(expected, "live")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    with psycopg.connect(pg_dsn) as conn:
+        stored = conn.execute(
+            "SELECT d.identifier, count(*) FROM sample s JOIN series r ON r.id = s.series_id"
+            " JOIN device d ON d.id = r.device_id GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert [d for d, _ in stored] == expected
+    assert all(n > 0 for _, n in stored)
+    assert re.fullmatch(r"stored \d+ samples in \d+ envelopes from 7 devices; 0 quarantined, "
+                        r"0 connectivity events\n", out), out  # fmt: skip
+    assert left_running(workdir) == []
+    assert not (workdir / "amqtt.pid").exists()
+
+
 def started(workdir: Path, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
     """The demo, once it has committed its first rows; and what it said until then."""
     proc = subprocess.Popen(
@@ -160,14 +202,16 @@ def test_a_signal_stops_the_demo_and_its_own_postgresql_cleanly(
     assert not (workdir / "postgres" / "data" / "postmaster.pid").exists()
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
 def test_a_demo_started_after_one_was_killed_stops_the_servers_left_behind(
-    workdir: Path,
+    workdir: Path, broker: str
 ) -> None:
-    killed, _ = started(workdir)
+    killed, _ = started(workdir, "--broker", broker)
     killed.kill()  # SIGKILL: no cleanup; broker and PostgreSQL stay, in sessions of their own
     killed.communicate(timeout=10)
-    assert left_running(workdir) != []
-    again, _ = started(workdir, "--duration", "3")
+    assert any(str(workdir / f"{broker.replace('embedded', 'amqtt')}.") in cmd
+               for cmd in left_running(workdir))  # fmt: skip
+    again, _ = started(workdir, "--duration", "3", "--broker", broker)
     out, err = again.communicate(timeout=60)
     assert again.returncode == 0, err
     assert out.startswith("stored ")

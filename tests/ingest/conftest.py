@@ -161,8 +161,16 @@ async def register(node: identifiers.Node) -> AsyncIterator[Register]:
 
 
 def ingest_config(
-    dsn: str, broker_port: int, node_url: str, tmp_path: Path, **batch: Any
+    dsn: str,
+    broker_port: int,
+    node_url: str,
+    tmp_path: Path,
+    *,
+    mqtt: dict[str, Any] | None = None,
+    **batch: Any,
 ) -> IngestConfig:
+    """An ingest config for the tests; ``mqtt`` adds to (or replaces) its MQTT settings, and
+    the other keywords to its batch settings."""
     return IngestConfig.model_validate(
         {
             "kind": "ingest",
@@ -172,6 +180,7 @@ def ingest_config(
                 "broker": f"mqtt://127.0.0.1:{broker_port}",
                 "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
                 "keepalive": 5,
+                **(mqtt or {}),
             },
             # decoding in the ingest process keeps each start fast; tests that mean to
             # exercise the worker processes ask for them

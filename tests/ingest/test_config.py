@@ -37,6 +37,7 @@ def test_the_example_config_loads() -> None:
         ({"batch": {"max_delay": "soon"}}, "not a duration"),
         ({"identifiers": {"node": "ftp://x"}}, "http"),
         ({"mqtt": {"password_file": "p"}}, "needs a username"),
+        ({"mqtt": {"protocol": "3"}}, "'3.1.1' or '5'"),
     ],
 )
 def test_mistakes_are_refused_naming_the_field(
@@ -50,6 +51,41 @@ def test_mistakes_are_refused_naming_the_field(
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     with pytest.raises(_configfile.ConfigFileError, match=message):
         _configfile.load(path, "ingest")
+
+
+def test_mqtt_3_1_1_refuses_the_mqtt_5_settings_instead_of_ignoring_them(tmp_path: Path) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    doc["mqtt"]["protocol"] = "3.1.1"  # the example sets session_expiry and receive_maximum
+    path = tmp_path / "ingest.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(
+        _configfile.ConfigFileError, match="receive_maximum, session_expiry: MQTT 5 only"
+    ):
+        _configfile.load(path, "ingest")
+
+
+def test_mqtt_3_1_1_without_mqtt_5_settings_loads(tmp_path: Path) -> None:
+    doc = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    for mqtt5 in ("session_expiry", "receive_maximum"):
+        del doc["mqtt"][mqtt5]
+    doc["mqtt"]["protocol"] = "3.1.1"
+    path = tmp_path / "ingest.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    config = _configfile.load(path, "ingest")
+    assert isinstance(config, IngestConfig)
+    assert config.mqtt.protocol == "3.1.1"
+    assert IngestConfig.model_fields["mqtt"].default.protocol == "5"
+
+
+def test_a_bridge_refuses_mqtt_3_1_1_for_its_shared_subscription(tmp_path: Path) -> None:
+    doc = yaml.safe_load((EXAMPLE.parent / "ingest-bridge.example.yaml").read_text("utf-8"))
+    for mqtt5 in ("session_expiry", "receive_maximum"):
+        del doc["mqtt"][mqtt5]
+    doc["mqtt"]["protocol"] = "3.1.1"
+    path = tmp_path / "bridge.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    with pytest.raises(_configfile.ConfigFileError, match=r"shared subscription .*use protocol 5"):
+        _configfile.load(path, "ingest-bridge")
 
 
 def test_guantong_ingest_migrate_applies_once(pg_dsn: str, tmp_path: Path) -> None:
@@ -107,6 +143,7 @@ def test_the_kafka_example_configs_load() -> None:
         ("ingest-sink", {"kafka": {"topic": "a/b"}}, "pattern"),
         ("ingest-bridge", {"mqtt": {"share_group": "a/b"}}, "pattern"),
         ("ingest-bridge", {"kafka": {"linger": "soon"}}, "not a duration"),
+        ("ingest-bridge", {"mqtt": {"protocol": "3.1.1"}}, "MQTT 5 only"),
     ],
 )
 def test_kafka_config_mistakes_are_refused_naming_the_field(

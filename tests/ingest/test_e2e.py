@@ -13,16 +13,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresCluster, free_port, kiln_works
+from _services import AmqttBroker, MosquittoBroker, PostgresCluster, free_port, kiln_works
 
 import gateway.protocol as p
 import identifiers
@@ -32,13 +35,13 @@ from gateway._keys import create_key
 from gateway._runtime import Gateway, running
 from gateway.config import GatewayConfig
 from guantong.cli.sim import gateway_config as sim_gateway_config
-from ingest import Ingest, migrate
+from ingest import Ingest, IngestConfig, migrate
 
 NS = 1_764_000_000_000_000_000
 TAGS = 10
 
 
-def gateway_config(tmp_path: Path, port: int, firm: str) -> GatewayConfig:
+def gateway_config(tmp_path: Path, port: int, firm: str, **uplink: Any) -> GatewayConfig:
     doc = {
         "kind": "gateway",
         "gateway": {"id": f"{firm}/gw.{uuid.uuid4().hex[:6]}", "enterprise": f"{firm}/firm",
@@ -53,7 +56,7 @@ def gateway_config(tmp_path: Path, port: int, firm: str) -> GatewayConfig:
             }
             for name in ("kiln", "press")
         ],
-        "uplink": {"broker": f"mqtt://127.0.0.1:{port}"},
+        "uplink": {"broker": f"mqtt://127.0.0.1:{port}", **uplink},
         "envelope": {"max_samples": 100, "max_delay": "20ms"},
         "health": None,
     }  # fmt: skip
@@ -68,19 +71,25 @@ def batch(device: str, n: int) -> Batch:
 
 
 async def registered_gateway(
-    tmp_path: Path, port: int, register: Any, kit: SimpleNamespace
+    tmp_path: Path, port: int, register: Any, kit: SimpleNamespace, **uplink: Any
 ) -> GatewayConfig:
-    config = gateway_config(tmp_path, port, kit.FIRM)
+    config = gateway_config(tmp_path, port, kit.FIRM, **uplink)
     key = create_key(config.gateway.key_file)
     await register(kit.Chain(config.gateway.id, key), [d.id for d in config.devices])
     return config
 
 
 async def feed(
-    gw: Gateway, batches: int, *, pause: float = 0.0, at: dict[int, Any] | None = None
+    gw: Gateway,
+    batches: int,
+    *,
+    first: int = 0,
+    pause: float = 0.0,
+    at: dict[int, Any] | None = None,
 ) -> None:
-    """Put ``batches`` polls of both devices; ``at[n]`` is awaited before poll ``n``."""
-    for n in range(batches):
+    """Put ``batches`` polls of both devices, numbered from ``first``; ``at[n]`` is awaited
+    before poll ``n``."""
+    for n in range(first, first + batches):
         if at and n in at:
             await at[n]()
         await gw.stream.put(batch("kiln", n))
@@ -187,18 +196,32 @@ def ingest_process(config: Path) -> subprocess.Popen[str]:
     )
 
 
+def ingest_file(config: IngestConfig, path: Path, *, health: str) -> Path:
+    """``config`` as a file for ``guantong ingest run``, with MQTT 5's settings only if it
+    speaks MQTT 5 (under 3.1.1 they are refused, not ignored)."""
+    doc = config.model_dump(mode="json")
+    if config.mqtt.protocol != "5":
+        for mqtt5 in ("session_expiry", "receive_maximum"):
+            del doc["mqtt"][mqtt5]
+    doc["health"] = {"listen": health}
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_ingest_killed_with_sigkill_and_restarted_loses_nothing(
     *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
-    kit: SimpleNamespace, tmp_path: Path,
+    kit: SimpleNamespace, tmp_path: Path, protocol: str,
 ) -> None:  # fmt: skip
-    config = await registered_gateway(tmp_path, broker.port, register, kit)
-    config_ = kit.ingest_config(pg_dsn, broker.port, node.url, tmp_path, decode_workers=2)
-    doc = config_.model_dump(mode="json")
+    """With MQTT 3.1.1 too (clean_session=false): Mosquitto keeps the session and sends again
+    what ingest had received but not acknowledged when it was killed."""
+    config = await registered_gateway(tmp_path, broker.port, register, kit, protocol=protocol)
+    config_ = kit.ingest_config(
+        pg_dsn, broker.port, node.url, tmp_path, mqtt={"protocol": protocol}, decode_workers=2
+    )
     health = f"127.0.0.1:{free_port()}"
-    doc["health"] = {"listen": health}
-    path = tmp_path / "ingest.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    path = ingest_file(config_, tmp_path / "ingest.yaml", health=health)
     first = ingest_process(path)
     second: subprocess.Popen[str] | None = None
     before = 0
@@ -350,3 +373,167 @@ async def test_a_sparkplug_gateway_is_verified_and_stored_like_a_json_one(
         check_checkpoints(pg_dsn, kit, gw)
         # births and deaths carry no envelope: not stored, not quarantined, not subscribed to
         assert ingest.consumer.stats.received == sent(gw)
+
+
+# --- the demo's embedded broker (amqtt, MQTT 3.1.1) ---------------------------------------------
+
+#: amqtt keeps messages for a disconnected session only if its client gave a user name
+AMQTT_GATEWAY = {"protocol": "3.1.1", "username": "gateway"}
+AMQTT_INGEST = {"protocol": "3.1.1", "username": "ingest"}
+
+
+@pytest.fixture
+def amqtt() -> Iterator[AmqttBroker]:
+    with AmqttBroker() as server:
+        yield server
+
+
+@pytest.mark.slow
+async def test_through_the_embedded_broker_a_restarted_ingest_gets_what_came_meanwhile(
+    *, pg_dsn: str, amqtt: AmqttBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    """amqtt keeps ingest's session (in memory) while ingest is stopped, and what the gateway
+    published meanwhile arrives after the restart: nothing lost, nothing twice."""
+    config = await registered_gateway(tmp_path, amqtt.port, register, kit, **AMQTT_GATEWAY)
+    ingest_config = kit.ingest_config(pg_dsn, amqtt.port, node.url, tmp_path, mqtt=AMQTT_INGEST)
+    async with Gateway(config) as gw:
+        async with Ingest(ingest_config) as ingest:
+            await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
+            await feed(gw, 30)
+            await settled(gw, pg_dsn, kit, 30 * 2 * TAGS)
+            await kit.wait_until(
+                lambda: ingest.consumer.stats.acked == ingest.consumer.stats.received
+            )
+        await feed(gw, 30, first=30)
+        await kit.wait_until(lambda: gw.writer.stats.samples >= 60 * 2 * TAGS)
+        await asyncio.wait_for(gw.uplink.drained(), timeout=30)  # all with the broker
+        before = kit.count(pg_dsn, "receipt")
+        async with Ingest(ingest_config) as again:
+            await settled(gw, pg_dsn, kit, 60 * 2 * TAGS)
+            check_store(pg_dsn, kit, gw, 60)
+            assert before < sent(gw)  # the rest waited in the broker's session
+            # and acknowledged (amqtt sends the retained status again, at QoS 0: not counted)
+            await kit.wait_until(lambda: again.consumer.stats.acked >= sent(gw) - before)
+
+
+@pytest.mark.slow
+async def test_ingest_killed_through_the_embedded_broker_loses_only_what_shows_as_a_gap(
+    *, pg_dsn: str, amqtt: AmqttBroker, node: identifiers.Node, register: Any,
+    kit: SimpleNamespace, tmp_path: Path,
+) -> None:  # fmt: skip
+    """amqtt drops what ingest had received but not acknowledged when it was killed (see the
+    next test): unlike with Mosquitto, a SIGKILL may lose envelopes. The loss is not silent:
+    every envelope missing from the store lies in a gap the chain recorded."""
+    config = await registered_gateway(tmp_path, amqtt.port, register, kit, **AMQTT_GATEWAY)
+    health = f"127.0.0.1:{free_port()}"
+    path = ingest_file(
+        kit.ingest_config(pg_dsn, amqtt.port, node.url, tmp_path, mqtt=AMQTT_INGEST),
+        tmp_path / "ingest.yaml",
+        health=health,
+    )
+    first = ingest_process(path)
+    second: subprocess.Popen[str] | None = None
+    try:
+        await kit.wait_until(lambda: subscribed(f"http://{health}/healthz"))
+        async with Gateway(config) as gw:
+
+            async def kill() -> None:
+                await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 0)
+                os.kill(first.pid, signal.SIGKILL)
+                await asyncio.to_thread(first.communicate, timeout=10)
+
+            async def restart() -> None:
+                nonlocal second
+                second = ingest_process(path)
+
+            await feed(gw, 150, pause=0.01, at={40: kill, 100: restart})
+            await kit.wait_until(lambda: gw.writer.stats.samples >= 150 * 2 * TAGS)
+            await asyncio.wait_for(gw.uplink.drained(), timeout=30)
+            last = sent(gw)
+            await kit.wait_until(
+                lambda: kit.fetch(pg_dsn, "SELECT max(seq) FROM receipt")[0][0] == last, within=60
+            )
+        assert second is not None
+        second.send_signal(signal.SIGTERM)  # what it received, it commits before it stops
+        _, err = await asyncio.to_thread(second.communicate, timeout=20)
+        assert second.returncode == 0, err
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    stored = {seq for (seq,) in kit.fetch(pg_dsn, "SELECT seq FROM receipt")}
+    gaps = kit.fetch(pg_dsn, "SELECT kind, first_seq, last_seq FROM connectivity_event")
+    assert {kind for kind, _, _ in gaps} <= {"gap"}
+    in_gaps = {seq for _, a, b in gaps for seq in range(a, b + 1)}
+    missing = set(range(1, last + 1)) - stored
+    assert missing <= in_gaps
+    assert kit.fetch(pg_dsn, "SELECT sum(samples) FROM receipt") == [(kit.count(pg_dsn, "sample"),)]
+    assert kit.count(pg_dsn, "quarantine") == 0
+
+
+class Session311:
+    """A plain MQTT 3.1.1 subscriber with a persistent session (clean_session=false) that
+    acknowledges what it receives only if told to, as ingest does after its commit."""
+
+    def __init__(self, port: int, client_id: str, *, ack: bool) -> None:
+        self.got: list[bytes] = []
+        self.subscribed = threading.Event()
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+            manual_ack=True,
+        )
+        client.username_pw_set("ingest")
+        client.on_connect = lambda c, *_: c.subscribe("held/#", qos=1)
+        client.on_subscribe = lambda *_: self.subscribed.set()
+
+        def on_message(c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            self.got.append(msg.payload)
+            if ack:
+                c.ack(msg.mid, msg.qos)
+
+        client.on_message = on_message
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        assert self.subscribed.wait(10)
+        self.client = client
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize(
+    ("server", "sent_again"), [("broker", 20), ("amqtt", 0)], ids=["mosquitto", "amqtt"]
+)
+async def test_what_a_broker_sends_again_to_a_3_1_1_session_that_had_not_acknowledged(
+    request: pytest.FixtureRequest, kit: SimpleNamespace, server: str, sent_again: int
+) -> None:
+    """The embedded broker's limitation, as docs/demo.md states it: Mosquitto sends a QoS 1
+    message again on the session's next connection until it is acknowledged; amqtt 0.12
+    forgets it when the connection ends."""
+    port = request.getfixturevalue(server).port
+    client_id = f"held-{uuid.uuid4().hex[:8]}"
+    holder = Session311(port, client_id, ack=False)
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    publisher.username_pw_set("gateway")
+    publisher.connect("127.0.0.1", port)
+    publisher.loop_start()
+    try:
+        for n in range(20):
+            publisher.publish(f"held/{n}", str(n).encode(), qos=1).wait_for_publish(10)
+        await kit.wait_until(lambda: len(holder.got) == 20)
+        holder.close()  # received, never acknowledged
+        again = Session311(port, client_id, ack=True)
+        try:
+            await asyncio.sleep(1.5)  # what the broker sends again, it sends at the reconnect
+            assert sorted(again.got) == sorted(str(n).encode() for n in range(sent_again))
+        finally:
+            again.close()
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
