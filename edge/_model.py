@@ -509,12 +509,7 @@ class OeeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OeeConfig:
-        if not set(self.running) <= set(self.planned):
-            raise ValueError("every 'running' value must also be a 'planned' value")
-        if self.good is not None and self.defects is not None:
-            raise ValueError("declare either 'good' or 'defects', not both")
-        if (self.good or self.defects) and self.total is None:
-            raise ValueError("'good' and 'defects' need the 'total' counter")
+        identifiers.OeeSignals.check(self)
         if self.ideal_cycle is not None and not 0 < self.ideal_cycle <= 86400:
             raise ValueError("'ideal_cycle' must be above 0 and at most 24h")
         return self

@@ -176,13 +176,19 @@ class OeeSignals(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OeeSignals:
-        if not set(self.running) <= set(self.planned):
-            raise ValueError("every 'running' value must also be a 'planned' value")
-        if self.good is not None and self.defects is not None:
-            raise ValueError("declare either 'good' or 'defects', not both")
-        if (self.good or self.defects) and self.total is None:
-            raise ValueError("'good' and 'defects' need the 'total' counter")
+        self.check(self)
         return self
+
+    @staticmethod
+    def check(signals: Any) -> None:
+        """Raise ValueError unless ``signals`` (these or the gateway config's declaration, which
+        has the same fields) hang together."""
+        if not set(signals.running) <= set(signals.planned):
+            raise ValueError("every 'running' value must also be a 'planned' value")
+        if signals.good is not None and signals.defects is not None:
+            raise ValueError("declare either 'good' or 'defects', not both")
+        if (signals.good or signals.defects) and signals.total is None:
+            raise ValueError("'good' and 'defects' need the 'total' counter")
 
     def to_text(self) -> str:
         parts = [f"state={self.state}", f"running={','.join(map(_fmt, self.running))}",

@@ -13,7 +13,7 @@ Exceptions::
 
 from ._amqtt import AmqttBroker
 from ._base import KEEP_ENV, Server, ServiceError, free_port
-from ._factories import kiln_works
+from ._factories import ingest_config, kiln_works
 from ._mosquitto import (
     URL_ENV,
     ExternalMqtt,
@@ -52,6 +52,7 @@ __all__ = [
     "Services",
     "TansuBroker",
     "free_port",
+    "ingest_config",
     "kiln_works",
     "secure_mosquitto",
 ]

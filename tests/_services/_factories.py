@@ -1,6 +1,14 @@
-"""The factory file the pipeline tests run the PLC simulators with."""
+"""The factory file the pipeline tests run the PLC simulators with, and their ingest config."""
 
 from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ingest.config import IngestConfig
+
+HEALTH = {"listen": "127.0.0.1:0"}
 
 
 def kiln_works(port: int) -> dict[str, object]:
@@ -22,3 +30,36 @@ def kiln_works(port: int) -> dict[str, object]:
             }
         ],
     }
+
+
+def ingest_config(
+    dsn: str,
+    broker_port: int,
+    node_url: str,
+    tmp_path: Path,
+    *,
+    mqtt: dict[str, Any] | None = None,
+    health: dict[str, Any] | None = HEALTH,
+    **batch: Any,
+) -> IngestConfig:
+    """An ingest config for the tests; ``mqtt`` adds to (or replaces) its MQTT settings, and
+    the other keywords to its batch settings; ``health`` None runs no
+    health endpoint."""
+    return IngestConfig.model_validate(
+        {
+            "kind": "ingest",
+            "database": {"dsn": dsn, "partitions_ahead": 1},
+            "identifiers": {"node": node_url},
+            "mqtt": {
+                "broker": f"mqtt://127.0.0.1:{broker_port}",
+                "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
+                "keepalive": 5,
+                **(mqtt or {}),
+            },
+            # decoding in the ingest process keeps each start fast; tests that mean to
+            # exercise the worker processes ask for them
+            "batch": {"max_delay": "50ms", "decode_workers": 0, **batch},
+            "health": health,
+        },
+        context={"base_dir": tmp_path},
+    )

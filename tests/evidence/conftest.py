@@ -34,13 +34,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from _services import MosquittoBroker, PostgresServer
+from _services import MosquittoBroker, PostgresServer, ingest_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
 import gateway.protocol as p
 import identifiers
-from ingest import Ingest, IngestConfig
+from ingest import Ingest
 
 HEALTHY, FAULTY = "88.709.911", "88.709.912"
 SECONDS, SLOT = 180, 5
@@ -193,19 +193,9 @@ async def fill(dsn: str, broker: MosquittoBroker, tmp: Path, start: dt.datetime)
         {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
          "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"]}
     )  # fmt: skip
-    ingest_config = IngestConfig.model_validate(
-        {"kind": "ingest", "database": {"dsn": dsn, "partitions_ahead": 1},
-         "identifiers": {"node": "http://127.0.0.1:1"},  # replaced below, once the node runs
-         "mqtt": {"broker": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
-                  "keepalive": 5},
-         "batch": {"max_delay": "50ms", "decode_workers": 0}, "health": None},
-        context={"base_dir": tmp},
-    )  # fmt: skip
     async with identifiers.Node(node_config) as node:
         _, token = await node.registry.create_token("88.709", days=1, label="evidence tests")
-        config = ingest_config.model_copy(
-            update={"identifiers": ingest_config.identifiers.model_copy(update={"node": node.url})}
-        )
+        config = ingest_config(dsn, broker.port, node.url, tmp, health=None)
         async with identifiers.Client(node.url, token=token) as client:
             chains: dict[str, dict[str, Chain]] = {}
             for firm in (HEALTHY, FAULTY):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresServer, free_port
+from _services import MosquittoBroker, PostgresServer, free_port, ingest_config
 
 import evidence
 import identifiers
@@ -36,7 +35,7 @@ from gateway._runtime import running
 from gateway.config import GatewayConfig
 from guantong.cli.identifiers import gateway_records
 from guantong.cli.sim import gateway_config
-from ingest import Ingest, IngestConfig
+from ingest import Ingest
 
 pytestmark = pytest.mark.slow
 FIRM = "88.709.911"
@@ -103,15 +102,9 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
         async with identifiers.Client(node.url, token=token) as client:
             await client.register(gateway_records(config, None))
             registered = await evidence.registered_devices(client, config.gateway.enterprise)
-        ingest_config = IngestConfig.model_validate(
-            {"kind": "ingest", "database": {"dsn": dsn, "partitions_ahead": 1},
-             "identifiers": {"node": node.url},
-             "mqtt": {"broker": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}"},
-             "batch": {"max_delay": "50ms", "decode_workers": 0}, "health": None},
-            context={"base_dir": tmp},
-        )  # fmt: skip
+        settings = ingest_config(dsn, broker.port, node.url, tmp, health=None)
         async with (
-            Ingest(ingest_config) as ingest,
+            Ingest(settings) as ingest,
             simulators.Simulator(fac, base_dir=tmp) as sim,
         ):
             await wait_until(lambda: ingest.consumer.stats.subscribed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresServer, free_port
+from _services import MosquittoBroker, PostgresServer, free_port, ingest_config
 from playwright.sync_api import Page, expect, sync_playwright
 
 import evidence
@@ -32,7 +31,7 @@ from gateway._runtime import running
 from gateway.config import GatewayConfig
 from guantong.cli.identifiers import gateway_records
 from guantong.cli.sim import gateway_config
-from ingest import Ingest, IngestConfig
+from ingest import Ingest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "evidence-page"
@@ -74,14 +73,8 @@ def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path, kit: Any) -> Any:
         create_key(config.gateway.key_file)
         async with identifiers.Client(node_url, token=node_token) as client:
             await client.register(gateway_records(config, None))
-        ingest_config = IngestConfig.model_validate(
-            {"kind": "ingest", "database": {"dsn": dsn, "partitions_ahead": 1},
-             "identifiers": {"node": node_url},
-             "mqtt": {"broker": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}"},
-             "batch": {"max_delay": "50ms", "decode_workers": 0}, "health": None},
-            context={"base_dir": tmp},
-        )  # fmt: skip
-        async with Ingest(ingest_config) as ingest, simulators.Simulator(fac, base_dir=tmp):
+        settings = ingest_config(dsn, broker.port, node_url, tmp, health=None)
+        async with Ingest(settings) as ingest, simulators.Simulator(fac, base_dir=tmp):
             # the broker keeps messages for ingest only once it has subscribed
             await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
             async with running(config, drain_timeout=10):

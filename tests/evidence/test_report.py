@@ -13,7 +13,6 @@ import copy
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresServer, free_port, kiln_works
+from _services import MosquittoBroker, PostgresServer, free_port, ingest_config, kiln_works
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
@@ -33,7 +32,7 @@ from gateway._keys import create_key
 from gateway._runtime import running
 from gateway.config import GatewayConfig
 from guantong.cli.sim import gateway_config
-from ingest import Ingest, IngestConfig
+from ingest import Ingest
 
 pytestmark = pytest.mark.slow
 FIRM = "88.709.911"
@@ -103,14 +102,8 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
                     stages=("设备管理",), name=d.name).to_values()) for d in config.devices]
             )  # fmt: skip
             registered = await evidence.registered_devices(client, firm)
-        ingest_config = IngestConfig.model_validate(
-            {"kind": "ingest", "database": {"dsn": dsn, "partitions_ahead": 1},
-             "identifiers": {"node": node.url},
-             "mqtt": {"broker": broker.url, "client_id": f"ingest-{uuid.uuid4().hex[:8]}"},
-             "batch": {"max_delay": "50ms", "decode_workers": 0}, "health": None},
-            context={"base_dir": tmp},
-        )  # fmt: skip
-        async with Ingest(ingest_config) as ingest, simulators.Simulator(fac, base_dir=tmp):
+        settings = ingest_config(dsn, broker.port, node.url, tmp, health=None)
+        async with Ingest(settings) as ingest, simulators.Simulator(fac, base_dir=tmp):
             await wait_until(lambda: ingest.consumer.stats.subscribed)
             async with running(config, drain_timeout=20) as gw:
                 await wait_until(lambda: gw.writer.stats.checkpoints >= CHECKPOINTS)

@@ -17,6 +17,13 @@ import yaml
 pytestmark = pytest.mark.slow
 
 
+#: samples stored per device identifier
+PER_DEVICE = (
+    "SELECT d.identifier, count(*) FROM sample s JOIN series r ON r.id = s.series_id"
+    " JOIN device d ON d.id = r.device_id GROUP BY 1 ORDER BY 1"
+)
+
+
 def demo(workdir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "guantong", "demo", "--workdir", str(workdir), *args]
 
@@ -109,10 +116,7 @@ def test_the_evidence_api_reports_every_demo_device_online(
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     with psycopg.connect(pg_dsn) as conn:
-        stored = conn.execute(
-            "SELECT d.identifier, count(*) FROM sample s JOIN series r ON r.id = s.series_id"
-            " JOIN device d ON d.id = r.device_id GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+        stored = conn.execute(PER_DEVICE).fetchall()
         problems = conn.execute(
             "SELECT (SELECT count(*) FROM quarantine), (SELECT count(*) FROM connectivity_event)"
         ).fetchone()
@@ -156,10 +160,7 @@ def test_on_its_embedded_broker_the_demo_reports_every_device_online(
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     with psycopg.connect(pg_dsn) as conn:
-        stored = conn.execute(
-            "SELECT d.identifier, count(*) FROM sample s JOIN series r ON r.id = s.series_id"
-            " JOIN device d ON d.id = r.device_id GROUP BY 1 ORDER BY 1"
-        ).fetchall()
+        stored = conn.execute(PER_DEVICE).fetchall()
     assert [d for d, _ in stored] == expected
     assert all(n > 0 for _, n in stored)
     assert re.fullmatch(r"stored \d+ samples in \d+ envelopes from 7 devices; 0 quarantined, "

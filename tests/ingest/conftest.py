@@ -9,19 +9,17 @@ import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from _services import MosquittoBroker
+from _services import MosquittoBroker, ingest_config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
 import identifiers
-from ingest import IngestConfig
 
 FIRM = "88.709.911"
 ENTERPRISE = f"{FIRM}/firm"
@@ -158,37 +156,6 @@ async def register(node: identifiers.Node) -> AsyncIterator[Register]:
             await client.register(records)
 
         yield run
-
-
-def ingest_config(
-    dsn: str,
-    broker_port: int,
-    node_url: str,
-    tmp_path: Path,
-    *,
-    mqtt: dict[str, Any] | None = None,
-    **batch: Any,
-) -> IngestConfig:
-    """An ingest config for the tests; ``mqtt`` adds to (or replaces) its MQTT settings, and
-    the other keywords to its batch settings."""
-    return IngestConfig.model_validate(
-        {
-            "kind": "ingest",
-            "database": {"dsn": dsn, "partitions_ahead": 1},
-            "identifiers": {"node": node_url},
-            "mqtt": {
-                "broker": f"mqtt://127.0.0.1:{broker_port}",
-                "client_id": f"ingest-{uuid.uuid4().hex[:8]}",
-                "keepalive": 5,
-                **(mqtt or {}),
-            },
-            # decoding in the ingest process keeps each start fast; tests that mean to
-            # exercise the worker processes ask for them
-            "batch": {"max_delay": "50ms", "decode_workers": 0, **batch},
-            "health": {"listen": "127.0.0.1:0"},
-        },
-        context={"base_dir": tmp_path},
-    )
 
 
 async def wait_until(check: Callable[[], Any], within: float = 20.0) -> Any:
