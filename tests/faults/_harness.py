@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import os
 import signal
 import sqlite3
@@ -202,6 +203,7 @@ class Plant:
         self.gateway_id = ""
         self.devices: list[str] = []
         self.factory: simulators.FactoryConfig | None = None
+        self.book: OutboxBook | None = None
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -314,7 +316,7 @@ class Plant:
         code = await asyncio.to_thread(self.gateway.stop, 60)
         if code != 0:
             out.reasons.append(f"gateway exited {code}: {self.gateway.tail(5)}")
-        book = await asyncio.to_thread(read_outbox, self.outbox_path)
+        book = self.book = await asyncio.to_thread(read_outbox, self.outbox_path)
         if book.undelivered:
             out.reasons.append(f"{book.undelivered} envelopes never delivered")
         try:
@@ -323,6 +325,56 @@ class Plant:
             out.notes.append(str(exc))
         await asyncio.to_thread(self._count, book, out)
         return out
+
+    async def recount(self, scenario: str) -> Outcome:
+        """Count again after :meth:`reconcile` (a control test changes the store between)."""
+        assert self.book is not None
+        out = Outcome(scenario)
+        await asyncio.to_thread(self._count, self.book, out)
+        return out
+
+    def false_values(self) -> tuple[int, int]:
+        """(Good samples checked, those whose value the simulator never served).
+
+        Every value is a pure function of the factory's seed, the machine, the tag and the
+        second (``simulators``); a Good sample stamped ``ts`` was read in one of the seconds
+        just before, so its value must be the simulator's value of one of them.
+        """
+        assert self.factory is not None
+        machines = {
+            f"{self.factory.firm.prefix}/dev.{m.name}": simulators.Machine(
+                m.name, m.profile, self.factory.seed, unit_id=m.unit_id or 0
+            )
+            for m in self.factory.machines()
+        }
+        cache: dict[tuple[str, int], dict[str, Any]] = {}
+
+        def served(device: str, second: int) -> dict[str, Any]:
+            if (device, second) not in cache:
+                m = machines[device]
+                raws = m.raw(m.profile.tags, second)
+                cache[(device, second)] = {
+                    spec.name: raws[spec.name] * spec.scale  # type: ignore[operator]
+                    if spec.scale != 1.0 else raws[spec.name]
+                    for spec in m.profile.tags
+                }  # fmt: skip
+            return cache[(device, second)]
+
+        rows = fetch(
+            self.dsn,
+            "SELECT d.identifier, s.tag, extract(epoch FROM x.ts)::float8, x.value, x.text_value "
+            "FROM sample x JOIN series s ON s.id = x.series_id "
+            "JOIN device d ON d.id = s.device_id WHERE x.quality = 0",
+        )
+        false = 0
+        for device, tag, ts, value, text in rows:
+            got = text if text is not None else value
+            if not any(
+                _same(got, served(device, second).get(tag))
+                for second in range(int(ts) - 3, int(ts) + 1)
+            ):
+                false += 1
+        return len(rows), false
 
     def _gateway_pk(self) -> int | None:
         rows = fetch(self.dsn, "SELECT id FROM gateway WHERE identifier = %s", self.gateway_id)
@@ -449,6 +501,14 @@ def read_outbox(path: Path) -> OutboxBook:
     finally:
         db.close()
     return OutboxBook(int(head), int(undelivered), int(pending), tally)
+
+
+def _same(stored: Any, served: Any) -> bool:
+    if served is None:
+        return False
+    if isinstance(stored, str):
+        return stored == str(served)
+    return math.isclose(float(stored), float(served), rel_tol=1e-6, abs_tol=1e-9)
 
 
 def _micros(ts: dt.datetime) -> int:
