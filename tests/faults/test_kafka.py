@@ -52,7 +52,7 @@ async def test_kafka_broker_restart(pg_dsn: str, plant_factory: Any, outcome: Re
         await asyncio.sleep(2)
         await asyncio.to_thread(kafka.start)
         await plant.grows(within=120)
-        row = outcome(await plant.reconcile("Kafka broker restart (Tansu: memory only)", within=60))
+        row = outcome(await plant.reconcile("Kafka broker restart (Tansu: memory only)", within=20))
         await plant.close()
     if row.missing:
         row.notes.append(
