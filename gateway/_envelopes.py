@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 _QUALITY = {q: protocol.Quality[q.name] for q in EdgeQuality}
 #: the chain head of a gateway that has committed nothing yet
 _ORIGIN = Head(0, protocol.GENESIS)
+#: bytes per outbox transaction while the outbox refuses commits
+_SMALL_COMMIT = 256 << 10
 
 
 class _Unfinished(Exception):
@@ -295,12 +297,16 @@ class EnvelopeWriter:
         """
         rows: list[tuple[int, str, bytes, int]] = []
         size = done = 0
+        # after a refusal (a full disk), commit in small transactions: SQLite writes a
+        # transaction to the WAL first, and a big one may never find that much room, while
+        # small ones fit in the pages acknowledged envelopes freed
+        limit = self._outbox.max_bytes // 4 if not self._failing else _SMALL_COMMIT
         try:
             for i, (device, samples) in enumerate(ready):
                 new = self._data_rows(device, samples)
                 rows += new
                 size += sum(len(r[2]) for r in new)
-                if size > self._outbox.max_bytes // 4 or i == len(ready) - 1:
+                if size > limit or i == len(ready) - 1:
                     self._append(rows, ready[done : i + 1])
                     rows, size, done = [], 0, i + 1
         except OutboxError as exc:

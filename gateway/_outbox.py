@@ -17,6 +17,13 @@ visible, and they are few.
 The SQLite file itself is a little larger than the payload bound (1.02–1.03 × ``max_bytes``
 for 2–20 kB envelopes, ``bench/outbox_bench.py``), plus the WAL between checkpoints.
 
+A full disk must not stop the outbox from draining: deleting acknowledged envelopes is a write
+too (pages go to the WAL), so with the disk full the backlog could never be acknowledged and
+the space never reused. Next to the file the outbox keeps a reserve, ``<file>-reserve``
+(:data:`RESERVE_BYTES` of allocated zeros); an acknowledgement that finds the disk full gives
+the reserve back and tries again, and the reserve is made anew at the next open, or once the
+outbox is empty, if there is room.
+
 Errors::
 
     OutboxError             the outbox cannot be used (corrupt, unwritable, disk full)
@@ -24,6 +31,9 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -60,6 +70,11 @@ CREATE TABLE IF NOT EXISTS head (
 
 
 _MAX_ID = 2**63 - 1
+#: the room kept for acknowledgements on a full disk: twice SQLite's WAL auto-checkpoint
+#: (1,000 pages of 4 KiB), so the deletes and the checkpoint after them both fit
+RESERVE_BYTES = 8 << 20
+
+logger = logging.getLogger(__name__)
 
 
 class OutboxError(Exception):
@@ -106,11 +121,14 @@ class Outbox:
         *,
         max_bytes: int = 1 << 30,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.reserve_path = self.path.with_name(self.path.name + "-reserve")
+        self.reserve_bytes = reserve_bytes
         self._synchronous = synchronous
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
@@ -123,6 +141,10 @@ class Outbox:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
+            # Debian's SQLite zeroes every deleted page (SECURE_DELETE): an acknowledgement
+            # would write as many bytes as it deletes, and need that much free disk. FAST
+            # zeroes only what costs no extra I/O; the envelopes were published anyway.
+            db.execute("PRAGMA secure_delete=FAST")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 db.close()
@@ -131,7 +153,43 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             raise OutboxError(self.path, str(exc)) from exc
         self._db = db
+        self._make_reserve()
         return self
+
+    def _make_reserve(self) -> bool:
+        """Allocate the reserve if it is missing and there is room; whether it is there."""
+        if self.reserve_bytes <= 0:
+            return False
+        try:
+            if self.reserve_path.stat().st_size >= self.reserve_bytes:
+                return True
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()
+            logger.warning("outbox %s: no room for its reserve (%s)", self.path, exc.strerror)
+            return False
+        return True
+
+    def _release_reserve(self) -> bool:
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        logger.error(
+            "outbox %s: the disk is full; giving back its %d-byte reserve so that acknowledged "
+            "envelopes can be deleted",
+            self.path,
+            self.reserve_bytes,
+        )
+        return True
 
     def close(self) -> None:
         if self._db is not None:
@@ -309,22 +367,37 @@ class Outbox:
         keys = [(i,) for i in ids]
         if not keys:
             return 0
-        with self._lock:
-            db = self._conn
+        with self._lock:  # a commit cannot take the room the reserve gives back
             try:
-                db.execute("BEGIN IMMEDIATE")
-                removed = freed = 0
-                for (key,) in keys:
-                    row = db.execute(
-                        "DELETE FROM outbox WHERE id = ? RETURNING length(payload)", (key,)
-                    ).fetchone()
-                    if row is not None:
-                        removed += 1
-                        freed += row[0]
-                db.execute("UPDATE head SET bytes = bytes - ?", (freed,))
-                db.execute("COMMIT")
+                removed = self._delete(keys)
             except sqlite3.DatabaseError as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise OutboxError(self.path, str(exc)) from exc
+                full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                if not (full and self._release_reserve()):
+                    raise OutboxError(self.path, str(exc)) from exc
+                try:
+                    removed = self._delete(keys)
+                except sqlite3.DatabaseError as again:
+                    raise OutboxError(self.path, str(again)) from again
+            if not self.reserve_path.exists() and self._bytes() == 0:
+                self._make_reserve()
+        return removed
+
+    def _delete(self, keys: list[tuple[int]]) -> int:
+        db = self._conn
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            removed = freed = 0
+            for (key,) in keys:
+                row = db.execute(
+                    "DELETE FROM outbox WHERE id = ? RETURNING length(payload)", (key,)
+                ).fetchone()
+                if row is not None:
+                    removed += 1
+                    freed += row[0]
+            db.execute("UPDATE head SET bytes = bytes - ?", (freed,))
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         return removed

@@ -158,3 +158,18 @@ def test_kill_9_loses_no_committed_envelope(tmp_path: Path, round_: int) -> None
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
+
+
+def test_the_outbox_keeps_a_reserve_for_acknowledgements_on_a_full_disk(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path, reserve_bytes=1 << 20) as box:
+        reserve = path.with_name("o.db-reserve")
+        assert reserve.stat().st_size == 1 << 20
+        # deletes must not rewrite every freed page (Debian's SQLite zeroes them by default)
+        assert box._conn.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST
+        reserve.unlink()
+        head = Head(1, b"\x01" * 32)
+        box.append([(1, "t", b"x" * 100, 1)], head)
+        box.ack([e.id for e in box.peek(10)])
+        # drained: the reserve is made again while there is room
+        assert reserve.stat().st_size == 1 << 20
