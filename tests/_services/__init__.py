@@ -12,7 +12,7 @@ Exceptions::
 """
 
 from ._amqtt import AmqttBroker
-from ._base import KEEP_ENV, Server, ServiceError, free_port
+from ._base import KEEP_ENV, Server, ServiceError, free_port, load_conftest
 from ._factories import ingest_config, kiln_works
 from ._mosquitto import (
     URL_ENV,
@@ -54,5 +54,6 @@ __all__ = [
     "free_port",
     "ingest_config",
     "kiln_works",
+    "load_conftest",
     "secure_mosquitto",
 ]

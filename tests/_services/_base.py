@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import logging
 import os
 import pwd
@@ -17,10 +18,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import IO, ClassVar, Self
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,19 @@ STOP_TIMEOUT = 15.0
 
 class ServiceError(RuntimeError):
     """A test server could not be found, started or stopped; the message says what to do."""
+
+
+def load_conftest(name: str, relative: str) -> ModuleType:
+    """Load another test directory's conftest (``relative`` to ``tests/``) as module ``name``,
+    so that a suite can register its fixtures under their own names (a conftest cannot be
+    imported)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / relative)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -13,30 +13,14 @@ store or on the wire; ``pytest_terminal_summary`` prints them as a table (docs/t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 
 import pytest
+from _services import load_conftest
 
-_TESTS = Path(__file__).resolve().parent.parent
-
-
-def _load(name: str, relative: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, _TESTS / relative)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_ingest = _load("_attack_ingest_fixtures", "ingest/conftest.py")
-_evidence = _load("_attack_evidence_fixtures", "evidence/conftest.py")
+_ingest = load_conftest("_attack_ingest_fixtures", "ingest/conftest.py")
+_evidence = load_conftest("_attack_evidence_fixtures", "evidence/conftest.py")
 
 # the ingest tests' fixtures, registered here under their own names
 broker = _ingest.broker

@@ -9,30 +9,15 @@ assert (docs/testing.md, "Fault suite").
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from _services import load_conftest
 from faults._harness import Outcome, Plant, load_average
 
-_TESTS = Path(__file__).resolve().parent.parent
-
-
-def _load(name: str, relative: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, _TESTS / relative)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_ingest = _load("_fault_ingest_fixtures", "ingest/conftest.py")
+_ingest = load_conftest("_fault_ingest_fixtures", "ingest/conftest.py")
 node = _ingest.node
 register = _ingest.register
 kit = _ingest.kit
