@@ -222,7 +222,10 @@ class Uplink:
                 self._down(f"failed: {exc}")
             finally:
                 self._live = None
-            self._close(conn, graceful=False)
+            self.stats.connected = False
+            # joining paho's thread can wait for its pending TCP connect (paho's own 5 s
+            # timeout when the path drops packets silently): never on the event loop
+            await asyncio.to_thread(_stop, conn.client)
             logger.debug("uplink: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             delay = min(delay * 2, self._backoff[1])
@@ -235,6 +238,9 @@ class Uplink:
             client_id=s.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,  # v5: a fresh client starts clean by default
+            # each connection gets a fresh client: paho retrying on its own thread would only
+            # keep that thread busy (in a blocking connect) when the uplink stops it
+            reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(s.inflight)
         if s.username is not None:
@@ -389,6 +395,11 @@ class Uplink:
         death = None if self._session is None else self._session.death()
         if graceful and self.stats.connected and death is not None:
             self._send(conn, death).wait_for_publish(timeout=2)
-        conn.client.disconnect()
-        conn.client.loop_stop()
+        _stop(conn.client)
         self.stats.connected = False
+
+
+def _stop(client: mqtt.Client) -> None:
+    """Disconnect and join the client's network thread (blocks while it is connecting)."""
+    client.disconnect()
+    client.loop_stop()
