@@ -220,7 +220,8 @@ class Plant:
 
     ``interval`` is the poll interval of every tag group; ``broker`` a Mosquitto of the
     scenario's own (started here when not given); ``dsn`` the store's database, with the
-    identifier node's records (``register``) at ``node_url``.
+    identifier node's records (``register``) at ``node_url``; ``uplink_url`` the broker
+    address the gateway uses when not the broker's own (a listener of its own, to cut).
     """
 
     def __init__(
@@ -237,6 +238,7 @@ class Plant:
         fed: tuple[int, int] | None = None,
         via_link: bool = False,
         kafka: str | None = None,
+        uplink_url: str | None = None,
     ) -> None:
         self.dir = directory
         self.dsn = dsn
@@ -251,6 +253,8 @@ class Plant:
         self.fed = fed
         self.link: Link | None = None
         self.via_link = via_link
+        #: the broker URL the gateway uses when not the broker's own (a second listener)
+        self.uplink_url = uplink_url
         self.config: GatewayConfig | None = None
         #: a Kafka bootstrap: ingest as ``ingest bridge`` + ``ingest sink`` instead of ``run``
         self.kafka = kafka
@@ -290,7 +294,7 @@ class Plant:
             device["connection"].update({"timeout": 0.5, "retries": 0, "backoff_max": 1.0})
             for group in device["groups"]:
                 group["interval"] = self.interval
-        broker_url = self.broker.url
+        broker_url = self.uplink_url or self.broker.url
         if self.via_link:
             self.link = Link(self.broker.port)
             await self.link.mend()
