@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway._outbox import Entry, Outbox
+from gateway._outbox import Entry, Outbox, OutboxError
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class Uplink:
         self._backoff = (backoff_initial, backoff_max)
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
+        #: acknowledged envelopes the outbox could not delete yet (disk full): tried again
+        self._undeleted: list[int] = []
+        self._failure: str | None = None  # the last failure of the connection loop, logged
         self._task: asyncio.Task[None] | None = None
         self.stats = UplinkStats()
 
@@ -218,7 +221,9 @@ class Uplink:
                 self._close(conn, graceful=True)
                 raise
             except Exception as exc:  # e.g. the outbox failed: log, reconnect, try again
-                logger.exception("uplink: the connection loop failed")
+                if str(exc) != self._failure:  # with its traceback once, not at every retry
+                    logger.exception("uplink: the connection loop failed")
+                self._failure = str(exc)
                 self._down(f"failed: {exc}")
             finally:
                 self._live = None
@@ -380,10 +385,26 @@ class Uplink:
             elif kind == "disconnect":
                 self._down(f"disconnected: {value}")
                 alive = False
-        if acked:
-            self.stats.acked += self._outbox.ack(acked)
-            self._acked.set()
+        self._delete(acked)
         return alive
+
+    def _delete(self, acked: list[int]) -> None:
+        """Delete acknowledged envelopes; if the outbox cannot (its disk is full), keep their
+        ids and try again with the next ones: they are delivered, only not yet deleted."""
+        ids = self._undeleted + acked
+        if not ids:
+            return
+        try:
+            self.stats.acked += self._outbox.ack(ids)
+        except OutboxError as exc:
+            if not self._undeleted:
+                logger.error("uplink: cannot delete acknowledged envelopes (%s); retrying", exc)
+            self._undeleted = ids
+            return
+        if self._undeleted:
+            logger.info("uplink: acknowledged envelopes are deleted again")
+            self._undeleted = []
+        self._acked.set()
 
     def _down(self, reason: str) -> None:
         if self.stats.connected or self.stats.last_error is None:

@@ -9,14 +9,12 @@ polling takes a minute or two. The uplink goes through a :class:`_harness.Link` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
+from _tinyfs import tiny_filesystem
 from faults._harness import Outcome, Plant, feed, load_average
 
 from gateway._runtime import Gateway
@@ -98,29 +96,6 @@ async def test_outbox_limit_reached_declares_the_loss(
     check(row)
 
 
-@contextlib.contextmanager
-def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path`` (root only), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("a real ENOSPC needs a small filesystem, and mounting one needs root")
-    path.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="the outbox recovers from a full disk when acknowledgements free space before new "
-    "commits take it; under load new commits can take it first and the outbox stalls again",
-)
 async def test_disk_full_on_the_gateway(
     pg_dsn: str, plant_factory: Any, outcome: Record, tmp_path: Path
 ) -> None:
