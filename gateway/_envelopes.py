@@ -319,6 +319,9 @@ class EnvelopeWriter:
         # transaction to the WAL first, and a big one may never find that much room, while
         # small ones fit in the pages acknowledged envelopes freed
         limit = self._outbox.max_bytes // 4 if not self._failing else _SMALL_COMMIT
+        # and never more than a quarter of the disk's free room: a transaction passes through
+        # the WAL, and near full the outbox refuses one that would eat into its reserve
+        limit = min(limit, max(_SMALL_COMMIT, self._outbox.free_bytes() // 4))
         try:
             for i, (device, samples) in enumerate(ready):
                 new = self._data_rows(device, samples)

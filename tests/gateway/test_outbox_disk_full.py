@@ -4,15 +4,19 @@ works again once there is room; commits stop at the reserve so acknowledgements 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _services import MqttServer
 from _tinyfs import fill, tiny_filesystem
 
 from gateway._outbox import Head, Outbox, OutboxDiskFull
+from gateway._uplink import MqttSettings, Uplink
 
 SIZE = 64 << 10  # bytes per envelope
 
@@ -50,14 +54,21 @@ def intact(box: Outbox, seqs: list[int]) -> None:
     assert box._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def append_until_refused(box: Outbox) -> tuple[int, OutboxDiskFull]:
+    """Append one envelope at a time until the outbox refuses; the last seq committed."""
+    for seq in range(1, 1000):
+        try:
+            box.append([row(seq)], head(seq))
+        except OutboxDiskFull as exc:
+            return seq - 1, exc
+    raise AssertionError("the outbox took 64 MB on a 6 MB disk")
+
+
 def test_commits_stop_at_the_reserve_and_resume_once_acknowledged(disk: Path) -> None:
     reserve = 1 << 20
     with Outbox(disk / "o.db", reserve_bytes=reserve) as box:
-        seq = 0
-        with pytest.raises(OutboxDiskFull, match="disk full"):
-            while seq < 200:
-                box.append([row(seq + 1)], head(seq + 1))
-                seq += 1
+        seq, refusal = append_until_refused(box)
+        assert "disk full" in str(refusal)
         assert box.disk_full
         assert 20 < seq < 100  # about 6 MB minus the reserve, in 64 KiB envelopes
         assert box.head() == head(seq)
@@ -127,3 +138,56 @@ def test_enospc_during_a_checkpoint_keeps_the_wal(disk: Path) -> None:
         assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 6
     finally:
         db.close()
+
+
+def test_a_steady_load_on_a_full_disk_never_stalls_the_outbox(disk: Path) -> None:
+    """The stall this replaces: new commits took the room acknowledgements freed, and the
+    next acknowledgement found none. Here the broker acknowledges two envelopes for every
+    three the gateway tries to commit, for 300 rounds, on a disk that is full from the start."""
+    with Outbox(disk / "o.db", reserve_bytes=1 << 20) as box:
+        seq, _ = append_until_refused(box)
+        first_full = seq
+        refused = 0
+        for _ in range(300):
+            for _ in range(3):
+                try:
+                    box.append([row(seq + 1)], head(seq + 1))
+                    seq += 1
+                except OutboxDiskFull:
+                    refused += 1
+            box.ack([e.id for e in box.peek(2)])  # never raises: the reserve is kept
+        assert refused > 0  # the disk stayed full all along …
+        assert seq - first_full > 500  # … and the outbox kept taking what was acknowledged
+        kept = [e.seq for e in box.peek(1000)]
+        assert kept == list(range(seq - len(kept) + 1, seq + 1))
+        intact(box, kept)
+
+
+async def test_the_uplink_keeps_its_connection_while_deletes_fail(
+    disk: Path, mqtt_broker: MqttServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PUBACKs arrive but the disk is too full to delete: the uplink keeps the ids, says so
+    once, stays connected, and deletes them when room comes back."""
+    topic = f"gt/v1/88.709.911/gw.disk{id(disk) % 10_000}/data"
+    with Outbox(disk / "o.db", reserve_bytes=0) as box:
+        box.append([(s, topic, b"envelope %d" % s, 1) for s in range(1, 51)], Head(50, bytes(32)))
+        box.checkpoint()
+        filler = disk / "other-program"
+        fill(filler)
+        settings = MqttSettings(host=mqtt_broker.host, port=mqtt_broker.port, inflight=100)
+        caplog.set_level(logging.INFO, logger="gateway._uplink")
+        async with Uplink(box, settings) as uplink:
+            async with asyncio.timeout(20):
+                while uplink.stats.acks_timed < 50:  # noqa: ASYNC110 - polling a counter
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(2.5)  # a few rounds of retries
+            assert box.depth()[0] == 50
+            assert uplink.stats.acked == 0
+            filler.unlink()
+            await asyncio.wait_for(uplink.drained(), timeout=20)
+            assert uplink.stats.acked == 50
+            assert uplink.stats.connects == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot delete acknowledged envelopes" in m for m in messages) == 1
+    assert not any("connection loop failed" in m for m in messages)
+    assert any("deleted again" in m for m in messages)
