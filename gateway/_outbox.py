@@ -20,9 +20,10 @@ for 2–20 kB envelopes, ``bench/outbox_bench.py``), plus the WAL between checkp
 A full disk must not stop the outbox from draining: deleting acknowledged envelopes is a write
 too (pages go to the WAL first), and SQLite keeps the pages it frees for its own reuse, so the
 filesystem sees no more room after a delete than before it. The outbox therefore admits a
-commit only if, measured with ``statvfs`` and counting what SQLite can reuse (free pages in the
-file, the WAL's allocated but spent frames), it leaves :data:`RESERVE_BYTES` of the filesystem
-free; deletes and WAL checkpoints may use that reserve, commits may not. A refused commit
+commit only if, measured with ``statvfs`` and counting the free pages SQLite will reuse, it
+leaves :data:`RESERVE_BYTES` of the filesystem free; deletes and WAL checkpoints may use that
+reserve, commits may not (near full, the WAL is truncated around commits and after deletes,
+so its frames hold room only for a moment). A refused commit
 raises :class:`OutboxDiskFull` before SQLite writes anything; it is taken again once
 acknowledgements have freed room for it and a margin (so it does not flap). Control envelopes
 (loss declarations, checkpoints: no samples) may use half of the reserve.
@@ -337,7 +338,8 @@ class Outbox:
         grows = max(0, pages + margin - reusable) * page
         passing = pages * frame + (0 if truncated else _AUTOCHECKPOINT_PAGES * frame)
         free = self.free_bytes()
-        if free - grows < floor or free - grows - passing < floor // 2:
+        # what the file grows by is gone for good, the WAL's frames only until the checkpoint
+        if (grows and free - grows < floor) or free - grows - passing < floor // 2:
             self.disk_full = True
             raise OutboxDiskFull(
                 self.path,

@@ -116,6 +116,7 @@ async def test_disk_full_on_the_gateway(
             feeding = asyncio.create_task(feed(gw.stream, DEVICES, TAGS, range(10, 14010)))
             await plant.kit_wait(lambda: gw.writer.stats.commit_errors > 0, within=60)
             blocked = not feeding.done()
+            reported = gw.outbox.disk_full  # what /healthz and the metrics show
             await asyncio.sleep(1)
             await plant.link.mend()
             put = await asyncio.wait_for(feeding, timeout=90)
@@ -123,7 +124,10 @@ async def test_disk_full_on_the_gateway(
                                  within=60)  # fmt: skip
             await asyncio.wait_for(gw.uplink.drained(), timeout=60)
             errors = gw.writer.stats.commit_errors
+            recovered = not gw.outbox.disk_full
         row = outcome(await plant.reconcile("disk full on the gateway (24 MB tmpfs)"))
     row.notes.append(f"{errors} commits refused with the disk full; the feed waited: {blocked}")
     assert blocked
+    assert reported
+    assert recovered
     check(row)
