@@ -218,7 +218,9 @@ class Uplink:
                     self._live = conn
                     await self._pump(conn)
             except asyncio.CancelledError:
-                self._close(conn, graceful=True)
+                # off the event loop: the death message waits for its PUBACK (≤ 2 s) and the
+                # join of paho's thread may wait for a pending connect
+                await asyncio.to_thread(self._close, conn)
                 raise
             except Exception as exc:  # e.g. the outbox failed: log, reconnect, try again
                 if str(exc) != self._failure:  # with its traceback once, not at every retry
@@ -412,9 +414,10 @@ class Uplink:
         self.stats.connected = False
         self.stats.last_error = reason
 
-    def _close(self, conn: _Connection, *, graceful: bool) -> None:
+    def _close(self, conn: _Connection) -> None:
+        """Stop the client gracefully: the death message first, when connected."""
         death = None if self._session is None else self._session.death()
-        if graceful and self.stats.connected and death is not None:
+        if self.stats.connected and death is not None:
             self._send(conn, death).wait_for_publish(timeout=2)
         _stop(conn.client)
         self.stats.connected = False

@@ -68,7 +68,32 @@ async def test_a_connect_into_a_silent_path_never_blocks_the_event_loop(
                     while not joined_on:  # noqa: ASYNC110 - paho's thread has no event
                         await asyncio.sleep(0.05)
                 assert uplink.stats.last_error == "no CONNACK within 0.5 s"
-                while_running = list(joined_on)  # not the stop at exit, which may block
     finally:
         outbox.close()
-    assert loop_thread not in while_running
+    assert loop_thread not in joined_on
+
+
+async def test_stopping_while_connecting_into_a_silent_path_never_blocks_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway stopping while its uplink waits for a CONNACK that cannot come: the stop
+    joins paho's thread (in its blocking connect) off the event loop as well."""
+    joined_on: list[int] = []
+    original = mqtt.Client.loop_stop
+
+    def loop_stop(self: mqtt.Client) -> mqtt.MQTTErrorCode:
+        joined_on.append(threading.get_ident())
+        return original(self)
+
+    monkeypatch.setattr(mqtt.Client, "loop_stop", loop_stop)
+    outbox = Outbox(tmp_path / "outbox.db").open()
+    try:
+        with silent_port() as port:
+            settings = MqttSettings("127.0.0.1", port, keepalive=2, connect_timeout=60)
+            async with Uplink(outbox, settings) as uplink:
+                await asyncio.sleep(0.5)  # the CONNACK wait has begun (60 s: never ends here)
+                assert not uplink.stats.connected
+    finally:
+        outbox.close()
+    assert len(joined_on) == 1  # the stop at exit
+    assert threading.get_ident() not in joined_on
