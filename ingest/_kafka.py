@@ -15,10 +15,11 @@ read again by its new owner.
 
 A broker that comes back without a partition's records or the group's offsets (a broker
 without durable storage restarted, a topic deleted and created again, offsets reset by hand)
-shows here as a partition whose offsets went back: a record below what this sink had already
-read or committed. The sink then starts a new *epoch* of that partition: it logs the event,
-counts it (``kafka_offset_resets``), forgets its offsets there, and no longer commits offsets
-of records read before it (they would point past records of the new log). Records the broker
+shows here as a partition whose offsets went back: a record, or the end of the log, below
+what this sink had already read or committed. The sink then starts a new *epoch* of that
+partition: it logs the event, counts it (``kafka_offset_resets``), reads the new log from where
+the group stands (from its start when the log ends below), and no longer commits offsets of
+records read before (they would point past records of the new log). Records the broker
 lost before the sink stored them are gone from Kafka; their gateways' next envelopes show the
 hole as a gap event in the store. An offset commit is bounded in time (aiokafka retries one
 for a topic the broker does not know forever): the records are stored, so a commit that fails
@@ -202,9 +203,24 @@ class KafkaSource(ConsumerRebalanceListener):
                     await self.queue.put(record_message(record, self._epoch.get(tp, 0)))
                     self._handed[tp] = record.offset + 1
                     self.stats.received += 1
+            await self._check_watermarks()
+
+    async def _check_watermarks(self) -> None:
+        """A partition whose log ends below what this sink read or committed is a new log.
+
+        Some brokers (Tansu) answer a fetch beyond the end of a partition with no records and
+        no OffsetOutOfRange: the consumer would wait there, and skip the new log's records
+        below that offset once it grows past it. Read it from its start instead.
+        """
+        for tp in self._owned - self._revoking:
+            high = self.consumer.highwater(tp)
+            if high is not None and high < max(self._handed.get(tp, 0), self._committed.get(tp, 0)):
+                self._went_back(tp, high)
+                await self.consumer.seek_to_beginning(tp)
 
     def _went_back(self, tp: TopicPartition, offset: int) -> None:
-        """A record below what this sink read or committed: a new log under the same name."""
+        """A record, or the end of the log, below what this sink read or committed: a new log
+        under the same name."""
         read, committed = self._handed.get(tp, 0), self._committed.get(tp, 0)
         logger.error(
             "kafka: partition %d of topic %s went back to offset %d (this sink had read to "
