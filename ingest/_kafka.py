@@ -306,6 +306,21 @@ class KafkaSource(ConsumerRebalanceListener):
             return
         self.stats.rebalances += 1
         self._revoking.update(revoked)
+        if self._membership_lost():
+            # the group no longer knows this sink (its session expired, or the broker forgot
+            # the group): the partitions may be someone else's, or their log a new one, and
+            # an empty group accepts a commit from a non-member, so offsets committed now
+            # could point past records of a new log. What the pipeline holds is still
+            # stored; its offsets are not committed (a new epoch), and read again by the
+            # next owner, whose copies are duplicates.
+            logger.warning(
+                "kafka: the group no longer knows this sink; no offset commit for what it "
+                "holds of partitions %s", sorted(tp.partition for tp in revoked),
+            )  # fmt: skip
+            for tp in revoked:
+                self._epoch[tp] = self._epoch.get(tp, 0) + 1
+                self._handed.pop(tp, None)
+                self._done.pop(tp, None)
         try:
             await asyncio.wait_for(self._drained(revoked), self.settings.rebalance_timeout / 2)
         except TimeoutError:
@@ -325,6 +340,13 @@ class KafkaSource(ConsumerRebalanceListener):
             self._handed.pop(tp, None)
             self._done.pop(tp, None)
         logger.info("partitions %s revoked", sorted(tp.partition for tp in revoked))
+
+    def _membership_lost(self) -> bool:
+        """Whether the coordinator reset this member (UnknownMemberId or IllegalGeneration):
+        aiokafka then forgets its member id before the rejoin calls the listener, which has
+        no "partitions lost" callback of its own (aiokafka 0.14)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return coordinator is not None and coordinator.member_id == ""
 
     async def _drained(self, partitions: list[TopicPartition]) -> None:
         while any(self._handed.get(tp, 0) > self._done.get(tp, 0) for tp in partitions):
