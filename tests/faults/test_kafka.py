@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from _services import TansuBroker
@@ -53,7 +54,8 @@ async def test_kafka_broker_restart(pg_dsn: str, plant_factory: Any, outcome: Re
         # provisioned again, as docs/kafka.md asks of an operator: Tansu takes records for a
         # topic it does not know and loses them once the topic exists (FINDINGS), a defect
         # of its own that would decide this scenario otherwise
-        partitions = await topic_partitions(kafka.bootstrap, plant.kafka_topic)
+        async with kafka_admin(kafka.bootstrap) as admin:
+            (described,) = await admin.describe_topics([plant.kafka_topic])
         held = [plant.bridge.popen, plant.sink.popen]
         for proc in held:
             proc.send_signal(signal.SIGSTOP)
@@ -61,7 +63,9 @@ async def test_kafka_broker_restart(pg_dsn: str, plant_factory: Any, outcome: Re
             await asyncio.to_thread(kafka.kill)
             await asyncio.sleep(2)
             await asyncio.to_thread(kafka.start)
-            await create_topic(kafka.bootstrap, plant.kafka_topic, partitions)
+            async with kafka_admin(kafka.bootstrap) as admin:
+                topic = NewTopic(plant.kafka_topic, len(described["partitions"]), 1)
+                await admin.create_topics([topic])
         finally:
             for proc in held:
                 proc.send_signal(signal.SIGCONT)
@@ -90,21 +94,12 @@ async def test_kafka_broker_restart(pg_dsn: str, plant_factory: Any, outcome: Re
     assert row.passed, f"{row.verdict} ({'; '.join(row.notes)})"
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> int:
+@asynccontextmanager
+async def kafka_admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([topic])
-        return len(described["partitions"])
-    finally:
-        await admin.close()
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
+        yield admin
     finally:
         await admin.close()
 
