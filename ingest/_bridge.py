@@ -64,8 +64,6 @@ class Bridge:
         )
         self.stats = BridgeStats()
         self._renewed = 0.0
-        #: replaced producers still delivering or failing what they hold
-        self._retiring: set[asyncio.Task[None]] = set()
         self.health: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
@@ -130,10 +128,6 @@ class Bridge:
 
     async def _stop_producer(self) -> None:
         await self.producer.stop()  # the current one: it may have been replaced
-        if self._retiring:
-            _, late = await asyncio.wait(self._retiring, timeout=_BACKOFF_MAX)
-            for task in late:
-                task.cancel()
 
     async def _renew_producer(self) -> None:
         """Replace the producer after a failed delivery (see the module doc)."""
@@ -152,17 +146,11 @@ class Bridge:
         old, self.producer = self.producer, producer
         self.stats.producers += 1
         logger.warning("bridge: a delivery failed; producing through a new Kafka producer")
-        # the old one delivers or fails what it holds (_confirm sends the failed records
-        # again) and closes; not awaited here, since a retriable error can keep it trying
-        # until its delivery timeout
-        task = asyncio.create_task(old.stop(), name="bridge-retired-producer")
-        self._retiring.add(task)
-        task.add_done_callback(self._retired)
-
-    def _retired(self, task: asyncio.Task[None]) -> None:
-        self._retiring.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.debug("a replaced producer did not close cleanly: %r", task.exception())
+        # records still in the old one fail or arrive; _confirm sends the failed ones again
+        try:
+            await asyncio.wait_for(old.stop(), _BACKOFF_MAX)
+        except (KafkaError, TimeoutError) as exc:
+            logger.debug("the replaced producer did not stop cleanly: %r", exc)
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
