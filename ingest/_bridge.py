@@ -7,12 +7,6 @@ headers, the gateway part of the topic as the key (:func:`ingest._kafka.partitio
 MQTT message is acknowledged only after Kafka has acknowledged the record (``acks=all``), in
 the order received. A produce that fails is sent again until it succeeds; meanwhile the queue
 fills, paho stops reading and the MQTT broker keeps the rest in the bridge's session.
-
-A failed delivery also replaces the producer (at most once per backoff period): a producer
-can stay broken while a new one works. Tansu, restarted empty, takes records for a topic it
-has forgotten; once the topic is created again (by any client's metadata request) it answers
-every produce of a producer from before that moment with UnknownError, and those of a new
-producer normally.
 """
 
 from __future__ import annotations
@@ -20,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -43,8 +36,6 @@ class BridgeStats:
     def __init__(self) -> None:
         self.produced = 0
         self.retries = 0
-        #: producers made to replace one whose deliveries failed
-        self.producers = 0
         self.kafka_up = True
         self.last_error: str | None = None
 
@@ -63,7 +54,6 @@ class Bridge:
             config.queue_messages
         )
         self.stats = BridgeStats()
-        self._renewed = 0.0
         self.health: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stack: contextlib.AsyncExitStack | None = None
@@ -78,7 +68,12 @@ class Bridge:
 
     async def __aenter__(self) -> Bridge:
         k = self.config.kafka
-        self.producer = producer = self._new_producer()
+        self.producer = producer = AIOKafkaProducer(
+            **client_args(k),
+            acks="all",
+            enable_idempotence=k.idempotent,
+            linger_ms=round(k.linger * 1000),
+        )
         async with contextlib.AsyncExitStack() as stack:
             try:
                 await producer.start()
@@ -86,7 +81,7 @@ class Bridge:
                 await producer.stop()
                 raise SourceUnavailable(f"kafka {','.join(k.brokers)}: {exc}") from None
             # after the tasks stopped: sends what the producer still holds
-            stack.push_async_callback(self._stop_producer)
+            stack.push_async_callback(producer.stop)
             self._tasks = [
                 asyncio.create_task(self._forward(), name="bridge-forward"),
                 asyncio.create_task(self._confirm(), name="bridge-confirm"),
@@ -116,41 +111,6 @@ class Bridge:
         done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()
-
-    def _new_producer(self) -> AIOKafkaProducer:
-        k = self.config.kafka
-        return AIOKafkaProducer(
-            **client_args(k),
-            acks="all",
-            enable_idempotence=k.idempotent,
-            linger_ms=round(k.linger * 1000),
-        )
-
-    async def _stop_producer(self) -> None:
-        await self.producer.stop()  # the current one: it may have been replaced
-
-    async def _renew_producer(self) -> None:
-        """Replace the producer after a failed delivery (see the module doc)."""
-        now = time.monotonic()
-        if now - self._renewed < _BACKOFF_MAX:
-            return
-        self._renewed = now
-        producer = self._new_producer()
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            # broker away: keep the old one, which reconnects by itself
-            await producer.stop()
-            self._trouble(exc)
-            return
-        old, self.producer = self.producer, producer
-        self.stats.producers += 1
-        logger.warning("bridge: a delivery failed; producing through a new Kafka producer")
-        # records still in the old one fail or arrive; _confirm sends the failed ones again
-        try:
-            await asyncio.wait_for(old.stop(), _BACKOFF_MAX)
-        except (KafkaError, TimeoutError) as exc:
-            logger.debug("the replaced producer did not stop cleanly: %r", exc)
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
@@ -195,7 +155,6 @@ class Bridge:
                     self.stats.retries += 1
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _BACKOFF_MAX)
-                    await self._renew_producer()
                     delivery = await self._send(msg)
             if not self.stats.kafka_up:
                 logger.info("kafka reachable again")

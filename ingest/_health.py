@@ -97,8 +97,6 @@ class _BridgeCollector(Collector):
             ("messages_produced", "messages Kafka acknowledged (then acknowledged to MQTT)",
              bridge.produced),
             ("produce_retries", "produces that failed and were sent again", bridge.retries),
-            ("producers_renewed", "Kafka producers replaced after a failed delivery",
-             bridge.producers),
         ):  # fmt: skip
             yield CounterMetricFamily(f"guantong_ingest_bridge_{name}", doc, value=value)
         yield GaugeMetricFamily(
