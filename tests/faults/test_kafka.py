@@ -52,7 +52,7 @@ async def test_kafka_broker_restart(pg_dsn: str, plant_factory: Any, outcome: Re
         await plant.grows(within=60)
         # the bridge and the sink are held while the broker restarts and its topic is
         # provisioned again, as docs/kafka.md asks of an operator: Tansu takes records for a
-        # topic it does not know and loses them once the topic exists (FINDINGS), a defect
+        # topic it does not know and loses them once the topic exists (docs/kafka.md), a defect
         # of its own that would decide this scenario otherwise
         async with kafka_admin(kafka.bootstrap) as admin:
             (described,) = await admin.describe_topics([plant.kafka_topic])
