@@ -55,9 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import yaml
-from _services import MosquittoBroker, free_port, kiln_works
+from _services import MosquittoBroker, fetch, free_port, kiln_works, wait_until
 
 import simulators
 from edge import Batch, Quality, Sample
@@ -214,24 +213,6 @@ def _get(url: str) -> Any:
     return response.json() if response.status_code == 200 else None
 
 
-async def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll ``check`` in a thread until it is truthy; TimeoutError naming ``what``."""
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                value = await asyncio.to_thread(check)
-                if value:
-                    return value
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise TimeoutError(f"not {what} within {within:.0f} s") from None
-
-
-def fetch(dsn: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, connect_timeout=5) as conn:
-        return conn.execute(query, params or None).fetchall()  # type: ignore[arg-type]
-
-
 class Plant:
     """The pipeline of one scenario; ``async with`` starts it all and stops it all.
 
@@ -379,7 +360,7 @@ class Plant:
             await self.sink_up()
         if self.fed is None:
             self.sim.start()
-            await wait_for(lambda: _get(self.control("/machines")), 30, "simulator serving")
+            await wait_until(lambda: _get(self.control("/machines")), 30, "simulator serving")
         await self.ingest_subscribed()
         if self.fed is None:
             self.gateway.start()
@@ -387,7 +368,7 @@ class Plant:
 
     async def sink_up(self, within: float = 60) -> None:
         url = f"http://127.0.0.1:{self.sink_health}/healthz"
-        await wait_for(lambda: _get(url), within, "sink healthy")
+        await wait_until(lambda: _get(url), within, "sink healthy")
 
     def control(self, path: str) -> str:
         return f"http://127.0.0.1:{self.control_port}{path}"
@@ -399,10 +380,10 @@ class Plant:
             body = _get(url)
             return bool(body and body.get("mqtt", {}).get("subscribed"))
 
-        await wait_for(check, within, "ingest subscribed")
+        await wait_until(check, within, "ingest subscribed")
 
     async def gateway_up(self, within: float = 60) -> None:
-        await wait_for(lambda: _get(self.gateway_health()), within, "gateway healthy")
+        await wait_until(lambda: _get(self.gateway_health()), within, "gateway healthy")
 
     def gateway_health(self) -> str:
         return f"http://127.0.0.1:{self.gw_health}/healthz"
@@ -431,7 +412,7 @@ class Plant:
     async def grows(self, within: float = 30) -> None:
         """Wait until the store has taken at least one more envelope."""
         before = await self.receipts()
-        await wait_for(lambda: fetch(self.dsn, "SELECT count(*) FROM receipt")[0][0] > before,
+        await wait_until(lambda: fetch(self.dsn, "SELECT count(*) FROM receipt")[0][0] > before,
                        within, "receiving envelopes")  # fmt: skip
 
     async def kit_wait(self, check: Callable[[], Any], within: float = 1800) -> Any:
@@ -464,7 +445,7 @@ class Plant:
         if book.undelivered:
             out.reasons.append(f"{book.undelivered} envelopes never delivered")
         try:
-            await wait_for(lambda: self._chain_done(book.head), within, "the whole chain stored")
+            await wait_until(lambda: self._chain_done(book.head), within, "the whole chain stored")
         except TimeoutError as exc:
             out.notes.append(str(exc))
         await asyncio.to_thread(self._count, book, out)

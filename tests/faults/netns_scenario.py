@@ -25,9 +25,9 @@ from typing import Any
 
 import httpx
 import pytest
-from _services import MosquittoBroker, free_port
+from _services import MosquittoBroker, fetch, free_port, wait_until
 from _services._base import accepts_tcp
-from faults._harness import Plant, fetch, load_average, wait_for
+from faults._harness import Plant, load_average
 
 #: where the outcome goes; set by the outer test, which also made the namespace
 RESULT_ENV = "GUANTONG_NETCUT_RESULT"
@@ -126,7 +126,7 @@ async def test_network_cut_inside_the_namespace(pg_dsn: str, plant_factory: Any)
             # the cut is silent for the gateway's path only
             assert await asyncio.to_thread(connect_outcome, gateway_port) == "timed out"
             assert await asyncio.to_thread(accepts_tcp, "127.0.0.1", broker.port)
-            await wait_for(
+            await wait_until(
                 lambda: metric(plant, "uplink_connected") == 0, CUT_SECONDS, "gateway noticed"
             )
             noticed = loop.time() - started
@@ -143,7 +143,7 @@ async def test_network_cut_inside_the_namespace(pg_dsn: str, plant_factory: Any)
         finally:
             await asyncio.to_thread(cut.remove)
         mended = loop.time()
-        await wait_for(
+        await wait_until(
             lambda: (metric(plant, "uplink_connects") or 0) > connects, 60, "gateway reconnected"
         )
         back = loop.time() - mended

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from _services import TansuBroker
+from _services import TansuBroker, fetch
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from faults._harness import Outcome, Plant, _ranges, fetch
+from faults._harness import Outcome, Plant, _ranges
 
 from gateway.protocol import decode_json, parse_topic
 from ingest._kafka import TOPIC_HEADER

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from _services import MosquittoBroker, PostgresCluster, PostgresServer
-from faults._harness import Outcome, Plant, fetch
+from _services import MosquittoBroker, PostgresCluster, PostgresServer, fetch
+from faults._harness import Outcome, Plant
 
 Record = Callable[[Outcome], Outcome]
 
