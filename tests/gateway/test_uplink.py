@@ -43,21 +43,27 @@ def silent_port() -> Iterator[int]:
             sock.close()
 
 
+@pytest.fixture
+def joined_on(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads that joined a paho client's network thread (``loop_stop``), in order."""
+    threads: list[int] = []
+    original = mqtt.Client.loop_stop
+
+    def loop_stop(self: mqtt.Client) -> mqtt.MQTTErrorCode:
+        threads.append(threading.get_ident())
+        return original(self)
+
+    monkeypatch.setattr(mqtt.Client, "loop_stop", loop_stop)
+    return threads
+
+
 async def test_a_connect_into_a_silent_path_never_blocks_the_event_loop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, joined_on: list[int]
 ) -> None:
     """paho's network thread sits in a blocking TCP connect (its own 5 s timeout) when the
     path drops packets; stopping that client joins the thread. The uplink gives up on the
     CONNACK sooner and must stop the client off the event loop, or every reconnect attempt of
     a network cut would freeze the gateway's polling for seconds."""
-    joined_on: list[int] = []
-    original = mqtt.Client.loop_stop
-
-    def loop_stop(self: mqtt.Client) -> mqtt.MQTTErrorCode:
-        joined_on.append(threading.get_ident())
-        return original(self)
-
-    monkeypatch.setattr(mqtt.Client, "loop_stop", loop_stop)
     loop_thread = threading.get_ident()
     outbox = Outbox(tmp_path / "outbox.db").open()
     try:
@@ -74,18 +80,10 @@ async def test_a_connect_into_a_silent_path_never_blocks_the_event_loop(
 
 
 async def test_stopping_while_connecting_into_a_silent_path_never_blocks_the_event_loop(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, joined_on: list[int]
 ) -> None:
     """The gateway stopping while its uplink waits for a CONNACK that cannot come: the stop
     joins paho's thread (in its blocking connect) off the event loop as well."""
-    joined_on: list[int] = []
-    original = mqtt.Client.loop_stop
-
-    def loop_stop(self: mqtt.Client) -> mqtt.MQTTErrorCode:
-        joined_on.append(threading.get_ident())
-        return original(self)
-
-    monkeypatch.setattr(mqtt.Client, "loop_stop", loop_stop)
     outbox = Outbox(tmp_path / "outbox.db").open()
     try:
         with silent_port() as port:
