@@ -149,7 +149,8 @@ class Outbox:
             if check != "ok":
                 db.close()
                 raise OutboxError(self.path, f"integrity check failed: {check}")
-            db.executescript(_SCHEMA + _attest.SCHEMA)
+            db.executescript(_SCHEMA)
+            _attest.prepare(db)
         except sqlite3.DatabaseError as exc:
             raise OutboxError(self.path, str(exc)) from exc
         self._db = db
@@ -193,6 +194,11 @@ class Outbox:
 
     def close(self) -> None:
         if self._db is not None:
+            with self._lock:
+                try:
+                    _attest.fold_journal(self._db)
+                except sqlite3.DatabaseError as exc:  # the next open folds it
+                    logger.warning("outbox %s: counts not folded at close: %s", self.path, exc)
             self._db.close()
             self._db = None
 
