@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _bench import Figures, add_json_option, cpu_seconds, in_child, spawn, start_mosquitto
+from _bench import (
+    Figures,
+    add_json_option,
+    cpu_seconds,
+    in_child,
+    peak_rss_mb,
+    spawn,
+    start_mosquitto,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -149,7 +156,7 @@ def usage(start_cpu: float, started: float, tags: int) -> dict[str, float]:
         "seconds": elapsed,
         "tags_per_s": tags / elapsed,
         "cpu_per_100k": cpu / tags * 100_000 if tags else float("nan"),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -277,7 +284,7 @@ async def run_baseline(plan: list[list[int]], seconds: float) -> dict[str, Any]:
 
 
 def rss_mb() -> float:
-    """Resident set size now (Linux), where ``ru_maxrss`` is the peak so far."""
+    """Resident set size now (Linux), where ``VmHWM`` is the peak so far."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -295,7 +302,7 @@ async def run_gateway(config_file: str, seconds: float) -> dict[str, Any]:
     loaded = {
         "load_s": time.perf_counter() - began,
         "loaded_rss_mb": rss_mb(),
-        "loaded_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loaded_peak_mb": peak_rss_mb(),
     }
     gateway_run = running(config, drain_timeout=5)
     del config  # the gateway holds what it keeps, as in the CLI
