@@ -43,13 +43,14 @@ SCHEMA = (
     samples INTEGER NOT NULL,
     PRIMARY KEY (start, period_end, device, tag)
 ) WITHOUT ROWID""",
-    # per transaction, a row per (period, device): {tag: samples}
+    # per transaction, a row per (period, device): {tag: samples}; total: the journal's
+    # entries up to this row (the newest row says when to fold, without a scan)
     """CREATE TABLE IF NOT EXISTS tally_log (
     id INTEGER PRIMARY KEY,
     start INTEGER NOT NULL,
     period_end INTEGER NOT NULL,
     device TEXT NOT NULL,
-    entries INTEGER NOT NULL,
+    total INTEGER NOT NULL,
     counts TEXT NOT NULL
 )""",
     # per transaction, a row per device: {tag: the newest ts counted}
@@ -170,17 +171,22 @@ class Tally:
         if not self.periods:
             return  # nothing counted, no newer ts
         dumps = _encoder.encode
+        newest = db.execute("SELECT total FROM tally_log ORDER BY id DESC LIMIT 1").fetchone()
+        total = 0 if newest is None else newest[0]
+        rows = []
+        for key, tags in self.periods.items():
+            total += len(tags)
+            rows.append((*key, total, dumps(tags)))
         db.executemany(
-            "INSERT INTO tally_log (start, period_end, device, entries, counts) "
+            "INSERT INTO tally_log (start, period_end, device, total, counts) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(*key, len(tags), dumps(tags)) for key, tags in self.periods.items()],
+            rows,
         )
         db.executemany(
             "INSERT INTO last_log (device, last) VALUES (?, ?)",
             [(device, dumps(tags)) for device, tags in self.last.items()],
         )
-        (journal,) = db.execute("SELECT sum(entries) FROM tally_log").fetchone()
-        if journal >= FOLD_ENTRIES:
+        if total >= FOLD_ENTRIES:
             fold(db)
 
 
