@@ -7,6 +7,7 @@ silently but that hides a mistake, such as a key given twice, is an error too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,12 @@ def load(path: str | Path, kind: str | None = None) -> BaseModel:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigFileError([Problem(name, None, "", f"cannot read: {exc.strerror}")]) from None
+    context = {"base_dir": path.parent}
     try:
-        data = _data(text)
+        try:
+            data = _data(text, _streamed(kind, context))
+        except ValidationError:
+            data = _data(text)  # as in the file, for errors that say where they are
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -151,7 +156,6 @@ def load(path: str | Path, kind: str | None = None) -> BaseModel:
         raise ConfigFileError(
             [Problem(name, _line_of(_tree(text), ("kind",)), "", f"{why}; one of {known}")]
         )
-    context = {"base_dir": path.parent}
     try:
         _validate_items(kind, data, context)
     except ValidationError:
@@ -167,17 +171,19 @@ def load(path: str | Path, kind: str | None = None) -> BaseModel:
         raise ConfigFileError(problems) from None
 
 
-def _data(text: str) -> Any:
+def _data(text: str, items: tuple[str, Callable[[Any], Any]] | None = None) -> Any:
     """The document's data; raises :class:`yaml.YAMLError`.
 
     Built from libyaml's events, without the node tree that ``yaml.load`` composes first
     (a 100,000-tag gateway config: 340 MB of nodes, which the process then keeps in its
     heap). Anything beyond plain mappings, sequences and scalars of the core schema (explicit
     tags, merge keys, unhashable keys), and every error, goes the way of ``yaml.load``, so
-    results and messages stay PyYAML's.
+    results and messages stay PyYAML's. ``items`` (a top-level key and a function) turns each
+    item of the list under that key as soon as it is built, so that the raw data of one item
+    at a time is alive; what the function raises is raised.
     """
     try:
-        return _from_events(text)
+        return _from_events(text, items)
     except (_Unusual, yaml.YAMLError):
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
@@ -190,14 +196,14 @@ _MAP = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
 _SEQ = yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG
 
 
-def _from_events(text: str) -> Any:
+def _from_events(text: str, items: tuple[str, Callable[[Any], Any]] | None = None) -> Any:
     loader = _StrictLoader(text)
     try:
         loader.get_event()  # stream start
         if loader.check_event(yaml.StreamEndEvent):
             return None
         loader.get_event()  # document start
-        data = _construct(loader, loader.get_event(), {})
+        data = _construct(loader, loader.get_event(), {}, items)
         loader.get_event()  # document end
         if not loader.check_event(yaml.StreamEndEvent):
             raise _Unusual  # a second document: yaml.load names the error
@@ -206,7 +212,12 @@ def _from_events(text: str) -> Any:
         loader.dispose()
 
 
-def _construct(loader: _StrictLoader, event: yaml.Event, anchors: dict[str, Any]) -> Any:
+def _construct(
+    loader: _StrictLoader,
+    event: yaml.Event,
+    anchors: dict[str, Any],
+    items: tuple[str, Callable[[Any], Any]] | None = None,
+) -> Any:
     if isinstance(event, yaml.AliasEvent):
         if event.anchor not in anchors:
             raise _Unusual
@@ -217,23 +228,39 @@ def _construct(loader: _StrictLoader, event: yaml.Event, anchors: dict[str, Any]
             anchors[event.anchor] = value
         return value
     if isinstance(event, yaml.SequenceStartEvent) and event.tag in (None, "!", _SEQ):
-        items: list[Any] = []
-        if event.anchor is not None:
-            anchors[event.anchor] = items
-        while not loader.check_event(yaml.SequenceEndEvent):
-            items.append(_construct(loader, loader.get_event(), anchors))
-        loader.get_event()
-        return items
+        return _sequence(loader, event, anchors)
     if isinstance(event, yaml.MappingStartEvent) and event.tag in (None, "!", _MAP):
         mapping: dict[Any, Any] = {}
         if event.anchor is not None:
             anchors[event.anchor] = mapping
         while not loader.check_event(yaml.MappingEndEvent):
             key = _key(loader, loader.get_event(), anchors, mapping)
-            mapping[key] = _construct(loader, loader.get_event(), anchors)
+            value = loader.get_event()
+            if items is not None and key == items[0] and isinstance(value, yaml.SequenceStartEvent):
+                mapping[key] = _sequence(loader, value, anchors, items[1])
+            else:
+                mapping[key] = _construct(loader, value, anchors)
         loader.get_event()
         return mapping
     raise _Unusual
+
+
+def _sequence(
+    loader: _StrictLoader,
+    event: yaml.SequenceStartEvent,
+    anchors: dict[str, Any],
+    each: Callable[[Any], Any] | None = None,
+) -> list[Any]:
+    if event.tag not in (None, "!", _SEQ):
+        raise _Unusual
+    items: list[Any] = []
+    if event.anchor is not None:
+        anchors[event.anchor] = items
+    while not loader.check_event(yaml.SequenceEndEvent):
+        item = _construct(loader, loader.get_event(), anchors)
+        items.append(item if each is None else each(item))
+    loader.get_event()
+    return items
 
 
 def _key(
@@ -266,6 +293,14 @@ def _scalar(loader: _StrictLoader, event: yaml.ScalarEvent) -> Any:
 _ITEMS: dict[str, tuple[str, type[BaseModel]]] = {"gateway": ("devices", Device)}
 
 
+def _streamed(kind: str | None, context: dict[str, Any]) -> tuple[str, Callable[[Any], Any]] | None:
+    """For a file read as ``kind``: its big list's key, and the validation of an item."""
+    if kind not in _ITEMS:
+        return None
+    field, model = _ITEMS[kind]
+    return field, lambda item: model.model_validate(item, context=context)
+
+
 def _validate_items(kind: str, data: dict[str, Any], context: dict[str, Any]) -> None:
     """Replace the items of the kind's big list by their models, one at a time.
 
@@ -279,7 +314,8 @@ def _validate_items(kind: str, data: dict[str, Any], context: dict[str, Any]) ->
     if not isinstance(items, list):
         return
     for i, item in enumerate(items):
-        items[i] = model.model_validate(item, context=context)
+        if not isinstance(item, model):  # not validated as the file was read
+            items[i] = model.model_validate(item, context=context)
 
 
 def _tree(text: str) -> yaml.Node | None:

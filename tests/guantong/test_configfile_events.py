@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
+from gateway.config import GatewayConfig
 from guantong._configfile import ConfigFileError, _data, _from_events, _StrictLoader, _Unusual, load
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PLAIN = [
     "",
@@ -68,3 +73,34 @@ def test_yaml_errors_are_pyyaml_s(tmp_path, text: str, message: str) -> None:  #
     with pytest.raises(ConfigFileError) as info:
         load(path, "gateway")
     assert str(info.value).startswith(str(tmp_path / message))
+
+
+CASES = [
+    case
+    for case in sorted((Path(__file__).parent / "config_cases").iterdir())
+    if (case / "config.yaml").read_text(encoding="utf-8").startswith("kind: gateway\n")
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_devices_validated_as_the_file_is_read_give_the_same_errors(case: Path) -> None:
+    """``load(path, "gateway")`` validates each device as it is read; ``load(path)`` (the kind
+    from the file) afterwards: the errors are the same, with file, line, device and tag."""
+    config = case / "config.yaml"
+    with pytest.raises(ConfigFileError) as own:
+        load(config)
+    with pytest.raises(ConfigFileError) as streamed:
+        load(config, "gateway")
+    assert str(streamed.value) == str(own.value)
+
+
+def test_devices_validated_as_the_file_is_read_make_the_same_config(tmp_path: Path) -> None:
+    text = (ROOT / "configs" / "gateway.example.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text, encoding="utf-8")
+    (tmp_path / "gateway.key").write_bytes(b"")
+    data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    whole = GatewayConfig.model_validate(data, context={"base_dir": tmp_path})
+    assert len(whole.devices) > 1
+    assert load(path, "gateway") == whole
+    assert load(path) == whole
