@@ -14,11 +14,11 @@ its source timestamp. The last ``ts`` per series is kept in the outbox with the 
 How the counts are stored: a transaction adds to the journal a row per period and device
 (``tally_log``, the counts by tag as JSON) and a row per device (``last_log``, the last
 timestamps by tag), instead of two upserts per series (at 100,000 series a second those
-upserts were a third of the gateway's CPU). Once the journal holds
-:data:`FOLD_ENTRIES` entries, at every open and with every checkpoint, SQLite folds it into
-the summed tables ``tally_folded`` and ``last_ts`` (in C, without the GIL) and empties it, in
-the transaction at hand. The view ``tally`` shows both, one row per journal entry: summed per
-``(start, period_end, device, tag)`` it is what is counted and not yet attested.
+upserts were a third of the gateway's CPU). SQLite folds the journal into the summed tables
+``tally_folded`` and ``last_ts`` (in C, without the GIL) and empties it: in a transaction of
+its own once it holds :data:`FOLD_ENTRIES` entries, at every open and clean stop, and within
+every checkpoint's transaction. The view ``tally`` shows both, one row per journal entry:
+summed per ``(start, period_end, device, tag)`` it is what is counted and not yet attested.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def prepare(db: sqlite3.Connection) -> None:
 
 
 def fold_journal(db: sqlite3.Connection) -> None:
-    """Fold the journal in a transaction of its own (at a clean stop: an outbox left so can
-    be taken back to the summed table alone, docs/operations.md)."""
+    """Fold the journal in a transaction of its own: once it is full, and at a clean stop (an
+    outbox left so can be taken back to the summed table alone, docs/operations.md)."""
     _in_transaction(db, lambda: fold(db))
 
 
@@ -186,8 +186,16 @@ class Tally:
             "INSERT INTO last_log (device, last) VALUES (?, ?)",
             [(device, dumps(tags)) for device, tags in self.last.items()],
         )
-        if total >= FOLD_ENTRIES:
-            fold(db)
+
+
+def journal_full(db: sqlite3.Connection) -> bool:
+    """Whether the journal holds :data:`FOLD_ENTRIES` entries: time to :func:`fold_journal`.
+
+    The fold is a transaction of its own after the commit, not part of it: a commit stays as
+    small as its envelopes (the outbox commits in small transactions on a full disk).
+    """
+    newest = db.execute("SELECT total FROM tally_log ORDER BY id DESC LIMIT 1").fetchone()
+    return newest is not None and newest[0] >= FOLD_ENTRIES
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"))

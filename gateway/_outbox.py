@@ -132,6 +132,7 @@ class Outbox:
         self._synchronous = synchronous
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._fold_failing = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -302,7 +303,23 @@ class Outbox:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise OutboxError(self.path, str(exc)) from exc
+            if tally is not None and _attest.journal_full(db):
+                self._fold()
         return dropped
+
+    def _fold(self) -> None:
+        """Fold the counts' journal in a transaction of its own, after a commit: one that
+        cannot (a full disk) leaves the journal as it is, to be folded later."""
+        try:
+            _attest.fold_journal(self._conn)
+        except sqlite3.DatabaseError as exc:
+            if not self._fold_failing:
+                logger.warning(
+                    "outbox %s: counts not folded (%s); trying again later", self.path, exc
+                )
+            self._fold_failing = True
+        else:
+            self._fold_failing = False
 
     def _record_loss(self, d: Dropped) -> None:
         extended = self._conn.execute(

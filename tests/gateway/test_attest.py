@@ -224,3 +224,33 @@ def test_a_clean_stop_folds_the_journal(tmp_path: Path) -> None:
         assert _journal(tmp_path / "o.db") == 1
     assert _journal(tmp_path / "o.db") == 0
     assert _view(tmp_path / "o.db") == {(T0, T0 + 60 * SECOND, DEV, "t"): 1}
+
+
+def test_a_fold_that_fails_leaves_the_commit_and_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fold is a transaction of its own after the commit: one the disk refuses loses
+    nothing and keeps the commit, and a later one folds everything."""
+    monkeypatch.setattr(_attest, "FOLD_ENTRIES", 1)
+    real_fold = _attest.fold
+
+    def full(_db: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    path = tmp_path / "o.db"
+    with Outbox(path, reserve_bytes=0) as box:
+        monkeypatch.setattr(_attest, "fold", full)
+        attestor = Attestor(60, box.last_ts(), now=T0, grace=SECOND)
+        for seq in (1, 2):
+            tally = attestor.tally([(DEV, samples(T0 + seq))])
+            box.append([(seq, "t", b"x", 1)], Head(seq, p.GENESIS), tally=tally)
+            attestor.committed(tally)
+        assert box.head() == Head(2, p.GENESIS)
+        assert _journal(path) == 2
+        assert box.counts(T0 + 60 * SECOND) == [(T0, T0 + 60 * SECOND, DEV, "t", 2)]
+        assert caplog.text.count("counts not folded") == 1, "a state change is logged once"
+        monkeypatch.setattr(_attest, "fold", real_fold)
+        tally = attestor.tally([(DEV, samples(T0 + 3))])
+        box.append([(3, "t", b"x", 1)], Head(3, p.GENESIS), tally=tally)
+        assert _journal(path) == 0
+        assert box.counts(T0 + 60 * SECOND) == [(T0, T0 + 60 * SECOND, DEV, "t", 3)]
