@@ -38,7 +38,7 @@ from edge import Quality as EdgeQuality
 from edge import Sample as EdgeSample
 from gateway import protocol
 from gateway._attest import Attested, Attestor
-from gateway._outbox import Dropped, Head, Outbox, OutboxError
+from gateway._outbox import Dropped, Head, Outbox, OutboxDiskFull, OutboxError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ _QUALITY = {q: protocol.Quality[q.name] for q in EdgeQuality}
 _ORIGIN = Head(0, protocol.GENESIS)
 #: bytes per outbox transaction while the outbox refuses commits
 _SMALL_COMMIT = 256 << 10
+#: seconds between tries while the disk is full: a refusal costs a statvfs and a checkpoint
+#: of an empty WAL, and acknowledgements may free room at any moment
+_DISK_FULL_RETRY = 0.5
 
 
 class _Unfinished(Exception):
@@ -248,10 +251,23 @@ class EnvelopeWriter:
             left = sum(len(samples) for _, samples in self._ready)
             logger.error("stopping with %d samples the outbox would not take", left)
             raise failed.__cause__ or failed
+        full = isinstance(failed.__cause__, OutboxDiskFull)
         if not self._failing:
-            logger.error("the outbox refuses envelopes (%s); retrying", failed.__cause__)
+            left = sum(len(samples) for _, samples in self._ready)
+            if full:
+                logger.error(
+                    "%s; holding %d samples (and the drivers) back until acknowledged "
+                    "envelopes free room",
+                    failed.__cause__,
+                    left,
+                )
+            else:
+                logger.error("the outbox refuses envelopes (%s); retrying", failed.__cause__)
         self._failing += 1
-        await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failing, 7)))
+        if full:
+            await asyncio.sleep(_DISK_FULL_RETRY)
+        else:
+            await asyncio.sleep(min(30.0, 0.25 * 2 ** min(self._failing, 7)))
 
     async def _checkpoint_if_due(self, attestor: Attestor) -> None:
         end = attestor.due(time.time_ns() // 1000, self._attested)
@@ -260,7 +276,9 @@ class EnvelopeWriter:
         try:
             await asyncio.to_thread(self._attest, attestor, end)
         except OutboxError as exc:
-            logger.error("the outbox refuses the checkpoint to %d (%s); retrying", end, exc)
+            # once per episode: a full disk is already reported by the refused commits
+            log = logger.debug if self._failing or self._outbox.disk_full else logger.error
+            log("the outbox refuses the checkpoint to %d (%s); retrying", end, exc)
             await asyncio.sleep(1.0)
             return
         self._on_commit()
@@ -301,6 +319,9 @@ class EnvelopeWriter:
         # transaction to the WAL first, and a big one may never find that much room, while
         # small ones fit in the pages acknowledged envelopes freed
         limit = self._outbox.max_bytes // 4 if not self._failing else _SMALL_COMMIT
+        # and never more than a quarter of the disk's free room: a transaction passes through
+        # the WAL, and near full the outbox refuses one that would eat into its reserve
+        limit = min(limit, max(_SMALL_COMMIT, self._outbox.free_bytes() // 4))
         try:
             for i, (device, samples) in enumerate(ready):
                 new = self._data_rows(device, samples)
@@ -315,7 +336,10 @@ class EnvelopeWriter:
         if self._outbox.losses() and (
             not self._dropping or time.monotonic() - self._declared_at >= self._declare_every
         ):
-            self._settle_losses()
+            try:
+                self._settle_losses()
+            except OutboxError as exc:  # the ranges stay recorded: declared after a later commit
+                logger.debug("loss declaration deferred: %s", exc)
 
     def _append(
         self,

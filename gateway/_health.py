@@ -29,7 +29,8 @@ class _GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         up, writer, stream = self.gw.uplink.stats, self.gw.writer.stats, self.gw.stream.stats
-        envelopes, size = self.gw.outbox.depth()
+        box = self.gw.outbox
+        envelopes, size = box.depth()
 
         def gauge(name: str, doc: str, value: float) -> Metric:
             return GaugeMetricFamily(f"guantong_gateway_{name}", doc, value=value)
@@ -54,6 +55,10 @@ class _GatewayCollector(Collector):
         yield counter("envelopes_committed", "envelopes committed to the outbox", writer.envelopes)
         yield gauge("outbox_envelopes", "envelopes waiting in the outbox", envelopes)
         yield gauge("outbox_bytes", "payload bytes waiting in the outbox", size)
+        yield gauge(
+            "outbox_disk_full", "1 while the outbox refuses commits for want of disk", box.disk_full
+        )
+        yield gauge("outbox_disk_free_bytes", "free bytes on the outbox's disk", box.free_bytes())
         yield counter("losses_declared", "loss envelopes committed", writer.losses)
         yield counter("checkpoints", "checkpoint envelopes committed", writer.checkpoints)
         yield counter("commit_errors", "commits the outbox refused, retried", writer.commit_errors)
@@ -81,7 +86,11 @@ def create_app(gateway: Gateway, alive: Callable[[], bool]) -> Starlette:
                 "connected": gateway.uplink.stats.connected,
                 "last_error": gateway.uplink.stats.last_error,
             },
-            "outbox": {"envelopes": envelopes, "bytes": size},
+            "outbox": {
+                "envelopes": envelopes,
+                "bytes": size,
+                "disk_full": gateway.outbox.disk_full,
+            },
             "devices_down": sorted(d for d, up in gateway.writer.stats.device_up.items() if not up),
         }
         return JSONResponse(body, status_code=200 if alive() else 503)

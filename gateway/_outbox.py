@@ -18,15 +18,20 @@ The SQLite file itself is a little larger than the payload bound (1.02–1.03 ×
 for 2–20 kB envelopes, ``bench/outbox_bench.py``), plus the WAL between checkpoints.
 
 A full disk must not stop the outbox from draining: deleting acknowledged envelopes is a write
-too (pages go to the WAL), so with the disk full the backlog could never be acknowledged and
-the space never reused. Next to the file the outbox keeps a reserve, ``<file>-reserve``
-(:data:`RESERVE_BYTES` of allocated zeros); an acknowledgement that finds the disk full gives
-the reserve back and tries again, and the reserve is made anew at the next open, or once the
-outbox is empty, if there is room.
+too (pages go to the WAL first), and SQLite keeps the pages it frees for its own reuse, so the
+filesystem sees no more room after a delete than before it. The outbox therefore admits a
+commit only if, measured with ``statvfs`` and counting the free pages SQLite will reuse, it
+leaves :data:`RESERVE_BYTES` of the filesystem free; deletes and WAL checkpoints may use that
+reserve, commits may not (near full, the WAL is truncated around commits and after deletes,
+so its frames hold room only for a moment). A refused commit
+raises :class:`OutboxDiskFull` before SQLite writes anything; it is taken again once
+acknowledgements have freed room for it and a margin (so it does not flap). Control envelopes
+(loss declarations, checkpoints: no samples) may use half of the reserve.
 
 Errors::
 
     OutboxError             the outbox cannot be used (corrupt, unwritable, disk full)
+     +-- OutboxDiskFull     no room for this commit: retry once acknowledgements freed some
 """
 
 from __future__ import annotations
@@ -70,9 +75,20 @@ CREATE TABLE IF NOT EXISTS head (
 
 
 _MAX_ID = 2**63 - 1
-#: the room kept for acknowledgements on a full disk: twice SQLite's WAL auto-checkpoint
-#: (1,000 pages of 4 KiB), so the deletes and the checkpoint after them both fit
-RESERVE_BYTES = 8 << 20
+#: the room on the outbox's filesystem that commits leave free for deletes and checkpoints.
+#: Deleting up to 256 acknowledged envelopes writes 8-40 kB to the WAL (secure_delete=FAST,
+#: 2-20 kB envelopes, measured); deletes alone may grow the WAL to SQLite's auto-checkpoint,
+#: 1,000 pages of 4 KiB, before it starts over: the reserve holds that.
+RESERVE_BYTES = 4 << 20
+#: pages a commit writes besides its envelopes' (b-tree interior pages, head, tally, loss)
+_OVERHEAD_PAGES = 32
+#: SQLite's default WAL auto-checkpoint, in pages: a WAL grows to about this before it restarts
+_AUTOCHECKPOINT_PAGES = 1000
+#: free bytes beyond the reserve that a fold of the counts' journal must find: it rewrites
+#: pages of the summed counts (some 10 MB at 100,000 series) through the WAL
+_FOLD_ROOM = 64 << 20
+#: the per-frame header of a WAL frame
+_FRAME_HEADER = 24
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +99,11 @@ class OutboxError(Exception):
     def __init__(self, path: Path, reason: str) -> None:
         self.path = path
         super().__init__(f"outbox {path}: {reason}")
+
+
+class OutboxDiskFull(OutboxError):
+    """The outbox's filesystem has no room for a commit beyond the reserve (or SQLite met
+    ENOSPC): nothing was written; retry once acknowledgements have freed room."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +148,15 @@ class Outbox:
             raise ValueError("max_bytes must be positive")
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.reserve_path = self.path.with_name(self.path.name + "-reserve")
         self.reserve_bytes = reserve_bytes
+        #: True from a commit refused (or a delete failed) for want of space to the next
+        #: commit that succeeds
+        self.disk_full = False
         self._synchronous = synchronous
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._fold_failing = False
+        self._page = 4096
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -155,51 +179,16 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             raise OutboxError(self.path, str(exc)) from exc
         self._db = db
-        self._make_reserve()
+        self._page = int(db.execute("PRAGMA page_size").fetchone()[0])
+        # earlier versions kept their reserve in a file of zeros; the reserve is free space now
+        with contextlib.suppress(FileNotFoundError):
+            self.path.with_name(self.path.name + "-reserve").unlink()
         return self
-
-    def _make_reserve(self) -> bool:
-        """Allocate the reserve if it is missing and there is room; whether it is there."""
-        if self.reserve_bytes <= 0:
-            return False
-        try:
-            if self.reserve_path.stat().st_size >= self.reserve_bytes:
-                return True
-        except FileNotFoundError:
-            pass
-        try:
-            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.reserve_bytes)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                self.reserve_path.unlink()
-            logger.warning("outbox %s: no room for its reserve (%s)", self.path, exc.strerror)
-            return False
-        return True
-
-    def _release_reserve(self) -> bool:
-        try:
-            self.reserve_path.unlink()
-        except FileNotFoundError:
-            return False
-        logger.error(
-            "outbox %s: the disk is full; giving back its %d-byte reserve so that acknowledged "
-            "envelopes can be deleted",
-            self.path,
-            self.reserve_bytes,
-        )
-        return True
 
     def close(self) -> None:
         if self._db is not None:
             with self._lock:
-                try:
-                    _attest.fold_journal(self._db)
-                except sqlite3.DatabaseError as exc:  # the next open folds it
-                    logger.warning("outbox %s: counts not folded at close: %s", self.path, exc)
+                self._fold()  # or the next open does
             self._db.close()
             self._db = None
 
@@ -276,6 +265,7 @@ class Outbox:
         if incoming > self.max_bytes:
             raise OutboxError(self.path, f"{incoming} bytes do not fit in {self.max_bytes}")
         with self._lock:
+            tight = self._admit(incoming, control=not any(r[3] for r in rows))
             db = self._conn
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -302,14 +292,20 @@ class Outbox:
             except sqlite3.DatabaseError as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                raise OutboxError(self.path, str(exc)) from exc
-            if tally is not None and _attest.journal_full(db):
+                raise self._failed(exc) from exc
+            self.disk_full = False
+            if tight:  # give the WAL's room back now: acknowledgements need it
+                with contextlib.suppress(OutboxError):
+                    self._checkpoint()
+            elif tally is not None and _attest.journal_full(db):
                 self._fold()
         return dropped
 
     def _fold(self) -> None:
-        """Fold the counts' journal in a transaction of its own, after a commit: one that
-        cannot (a full disk) leaves the journal as it is, to be folded later."""
+        """Fold the counts' journal in a transaction of its own, after a commit; not while
+        room is short (the journal waits, exact as it is, to be folded later)."""
+        if self.free_bytes() - self.reserve_bytes < _FOLD_ROOM:
+            return
         try:
             _attest.fold_journal(self._conn)
         except sqlite3.DatabaseError as exc:
@@ -320,6 +316,70 @@ class Outbox:
             self._fold_failing = True
         else:
             self._fold_failing = False
+
+    # -- room on disk ---------------------------------------------------------------------------
+
+    def free_bytes(self) -> int:
+        """Bytes free on the outbox's filesystem for an unprivileged writer (``statvfs``)."""
+        st = os.statvfs(self.path.parent)
+        return st.f_bavail * st.f_frsize
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it: the WAL's room goes back to the disk."""
+        with self._lock:
+            self._checkpoint()
+
+    def _checkpoint(self) -> bool:
+        """Whether the WAL is now empty (a checkpoint stops short while a reader needs it)."""
+        try:
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise self._failed(exc) from exc
+        return not busy
+
+    def _admit(self, incoming: int, *, control: bool) -> bool:
+        """Refuse a commit of ``incoming`` payload bytes that would eat into the reserve;
+        whether room is tight (the caller then checkpoints after the commit).
+
+        A commit writes its pages to the WAL, and the checkpoint then copies them into the
+        file, which grows unless SQLite has free pages to reuse; so, counted without reuse,
+        a commit may need twice its size. Near full, the WAL is checkpointed and truncated
+        before the commit and again after it: its frames then hold room only for a moment, and
+        may take it from half of the reserve; the file's growth must leave all of it.
+        """
+        page, frame = self._page, self._page + _FRAME_HEADER
+        floor = self.reserve_bytes // 2 if control else self.reserve_bytes
+        pages = -(-incoming * 11 // (10 * page)) + _OVERHEAD_PAGES
+        free = self.free_bytes()
+        if free - floor >= pages * (page + frame) + _AUTOCHECKPOINT_PAGES * frame:
+            return False
+        truncated = self._checkpoint()
+        try:
+            reusable = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise self._failed(exc) from exc
+        # once refused, wait for acknowledgements to free a margin more, so as not to flap
+        margin = self.reserve_bytes // 4 // page if self.disk_full and self._bytes() > 0 else 0
+        grows = max(0, pages + margin - reusable) * page
+        passing = pages * frame + (0 if truncated else _AUTOCHECKPOINT_PAGES * frame)
+        free = self.free_bytes()
+        # what the file grows by is gone for good, the WAL's frames only until the checkpoint
+        if (grows and free - grows < floor) or free - grows - passing < floor // 2:
+            self.disk_full = True
+            raise OutboxDiskFull(
+                self.path,
+                f"disk full: {free} bytes free; a commit of {incoming} bytes needs {grows} "
+                f"more in the file and {passing} in passing, and {floor} are kept for "
+                "acknowledgements",
+            )
+        return True
+
+    def _failed(self, exc: sqlite3.DatabaseError) -> OutboxError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == sqlite3.SQLITE_FULL:
+            self.disk_full = True
+            return OutboxDiskFull(self.path, f"disk full: {exc}")
+        return OutboxError(self.path, str(exc))
 
     def _record_loss(self, d: Dropped) -> None:
         extended = self._conn.execute(
@@ -390,19 +450,14 @@ class Outbox:
         keys = [(i,) for i in ids]
         if not keys:
             return 0
-        with self._lock:  # a commit cannot take the room the reserve gives back
+        with self._lock:
             try:
                 removed = self._delete(keys)
             except sqlite3.DatabaseError as exc:
-                full = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-                if not (full and self._release_reserve()):
-                    raise OutboxError(self.path, str(exc)) from exc
-                try:
-                    removed = self._delete(keys)
-                except sqlite3.DatabaseError as again:
-                    raise OutboxError(self.path, str(again)) from again
-            if not self.reserve_path.exists() and self._bytes() == 0:
-                self._make_reserve()
+                raise self._failed(exc) from exc
+            if self.disk_full:  # the WAL's room goes back to the disk for the next ones
+                with contextlib.suppress(OutboxError):
+                    self._checkpoint()
         return removed
 
     def _delete(self, keys: list[tuple[int]]) -> int:

@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway._outbox import Entry, Outbox
+from gateway._outbox import Entry, Outbox, OutboxError
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class Uplink:
         self._backoff = (backoff_initial, backoff_max)
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
+        #: acknowledged envelopes the outbox could not delete yet (disk full): tried again
+        self._undeleted: list[int] = []
+        self._failure: str | None = None  # the last failure of the connection loop, logged
         self._task: asyncio.Task[None] | None = None
         self.stats = UplinkStats()
 
@@ -215,14 +218,21 @@ class Uplink:
                     self._live = conn
                     await self._pump(conn)
             except asyncio.CancelledError:
-                self._close(conn, graceful=True)
+                # off the event loop: the death message waits for its PUBACK (≤ 2 s) and the
+                # join of paho's thread may wait for a pending connect
+                await asyncio.to_thread(self._close, conn)
                 raise
             except Exception as exc:  # e.g. the outbox failed: log, reconnect, try again
-                logger.exception("uplink: the connection loop failed")
+                if str(exc) != self._failure:  # with its traceback once, not at every retry
+                    logger.exception("uplink: the connection loop failed")
+                self._failure = str(exc)
                 self._down(f"failed: {exc}")
             finally:
                 self._live = None
-            self._close(conn, graceful=False)
+            self.stats.connected = False
+            # joining paho's thread can wait for its pending TCP connect (paho's own 5 s
+            # timeout when the path drops packets silently): never on the event loop
+            await asyncio.to_thread(_stop, conn.client)
             logger.debug("uplink: reconnecting in %.1f s", delay)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             delay = min(delay * 2, self._backoff[1])
@@ -235,6 +245,9 @@ class Uplink:
             client_id=s.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
             clean_session=None if v5 else True,  # v5: a fresh client starts clean by default
+            # each connection gets a fresh client: paho retrying on its own thread would only
+            # keep that thread busy (in a blocking connect) when the uplink stops it
+            reconnect_on_failure=False,
         )
         client.max_inflight_messages_set(s.inflight)
         if s.username is not None:
@@ -374,10 +387,26 @@ class Uplink:
             elif kind == "disconnect":
                 self._down(f"disconnected: {value}")
                 alive = False
-        if acked:
-            self.stats.acked += self._outbox.ack(acked)
-            self._acked.set()
+        self._delete(acked)
         return alive
+
+    def _delete(self, acked: list[int]) -> None:
+        """Delete acknowledged envelopes; if the outbox cannot (its disk is full), keep their
+        ids and try again with the next ones: they are delivered, only not yet deleted."""
+        ids = self._undeleted + acked
+        if not ids:
+            return
+        try:
+            self.stats.acked += self._outbox.ack(ids)
+        except OutboxError as exc:
+            if not self._undeleted:
+                logger.error("uplink: cannot delete acknowledged envelopes (%s); retrying", exc)
+            self._undeleted = ids
+            return
+        if self._undeleted:
+            logger.info("uplink: acknowledged envelopes are deleted again")
+            self._undeleted = []
+        self._acked.set()
 
     def _down(self, reason: str) -> None:
         if self.stats.connected or self.stats.last_error is None:
@@ -385,10 +414,16 @@ class Uplink:
         self.stats.connected = False
         self.stats.last_error = reason
 
-    def _close(self, conn: _Connection, *, graceful: bool) -> None:
+    def _close(self, conn: _Connection) -> None:
+        """Stop the client gracefully: the death message first, when connected."""
         death = None if self._session is None else self._session.death()
-        if graceful and self.stats.connected and death is not None:
+        if self.stats.connected and death is not None:
             self._send(conn, death).wait_for_publish(timeout=2)
-        conn.client.disconnect()
-        conn.client.loop_stop()
+        _stop(conn.client)
         self.stats.connected = False
+
+
+def _stop(client: mqtt.Client) -> None:
+    """Disconnect and join the client's network thread (blocks while it is connecting)."""
+    client.disconnect()
+    client.loop_stop()

@@ -12,6 +12,18 @@ records. Before a rebalance takes partitions away, the rebalance listener waits 
 record already handed to the pipeline is committed (offsets included), so that the next owner
 starts exactly after them; records fetched for a partition no longer owned are dropped, and
 read again by its new owner.
+
+A broker that comes back without a partition's records or the group's offsets (a broker
+without durable storage restarted, a topic deleted and created again, offsets reset by hand)
+shows here as a partition whose offsets went back: a record, or the end of the log, below
+what this sink had already read or committed. The sink then starts a new *epoch* of that
+partition: it logs the event, counts it (``kafka_offset_resets``), reads the new log from where
+the group stands (from its start when the log ends below), and no longer commits offsets of
+records read before (they would point past records of the new log). Records the broker
+lost before the sink stored them are gone from Kafka; their gateways' next envelopes show the
+hole as a gap event in the store. An offset commit is bounded in time (aiokafka retries one
+for a topic the broker does not know forever): the records are stored, so a commit that fails
+only means they may come again, absorbed as duplicates.
 """
 
 from __future__ import annotations
@@ -59,8 +71,9 @@ def client_args(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap_servers": list(settings.brokers), "client_id": settings.client_id}
 
 
-def record_message(record: Any) -> Message:
-    """The MQTT message a record carries; ``position`` is (partition, offset).
+def record_message(record: Any, epoch: int = 0) -> Message:
+    """The MQTT message a record carries; ``position`` is (partition, offset, epoch), the
+    epoch counting how often the partition's offsets went back under this sink.
 
     A record without the topic header gets a topic naming its partition and offset, which
     the verifier quarantines as ``bad_topic``: a poison record is kept and passed, never
@@ -76,7 +89,7 @@ def record_message(record: Any) -> Message:
     except (KeyError, ValueError):
         received = record.timestamp * 1000
     tp = TopicPartition(record.topic, record.partition)
-    return Message(topic, record.value or b"", received, (tp, record.offset))
+    return Message(topic, record.value or b"", received, (tp, record.offset, epoch))
 
 
 class KafkaStats:
@@ -88,6 +101,10 @@ class KafkaStats:
         self.rebalances = 0
         #: records fetched for partitions revoked before they reached the pipeline
         self.dropped = 0
+        #: times a partition's offsets went back (the broker lost its records or the group's
+        #: offsets), and acknowledgements of records read before that, not committed
+        self.offset_resets = 0
+        self.stale_acks = 0
         self.last_error: str | None = None
 
 
@@ -116,6 +133,11 @@ class KafkaSource(ConsumerRebalanceListener):
         #: the last one whose batch committed (its offset commit may have failed)
         self._handed: dict[TopicPartition, int] = {}
         self._done: dict[TopicPartition, int] = {}
+        #: per partition, kept while partitions come and go: the offset of the last commit that
+        #: succeeded (the group's offset never goes below it unless the broker lost it), and
+        #: the epoch (see the module doc)
+        self._committed: dict[TopicPartition, int] = {}
+        self._epoch: dict[TopicPartition, int] = {}
         self._progress = asyncio.Event()
         self._fetching: asyncio.Task[None] | None = None
 
@@ -176,9 +198,62 @@ class KafkaSource(ConsumerRebalanceListener):
                         # revoked meanwhile: its next owner reads it
                         self.stats.dropped += 1
                         continue
-                    await self.queue.put(record_message(record))
+                    if record.offset < max(self._handed.get(tp, 0), self._committed.get(tp, 0)):
+                        self._went_back(tp, record.offset)
+                    await self.queue.put(record_message(record, self._epoch.get(tp, 0)))
                     self._handed[tp] = record.offset + 1
                     self.stats.received += 1
+            await self._check_watermarks()
+
+    async def _check_watermarks(self) -> None:
+        """A partition whose log ends below what this sink read or committed is a new log.
+
+        Some brokers (Tansu) answer a fetch beyond the end of a partition with no records and
+        no OffsetOutOfRange: the consumer would wait there, and skip the new log's records
+        below that offset once it grows past it. Read it from its start instead.
+        """
+        for tp in self._owned - self._revoking:
+            high = self.consumer.highwater(tp)
+            if high is not None and high < max(self._handed.get(tp, 0), self._committed.get(tp, 0)):
+                self._went_back(tp, high)
+                await self.consumer.seek_to_beginning(tp)
+
+    def _went_back(self, tp: TopicPartition, offset: int) -> None:
+        """A record, or the end of the log, below what this sink read or committed: a new log
+        under the same name."""
+        read, committed = self._handed.get(tp, 0), self._committed.get(tp, 0)
+        logger.error(
+            "kafka: partition %d of topic %s went back to offset %d (this sink had read to "
+            "%d, committed %d): the broker lost the partition's records or the group's "
+            "offsets (a broker without durable storage restarted?), or they were reset. "
+            "Records it lost before they were stored are gone; the gateways' chains show "
+            "them as gaps",
+            tp.partition, tp.topic, offset, read, committed,
+        )  # fmt: skip
+        self.stats.offset_resets += 1
+        self.stats.last_error = f"partition {tp.partition} went back to offset {offset}"
+        self._epoch[tp] = self._epoch.get(tp, 0) + 1
+        self._committed.pop(tp, None)
+        # what the pipeline holds of the old log is acknowledged without an offset commit
+        self._handed.pop(tp, None)
+        self._done.pop(tp, None)
+        self._progress.set()
+        self._ask_for_topic()
+
+    def _ask_for_topic(self) -> None:
+        """Ask the broker for the topic's metadata now, rather than in 5 minutes.
+
+        A broker that forgot the topic creates it again on that request when it creates topics
+        automatically (Tansu does; Kafka with ``auto.create.topics.enable``), and the group's
+        offset commits work again. Tansu, restarted empty, accepts records and fetches for a
+        partition of a topic it does not know but refuses their offset commits
+        (UnknownTopicOrPartition), so without this the sink could not commit until the
+        metadata's age ran out. aiokafka 0.14 has no public call for it: its consumer does the
+        same on errors of its own.
+        """
+        client = getattr(self.consumer, "_client", None)
+        if client is not None:
+            client.force_metadata_update()
 
     def _trouble(self, text: str) -> None:
         if self.stats.last_error != text:
@@ -191,21 +266,34 @@ class KafkaSource(ConsumerRebalanceListener):
         """Commit the offsets after ``messages``, whose batch has committed."""
         offsets: dict[TopicPartition, int] = {}
         for msg in messages:
-            tp, offset = msg.position  # type: ignore[misc]
+            tp, offset, epoch = msg.position  # type: ignore[misc]
+            if epoch != self._epoch.get(tp, 0):
+                # read from a log the broker has lost since: its offset means nothing now
+                self.stats.stale_acks += 1
+                continue
             offsets[tp] = max(offsets.get(tp, 0), offset + 1)
         for tp, offset in offsets.items():
             self._done[tp] = max(self._done.get(tp, 0), offset)
         owned = {tp: offset for tp, offset in offsets.items() if tp in self._owned}
         if owned:
+            epochs = {tp: self._epoch.get(tp, 0) for tp in owned}
             try:
-                await self.consumer.commit(owned)
-            except KafkaError as exc:
+                # aiokafka retries a commit it deems retriable without end (a topic the broker
+                # forgot: UnknownTopicOrPartition); past a session timeout the group has
+                # moved on anyway
+                async with asyncio.timeout(self.settings.session_timeout):
+                    await self.consumer.commit(owned)
+            except (KafkaError, TimeoutError) as exc:
                 # the records are stored: whoever reads them again finds duplicates
                 self.stats.commit_failures += 1
-                self._trouble(f"offset commit: {exc}")
+                self._trouble(f"offset commit: {type(exc).__name__}: {exc}".rstrip(": "))
+                self._ask_for_topic()
             else:
                 self.stats.commits += 1
                 self.stats.last_error = None
+                for tp, offset in owned.items():
+                    if self._epoch.get(tp, 0) == epochs[tp]:
+                        self._committed[tp] = max(self._committed.get(tp, 0), offset)
         self.stats.acked += len(messages)
         self._progress.set()
 
@@ -218,6 +306,21 @@ class KafkaSource(ConsumerRebalanceListener):
             return
         self.stats.rebalances += 1
         self._revoking.update(revoked)
+        if self._membership_lost():
+            # the group no longer knows this sink (its session expired, or the broker forgot
+            # the group): the partitions may be someone else's, or their log a new one, and
+            # an empty group accepts a commit from a non-member, so offsets committed now
+            # could point past records of a new log. What the pipeline holds is still
+            # stored; its offsets are not committed (a new epoch), and read again by the
+            # next owner, whose copies are duplicates.
+            logger.warning(
+                "kafka: the group no longer knows this sink; no offset commit for what it "
+                "holds of partitions %s", sorted(tp.partition for tp in revoked),
+            )  # fmt: skip
+            for tp in revoked:
+                self._epoch[tp] = self._epoch.get(tp, 0) + 1
+                self._handed.pop(tp, None)
+                self._done.pop(tp, None)
         try:
             await asyncio.wait_for(self._drained(revoked), self.settings.rebalance_timeout / 2)
         except TimeoutError:
@@ -237,6 +340,13 @@ class KafkaSource(ConsumerRebalanceListener):
             self._handed.pop(tp, None)
             self._done.pop(tp, None)
         logger.info("partitions %s revoked", sorted(tp.partition for tp in revoked))
+
+    def _membership_lost(self) -> bool:
+        """Whether the coordinator reset this member (UnknownMemberId or IllegalGeneration):
+        aiokafka then forgets its member id before the rejoin calls the listener, which has
+        no "partitions lost" callback of its own (aiokafka 0.14)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        return coordinator is not None and coordinator.member_id == ""
 
     async def _drained(self, partitions: list[TopicPartition]) -> None:
         while any(self._handed.get(tp, 0) > self._done.get(tp, 0) for tp in partitions):
@@ -270,6 +380,7 @@ class KafkaSource(ConsumerRebalanceListener):
             "group": self.settings.group,
             "partitions": sorted(tp.partition for tp in self._owned),
             "lag": sum(self.lag().values()),
+            "offset_resets": self.stats.offset_resets,
             "last_error": self.stats.last_error,
         }
 
@@ -292,5 +403,9 @@ class KafkaSource(ConsumerRebalanceListener):
              self.stats.rebalances),
             ("kafka_dropped", "records fetched for partitions revoked before use",
              self.stats.dropped),
+            ("kafka_offset_resets", "times a partition's offsets went back: the broker lost "
+             "its records or the group's offsets", self.stats.offset_resets),
+            ("kafka_stale_acks", "records stored but read before their partition's offsets "
+             "went back: no offset committed for them", self.stats.stale_acks),
         ):  # fmt: skip
             yield CounterMetricFamily(f"guantong_ingest_{name}", doc, value=value)

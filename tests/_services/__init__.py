@@ -1,6 +1,7 @@
 """Real servers for the tests: PostgreSQL, Mosquitto (plain and secured), the demo's embedded
 MQTT broker (amqtt) and a Kafka broker; and ``kiln_works``, the factory file the pipeline tests
-run the PLC simulators with.
+run the PLC simulators with; ``wait_until``, ``fetch`` and ``count`` for polling and reading
+the store.
 
 ``tests/conftest.py`` turns these into fixtures; fault tests may also build private
 servers directly (``with MosquittoBroker() as broker: ...``). See ``docs/testing.md``.
@@ -24,6 +25,7 @@ from ._mosquitto import (
     secure_mosquitto,
 )
 from ._pki import CertFiles, CertificateAuthority
+from ._polling import count, fetch, wait_until
 from ._postgres import DSN_ENV, ExternalPostgres, PostgresCluster, PostgresServer
 from ._registry import Services
 from ._tansu import BOOTSTRAP_ENV, ExternalKafka, KafkaNamespace, KafkaServer, TansuBroker
@@ -51,9 +53,12 @@ __all__ = [
     "ServiceError",
     "Services",
     "TansuBroker",
+    "count",
+    "fetch",
     "free_port",
     "ingest_config",
     "kiln_works",
     "load_conftest",
     "secure_mosquitto",
+    "wait_until",
 ]

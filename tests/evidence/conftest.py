@@ -34,7 +34,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from _services import MosquittoBroker, PostgresServer, ingest_config
+from _services import MosquittoBroker, PostgresServer, count, ingest_config, wait_until
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
@@ -170,22 +170,6 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-async def wait_until(check: Callable[[], Any], within: float = 30.0) -> Any:
-    async with asyncio.timeout(within):
-        while True:
-            value = await asyncio.to_thread(check)
-            if value:
-                return value
-            await asyncio.sleep(0.05)
-
-
-def count(dsn: str, table: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608 - constant
-    assert row is not None
-    return int(row[0])
 
 
 async def fill(dsn: str, broker: MosquittoBroker, tmp: Path, start: dt.datetime) -> Plant:

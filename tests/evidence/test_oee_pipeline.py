@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresServer, free_port, ingest_config
+from _services import MosquittoBroker, PostgresServer, fetch, free_port, ingest_config, wait_until
 
 import evidence
 import identifiers
@@ -62,19 +62,6 @@ def factory(port: int) -> dict[str, Any]:
         "lines": [{"name": "Line1", "machines": [
             {"name": "cnc-1", "profile": "cnc", "endpoint": "plc", "unit_id": 1}]}],
     }  # fmt: skip
-
-
-async def wait_until(check: Any, within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if await asyncio.to_thread(check):
-                return
-            await asyncio.sleep(0.1)
-
-
-def fetch(dsn: str, query: str, *args: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, args or None).fetchall()
 
 
 async def sleep_until(t: float) -> None:

@@ -21,7 +21,15 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from _services import MosquittoBroker, PostgresServer, free_port, ingest_config, kiln_works
+from _services import (
+    MosquittoBroker,
+    PostgresServer,
+    fetch,
+    free_port,
+    ingest_config,
+    kiln_works,
+    wait_until,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
@@ -60,19 +68,6 @@ def guantong(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-async def wait_until(check: Any, within: float = 60.0) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if await asyncio.to_thread(check):
-                return
-            await asyncio.sleep(0.1)
-
-
-def fetch(dsn: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query).fetchall()
 
 
 async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:

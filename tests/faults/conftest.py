@@ -86,6 +86,8 @@ def pytest_terminal_summary(
         if r.notes:
             terminalreporter.write_line(f"  {r.scenario}: {'; '.join(r.notes)}")
     failed = sum(not r.passed for r in rows)
+    recorded = sum(r.passed and bool(r.missing) for r in rows)
     terminalreporter.write_line(
-        f"{len(rows) - failed} passed, {failed} failed (load average {load_average()})"
+        f"{len(rows) - failed - recorded} passed, {recorded} with recorded losses, {failed} "
+        f"failed (load average {load_average()})"
     )

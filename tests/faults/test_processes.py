@@ -126,6 +126,21 @@ async def test_the_reconciliation_sees_a_missing_and_an_extra_row(
     await plant.grows()
     row = await plant.reconcile("control")
     assert row.passed, row.verdict
+    # a loss declared for an envelope that arrived all the same (sent before the outbox
+    # dropped it): stored, so the declaration overstates the loss; no FAIL
+    (samples,) = (await asyncio.to_thread(
+        fetch, pg_dsn,
+        "INSERT INTO connectivity_event (gateway_id, kind, first_seq, last_seq, samples, reason, "
+        "seq) SELECT gateway_id, 'loss', seq, seq, samples, 'control', seq FROM receipt "
+        "WHERE device_id IS NOT NULL ORDER BY seq LIMIT 1 RETURNING samples",
+    ))[0]  # fmt: skip
+    over = await plant.recount("control: a stored envelope declared lost")
+    assert over.passed, over.verdict
+    assert (over.stored, over.lost) == (row.stored, 0)
+    assert any(f"overstates the loss by {samples} samples" in n for n in over.notes)
+    await asyncio.to_thread(
+        fetch, pg_dsn, "DELETE FROM connectivity_event WHERE reason = 'control' RETURNING 1"
+    )
     await asyncio.to_thread(
         fetch, pg_dsn,
         "DELETE FROM sample WHERE (series_id, ts) IN (SELECT series_id, ts FROM sample LIMIT 1) "

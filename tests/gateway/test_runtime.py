@@ -109,9 +109,12 @@ async def test_envelopes_reach_the_broker_signed_chained_with_birth_and_offline_
     assert health["status"] == "ok"
     assert health["uplink"]["connected"] is True
     assert health["devices_down"] == ["press"]
+    assert health["outbox"]["disk_full"] is False
     assert "guantong_gateway_samples_committed_total 600.0" in metrics
     assert 'guantong_gateway_device_up{device="press"} 0.0' in metrics
     assert "guantong_gateway_outbox_envelopes 0.0" in metrics
+    assert "guantong_gateway_outbox_disk_full 0.0" in metrics
+    assert "guantong_gateway_outbox_disk_free_bytes " in metrics
     check_delivery(sub.envelopes(), p.public_key_bytes(key), 30)
     await asyncio.sleep(0.2)
     statuses = sub.statuses()

@@ -5,7 +5,6 @@ broker with other tests), a publisher, and gateways' signed chains built by hand
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -13,9 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import psycopg
 import pytest
-from _services import MosquittoBroker, ingest_config
+from _services import MosquittoBroker, count, fetch, ingest_config, wait_until
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
@@ -156,25 +154,6 @@ async def register(node: identifiers.Node) -> AsyncIterator[Register]:
             await client.register(records)
 
         yield run
-
-
-async def wait_until(check: Callable[[], Any], within: float = 20.0) -> Any:
-    """Poll ``check`` (run in a thread: it may query the database) until it is truthy."""
-    async with asyncio.timeout(within):
-        while True:
-            value = await asyncio.to_thread(check)
-            if value:
-                return value
-            await asyncio.sleep(0.05)
-
-
-def fetch(dsn: str, query: str, *params: object) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params or None).fetchall()
-
-
-def count(dsn: str, table: str) -> int:
-    return int(fetch(dsn, f"SELECT count(*) FROM {table}")[0][0])  # noqa: S608 - test constant
 
 
 @pytest.fixture

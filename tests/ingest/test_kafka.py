@@ -396,3 +396,36 @@ async def test_the_bridge_acknowledges_mqtt_only_once_kafka_has_the_record(
     assert [r.value for r in records] == [payload for _, payload in sent[2:]]
     assert {dict(r.headers)[TOPIC_HEADER].decode() for r in records} == {sent[2][0]}
     assert all(r.key == partition_key(sent[2][0]) for r in records)
+
+
+async def test_a_topic_created_again_under_a_sink_is_read_from_its_start(
+    *, pg_dsn: str, node: identifiers.Node, register: Any, kafka_namespace: KafkaNamespace,
+    kit: SimpleNamespace,
+) -> None:  # fmt: skip
+    """The topic deleted and created again while a sink reads it (as a broker that lost its
+    data presents it): the partition's offsets go back below what the sink committed. The
+    sink counts the reset, reads the new log from its start and commits offsets of the new
+    log only; every envelope is stored once and the chain has no gap."""
+    ns = kafka_namespace
+    topic = await create_topic(ns, "envelopes")
+    fleet = Fleet(kit, gateways=1)
+    await fleet.register(register)
+    async with Ingest(sink_config(pg_dsn, node.url, ns, topic)) as sink:
+        await kit.wait_until(lambda: len(owned(sink)) == PARTITIONS, within=60)
+        async with producer(ns) as prod:
+            await produce(prod, topic, fleet.messages(20))
+        await kit.wait_until(lambda: sink.consumer.stats.acked == 20, within=60)
+        assert await committed_offsets(ns, topic) == 20
+        admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+            await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+        async with producer(ns) as prod:
+            await produce(prod, topic, fleet.messages(5))
+        await kit.wait_until(lambda: sink.consumer.stats.acked == 25, within=60)
+        assert sink.consumer.stats.offset_resets == 1
+        check_store(pg_dsn, kit, fleet)
+        assert await committed_offsets(ns, topic) == 5

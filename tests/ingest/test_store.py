@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from _services import fetch
 
 from ingest import Batch, MigrationError, Store, migrate
 from ingest._schema import existing_partitions
@@ -44,11 +45,6 @@ def rows_batch(rows: list[tuple]) -> Batch:
     for sid, ts, value, text, quality in rows:
         batch.add_sample(sid, ts + 946_684_800_000_000, value, text, quality)
     return batch
-
-
-def fetch(dsn: str, query: str, *params: object) -> list[tuple]:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(query, params or None).fetchall()
 
 
 def test_migrations_apply_once_and_a_newer_schema_is_refused(pg_dsn: str) -> None:
