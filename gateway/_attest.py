@@ -4,8 +4,8 @@ Counting happens as envelopes are committed: :meth:`Attestor.tally` counts the s
 the envelopes of one outbox transaction, and the outbox writes the counts in that same
 transaction (:meth:`Tally.write`), so a count exists exactly when its samples are committed,
 whatever kills the gateway. A checkpoint takes the counts of every period that is over and
-subtracts them in the transaction that commits it, and records itself as the predecessor of
-the next one (docs/protocol.md, "Checkpoints").
+subtracts them (negative journal entries) in the transaction that commits it, and records
+itself as the predecessor of the next one (docs/protocol.md, "Checkpoints").
 
 A sample whose ``ts`` equals the previous sample's of the same series is not counted: the
 store keeps one sample per ``(series, ts)``, and an OPC UA value polled again unchanged keeps
@@ -16,9 +16,9 @@ How the counts are stored: a transaction adds to the journal a row per period an
 timestamps by tag), instead of two upserts per series (at 100,000 series a second those
 upserts were a third of the gateway's CPU). SQLite folds the journal into the summed tables
 ``tally_folded`` and ``last_ts`` (in C, without the GIL) and empties it: in a transaction of
-its own once it holds :data:`FOLD_ENTRIES` entries, at every open and clean stop, and within
-every checkpoint's transaction. The view ``tally`` shows both, one row per journal entry:
-summed per ``(start, period_end, device, tag)`` it is what is counted and not yet attested.
+its own once it holds :data:`FOLD_ENTRIES` entries, and at every open and clean stop. The
+view ``tally`` shows both, one row per journal entry: summed per ``(start, period_end,
+device, tag)`` it is what is counted and not yet attested (zero once attested).
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def _in_transaction(db: sqlite3.Connection, work: Callable[[], None]) -> None:
 def fold(db: sqlite3.Connection) -> None:
     """Move the journal into the summed tables; inside the caller's transaction."""
     db.execute(_FOLD_COUNTS)
+    db.execute("DELETE FROM tally_folded WHERE samples = 0")  # attested
     db.execute(_FOLD_LAST)
     db.execute("DELETE FROM tally_log")
     db.execute("DELETE FROM last_log")
@@ -170,22 +171,27 @@ class Tally:
         """Add the counts to the outbox; inside the caller's transaction."""
         if not self.periods:
             return  # nothing counted, no newer ts
-        dumps = _encoder.encode
-        newest = db.execute("SELECT total FROM tally_log ORDER BY id DESC LIMIT 1").fetchone()
-        total = 0 if newest is None else newest[0]
-        rows = []
-        for key, tags in self.periods.items():
-            total += len(tags)
-            rows.append((*key, total, dumps(tags)))
-        db.executemany(
-            "INSERT INTO tally_log (start, period_end, device, total, counts) "
-            "VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
+        _journal_counts(db, self.periods)
         db.executemany(
             "INSERT INTO last_log (device, last) VALUES (?, ?)",
-            [(device, dumps(tags)) for device, tags in self.last.items()],
+            [(device, _encoder.encode(tags)) for device, tags in self.last.items()],
         )
+
+
+def _journal_counts(
+    db: sqlite3.Connection, periods: dict[tuple[int, int, str], dict[str, int]]
+) -> None:
+    dumps = _encoder.encode
+    newest = db.execute("SELECT total FROM tally_log ORDER BY id DESC LIMIT 1").fetchone()
+    total = 0 if newest is None else newest[0]
+    rows = []
+    for key, tags in periods.items():
+        total += len(tags)
+        rows.append((*key, total, dumps(tags)))
+    db.executemany(
+        "INSERT INTO tally_log (start, period_end, device, total, counts) VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
 
 
 def journal_full(db: sqlite3.Connection) -> bool:
@@ -204,15 +210,16 @@ _encoder = json.JSONEncoder(separators=(",", ":"))
 def write_attested(
     db: sqlite3.Connection, attested: Attested, rows: Sequence[tuple[int, int, str, str, int]]
 ) -> None:
-    """Record the checkpoint and subtract the counts it attests; inside the caller's
-    transaction."""
-    fold(db)
-    db.executemany(
-        "UPDATE tally_folded SET samples = samples - ? "
-        "WHERE start = ? AND period_end = ? AND device = ? AND tag = ?",
-        [(row[4], *row[:4]) for row in rows],
-    )
-    db.execute("DELETE FROM tally_folded WHERE samples = 0")
+    """Record the checkpoint and take the counts it attests off; inside the caller's
+    transaction.
+
+    The counts go off as negative journal entries, folded with the rest later: the
+    checkpoint's transaction stays as small as its envelope (room on disk may be short).
+    """
+    periods: dict[tuple[int, int, str], dict[str, int]] = {}
+    for start, end, device, tag, n in rows:
+        periods.setdefault((start, end, device), {})[tag] = -n
+    _journal_counts(db, periods)
     db.execute(
         "INSERT INTO attested (one, seq, hash, period_end) VALUES (1, ?, ?, ?) "
         "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
@@ -230,7 +237,7 @@ def read_counts(db: sqlite3.Connection, upto: int) -> list[tuple[int, int, str, 
     """(start, end, device, tag, samples) of the periods over by ``upto``, in contract order."""
     rows = db.execute(
         "SELECT start, period_end, device, tag, sum(samples) FROM tally WHERE period_end <= ? "
-        "GROUP BY start, period_end, device, tag",
+        "GROUP BY start, period_end, device, tag HAVING sum(samples) <> 0",
         (upto,),
     ).fetchall()
     # code-point order, as the contract says (SQLite's default collation compares bytes of

@@ -127,7 +127,7 @@ def _view(path: Path) -> dict[tuple[int, int, str, str], int]:
         out: dict[tuple[int, int, str, str], int] = {}
         for *key, n in db.execute("SELECT start, period_end, device, tag, samples FROM tally"):
             out[tuple(key)] = out.get(tuple(key), 0) + n  # type: ignore[index]
-        return out
+        return {key: n for key, n in out.items() if n}  # attested, not yet folded: 0
     finally:
         db.close()
 
