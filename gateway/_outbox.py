@@ -304,11 +304,11 @@ class Outbox:
     def _fold(self) -> None:
         """Fold the counts' journal in a transaction of its own, after a commit; not while
         room is short (the journal waits, exact as it is, to be folded later)."""
-        if self.free_bytes() - self.reserve_bytes < _FOLD_ROOM:
-            return
         try:
+            if self.free_bytes() - self.reserve_bytes < _FOLD_ROOM:
+                return
             _attest.fold_journal(self._conn)
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             if not self._fold_failing:
                 logger.warning(
                     "outbox %s: counts not folded (%s); trying again later", self.path, exc
