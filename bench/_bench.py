@@ -77,6 +77,18 @@ def spawn(
     )
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux ``VmHWM``).
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across ``execve``, so a child started
+    by a parent of 300 MB reports at least 300 MB whatever it uses itself.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
