@@ -39,10 +39,20 @@ class DemoError(Exception):
     """The demo cannot start: a program it needs is missing or a server did not come up."""
 
 
+#: ports handed out by :func:`free_port`: the demo takes several before any server binds
+#: them, and the kernel may offer a port again once the probing socket is closed
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free 127.0.0.1 port, never one this process was given before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def _accepts(port: int) -> bool:

@@ -70,3 +70,10 @@ def test_the_system_binaries_come_first() -> None:
     system = shutil.which("pg_config") or next(Path("/usr/lib/postgresql").glob("*/bin"), None)
     if system is not None:
         assert found != EMBEDDED
+
+
+def test_the_demo_never_hands_out_a_port_twice() -> None:
+    """The demo takes every port of its servers before any binds one: a port the kernel
+    offers again must not go to two servers (it did: "duplicate host and port")."""
+    ports = [_servers.free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
