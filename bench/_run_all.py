@@ -118,6 +118,9 @@ TARGETS = [
     Target("modbus.gateway_rate", "gateway ≥ 100k Modbus tags/s", ">=", 99_000, "tags/s",
            "the whole gateway, 100,000 tags at 1 s, samples committed to the outbox; 1 % "
            "allowance for the partial first second"),
+    Target("modbus.gateway_steady_rate", "… once running (from its first commit)", ">=", 99_000,
+           "tags/s", "the same run counted from the gateway's first commit: its start (config, "
+           "connections, the first aligned tick) left out"),
     Target("modbus.gateway_peak_rss", "… at ≤ 150 MB RSS", "<=", 150, "MB",
            "the whole gateway's peak RSS, config loading included"),
     Target("modbus.driver_rate", "Modbus driver ≥ 100k tags/s from one process", ">=",
