@@ -451,31 +451,24 @@ class Outbox:
         if not keys:
             return 0
         with self._lock:
+            db = self._conn
             try:
-                removed = self._delete(keys)
+                db.execute("BEGIN IMMEDIATE")
+                removed = freed = 0
+                for (key,) in keys:
+                    row = db.execute(
+                        "DELETE FROM outbox WHERE id = ? RETURNING length(payload)", (key,)
+                    ).fetchone()
+                    if row is not None:
+                        removed += 1
+                        freed += row[0]
+                db.execute("UPDATE head SET bytes = bytes - ?", (freed,))
+                db.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise self._failed(exc) from exc
             if self.disk_full:  # the WAL's room goes back to the disk for the next ones
                 with contextlib.suppress(OutboxError):
                     self._checkpoint()
-        return removed
-
-    def _delete(self, keys: list[tuple[int]]) -> int:
-        db = self._conn
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            removed = freed = 0
-            for (key,) in keys:
-                row = db.execute(
-                    "DELETE FROM outbox WHERE id = ? RETURNING length(payload)", (key,)
-                ).fetchone()
-                if row is not None:
-                    removed += 1
-                    freed += row[0]
-            db.execute("UPDATE head SET bytes = bytes - ?", (freed,))
-            db.execute("COMMIT")
-        except sqlite3.DatabaseError:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return removed
