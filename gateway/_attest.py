@@ -182,8 +182,7 @@ def _journal_counts(
     db: sqlite3.Connection, periods: dict[tuple[int, int, str], dict[str, int]]
 ) -> None:
     dumps = _encoder.encode
-    newest = db.execute("SELECT total FROM tally_log ORDER BY id DESC LIMIT 1").fetchone()
-    total = 0 if newest is None else newest[0]
+    total = _journal_entries(db)
     rows = []
     for key, tags in periods.items():
         total += len(tags)
@@ -200,8 +199,13 @@ def journal_full(db: sqlite3.Connection) -> bool:
     The fold is a transaction of its own after the commit, not part of it: a commit stays as
     small as its envelopes (the outbox commits in small transactions on a full disk).
     """
+    return _journal_entries(db) >= FOLD_ENTRIES
+
+
+def _journal_entries(db: sqlite3.Connection) -> int:
+    """The journal's entries: the running total its newest row carries (no scan)."""
     newest = db.execute("SELECT total FROM tally_log ORDER BY id DESC LIMIT 1").fetchone()
-    return newest is not None and newest[0] >= FOLD_ENTRIES
+    return 0 if newest is None else int(newest[0])
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"))
