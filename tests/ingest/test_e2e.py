@@ -196,6 +196,28 @@ def ingest_process(config: Path) -> subprocess.Popen[str]:
     )
 
 
+async def kill_once_storing(proc: subprocess.Popen[str], dsn: str, kit: SimpleNamespace) -> None:
+    """SIGKILL the ingest ``proc`` once it has stored a first envelope."""
+    await kit.wait_until(lambda: kit.count(dsn, "receipt") > 0)
+    os.kill(proc.pid, signal.SIGKILL)
+    await asyncio.to_thread(proc.communicate, timeout=10)
+
+
+async def stop_ingest(proc: subprocess.Popen[str] | None) -> None:
+    """SIGTERM: ingest commits what it received, and must exit cleanly."""
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.to_thread(proc.communicate, timeout=20)
+    assert proc.returncode == 0, err
+
+
+def kill_left(*procs: subprocess.Popen[str] | None) -> None:
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def ingest_file(config: IngestConfig, path: Path, *, health: str) -> Path:
     """``config`` as a file for ``guantong ingest run``, with MQTT 5's settings only if it
     speaks MQTT 5 (under 3.1.1 they are refused, not ignored)."""
@@ -230,30 +252,24 @@ async def test_ingest_killed_with_sigkill_and_restarted_loses_nothing(
         await kit.wait_until(lambda: subscribed(f"http://{health}/healthz"))
         async with Gateway(config) as gw:
 
-            async def kill() -> None:
-                await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 0)
-                os.kill(first.pid, signal.SIGKILL)
-                await asyncio.to_thread(first.communicate, timeout=10)
-
             async def restart() -> None:
                 nonlocal second, before
                 before = await asyncio.to_thread(kit.count, pg_dsn, "receipt")
                 second = ingest_process(path)
 
-            await feed(gw, 150, pause=0.01, at={40: kill, 100: restart})
+            await feed(
+                gw,
+                150,
+                pause=0.01,
+                at={40: lambda: kill_once_storing(first, pg_dsn, kit), 100: restart},
+            )
             await settled(gw, pg_dsn, kit, 150 * 2 * TAGS)
             check_store(pg_dsn, kit, gw, 150)
         assert first.returncode == -signal.SIGKILL
         assert 0 < before < sent(gw)  # the rest waited in the broker's session
-        assert second is not None
-        second.send_signal(signal.SIGTERM)
-        _, err = await asyncio.to_thread(second.communicate, timeout=20)
-        assert second.returncode == 0, err
+        await stop_ingest(second)
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        kill_left(first, second)
 
 
 @pytest.mark.slow
@@ -438,31 +454,25 @@ async def test_ingest_killed_through_the_embedded_broker_loses_only_what_shows_a
         await kit.wait_until(lambda: subscribed(f"http://{health}/healthz"))
         async with Gateway(config) as gw:
 
-            async def kill() -> None:
-                await kit.wait_until(lambda: kit.count(pg_dsn, "receipt") > 0)
-                os.kill(first.pid, signal.SIGKILL)
-                await asyncio.to_thread(first.communicate, timeout=10)
-
             async def restart() -> None:
                 nonlocal second
                 second = ingest_process(path)
 
-            await feed(gw, 150, pause=0.01, at={40: kill, 100: restart})
+            await feed(
+                gw,
+                150,
+                pause=0.01,
+                at={40: lambda: kill_once_storing(first, pg_dsn, kit), 100: restart},
+            )
             await kit.wait_until(lambda: gw.writer.stats.samples >= 150 * 2 * TAGS)
             await asyncio.wait_for(gw.uplink.drained(), timeout=30)
             last = sent(gw)
             await kit.wait_until(
                 lambda: kit.fetch(pg_dsn, "SELECT max(seq) FROM receipt")[0][0] == last, within=60
             )
-        assert second is not None
-        second.send_signal(signal.SIGTERM)  # what it received, it commits before it stops
-        _, err = await asyncio.to_thread(second.communicate, timeout=20)
-        assert second.returncode == 0, err
+        await stop_ingest(second)  # what it received, it commits before it stops
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        kill_left(first, second)
     stored = {seq for (seq,) in kit.fetch(pg_dsn, "SELECT seq FROM receipt")}
     gaps = kit.fetch(pg_dsn, "SELECT kind, first_seq, last_seq FROM connectivity_event")
     assert {kind for kind, _, _ in gaps} <= {"gap"}
