@@ -92,23 +92,25 @@ def embedded_broker_version() -> str | None:
         return None
 
 
+_MOSQUITTO_MISSING = "mosquitto is not installed (Debian: apt-get install mosquitto)"
+_EMBEDDED_MISSING = (
+    "the embedded broker is not installed (scripts/setup --demo installs it when "
+    "Mosquitto is absent; or: .venv/bin/pip install -e '.[demo-broker]')"
+)
+
+
 def choose_broker(choice: str) -> str:
     """``mosquitto`` or ``embedded`` for ``--broker auto|mosquitto|embedded``: Mosquitto when
     it is installed, otherwise the embedded broker; an error naming what to install."""
-    mosquitto_missing = "mosquitto is not installed (Debian: apt-get install mosquitto)"
-    embedded_missing = (
-        "the embedded broker is not installed (scripts/setup --demo installs it when "
-        "Mosquitto is absent; or: .venv/bin/pip install -e '.[demo-broker]')"
-    )
     if choice == "mosquitto" and find_mosquitto() is None:
-        raise DemoError(mosquitto_missing)
+        raise DemoError(_MOSQUITTO_MISSING)
     if choice == "embedded" and embedded_broker_version() is None:
-        raise DemoError(embedded_missing)
+        raise DemoError(_EMBEDDED_MISSING)
     if choice == "auto":
         if find_mosquitto() is not None:
             return "mosquitto"
         if embedded_broker_version() is None:
-            raise DemoError(f"no MQTT broker: {mosquitto_missing}, and {embedded_missing}")
+            raise DemoError(f"no MQTT broker: {_MOSQUITTO_MISSING}, and {_EMBEDDED_MISSING}")
         return "embedded"
     return choice
 
@@ -142,7 +144,7 @@ async def mosquitto(workdir: Path, port: int) -> AsyncIterator[None]:
     """A Mosquitto of the demo's own on ``port`` (127.0.0.1 only, anonymous, no persistence)."""
     binary = find_mosquitto()
     if binary is None:
-        raise DemoError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        raise DemoError(_MOSQUITTO_MISSING)
     conf = (workdir / "mosquitto.conf").resolve()
     _stop_leftover(workdir / "mosquitto.pid", conf)
     lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false",
@@ -165,7 +167,7 @@ async def embedded_broker(workdir: Path, port: int) -> AsyncIterator[None]:
     """amqtt in a process of its own on ``port`` (127.0.0.1 only): MQTT 3.1.1, sessions and
     queued messages in memory only (see guantong/_demo/_amqtt.py)."""
     if embedded_broker_version() is None:
-        raise DemoError("the embedded broker (PyPI amqtt, extra demo-broker) is not installed")
+        raise DemoError(_EMBEDDED_MISSING)
     conf = (workdir / "amqtt.yaml").resolve()
     _stop_leftover(workdir / "amqtt.pid", conf)
     config = {
