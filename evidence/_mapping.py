@@ -14,6 +14,7 @@ evidenced by verified data). An item's ``max_strength`` caps it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evidence._errors import IndicatorFileError
-from evidence._models import FirmEvidence
+from evidence._metrics import serves
+from evidence._models import DeviceEvidence, FirmEvidence, TagEvidence
 
 INDICATORS_2024 = Path(__file__).with_name("indicators_2024.yaml")
 STRENGTHS = ("none", "weak", "partial", "strong")
@@ -255,27 +257,47 @@ def _per_stage(
     return _support(item, strength, points, basis, facts, doubts=doubts)
 
 
+def _by_tags(basis: Said, devices: list[DeviceEvidence]) -> Said:
+    if not devices:
+        return basis
+    n = len(devices)
+    return (f"{basis[0]} ({n} of them through the tags that serve the stage, judged by those)",
+            f"{basis[1]}（其中{n}台经服务于该环节的点位采集，按这些点位计）")  # fmt: skip
+
+
 def _scene(
     item: Item, rule: SceneStageRule, ev: FirmEvidence, doubts: tuple[Said, ...]
 ) -> ItemSupport:
-    serving = [d for d in ev.devices if rule.stage in d.stages and d.key_equipment]
-    live = [d for d in serving if d.networked]
-    complete = [d for d in live if (d.completeness or 0.0) >= rule.min_completeness]
+    limit, stage = f"{rule.min_completeness:.0%}", rule.stage
+    tags: dict[str, list[TagEvidence]] = defaultdict(list)
+    for t in ev.tags:
+        tags[t.device].append(t)
+    # a key device serves the stage as a whole, or through some of its tags (then judged by them)
+    services = {d.identifier: s for d in ev.devices if d.key_equipment
+                and (s := serves(d, stage, tags[d.identifier], ev.params, ev.as_of))}  # fmt: skip
+    serving = [d for d in ev.devices if d.identifier in services]
+    live = [d for d in serving if services[d.identifier].networked]
+    complete = [
+        d for d in live if (services[d.identifier].completeness or 0.0) >= rule.min_completeness
+    ]
+    through = {name: list(s.tags) for name, s in services.items() if s.tags is not None}
     facts = {"key_devices": [d.identifier for d in serving],
              "networked": [d.identifier for d in live],
              "complete": [d.identifier for d in complete],
+             "through_tags": through,
              "min_completeness": rule.min_completeness}  # fmt: skip
-    limit, stage = f"{rule.min_completeness:.0%}", rule.stage
     if complete:
         strength: Strength = "strong"
         basis = (f"{len(complete)} key devices of {stage} collected in real time with "
                  f"completeness >= {limit}",
                  f"{stage}关键设备{len(complete)}台实时采集，数据完整率≥{limit}")  # fmt: skip
+        basis = _by_tags(basis, [d for d in complete if d.identifier in through])
     elif live:
         strength = "weak"
         basis = (f"{len(live)} key devices of {stage} networked, none with completeness "
                  f">= {limit}",
                  f"{stage}关键设备{len(live)}台已联网，但数据完整率均未达到{limit}")  # fmt: skip
+        basis = _by_tags(basis, [d for d in live if d.identifier in through])
     else:
         strength = "none"
         basis = (f"no networked key device serves {stage}", f"没有服务于{stage}的已联网关键设备")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
@@ -110,6 +112,56 @@ def test_a_complete_device_stays_weak_evidence_while_the_chain_has_an_undeclared
     a = evidence.assess(ev)
     assert a.item("scene.equipment_management.3").facts["complete"] == [f"{FAULTY}/dev.kiln"]
     assert a.item("scene.equipment_management.3").strength == "weak"  # still in doubt
+
+
+def assessed_with(plant: Any, firm: str, records: dict[str, dict[str, Any]]) -> Any:
+    """The assessment of ``firm`` with its device records changed as ``records`` says
+    (device suffix → fields of :class:`evidence.RegisteredDevice`)."""
+    registered = [
+        dataclasses.replace(d, **records.get(d.identifier.split("/")[1], {}))
+        for d in plant.registered[firm]
+    ]
+    with psycopg.connect(plant.dsn) as conn:
+        ev = evidence.collect(
+            conn, f"{firm}/firm", plant.window(), registered, as_of=plant.at(180),
+            params=evidence.Params(fresh_within=60, outage_after=30),
+        )  # fmt: skip
+    return evidence.assess(ev)
+
+
+def test_a_key_device_serves_a_scene_through_some_of_its_tags_judged_by_those_tags(
+    plant: Any,
+) -> None:
+    """The kiln serves 能耗管理 through its power tag only (``GT_TAG_STAGE``), and the meter,
+    which served it as a whole, no longer does."""
+
+    def energy(firm: str, tags: tuple[str, ...]) -> evidence.ItemSupport:
+        records = {
+            "dev.kiln": {"stages": ("设备管理",), "tag_stages": {"能耗管理": tags}},
+            "dev.meter": {"stages": ()},
+        }
+        return assessed_with(plant, firm, records).item("scene.energy_management.3")
+
+    kiln = f"{HEALTHY}/dev.kiln"
+    healthy = energy(HEALTHY, ("power",))
+    assert healthy.strength == "partial"  # the scene's cap: its collection part is evidenced
+    assert (healthy.facts["key_devices"], healthy.facts["complete"]) == ([kiln], [kiln])
+    assert healthy.facts["through_tags"] == {kiln: ["power"]}
+    assert healthy.basis_zh == (
+        "能耗管理关键设备1台实时采集，数据完整率≥95%（其中1台经服务于该环节的点位采集，按这些点位计）"
+    )
+    assert healthy.basis.startswith("1 key devices of 能耗管理 collected in real time")
+    # the faulty kiln's power tag is networked, at 165 of 180 samples: below 95 %
+    faulty = energy(FAULTY, ("power",))
+    assert faulty.facts["networked"] == [f"{FAULTY}/dev.kiln"]
+    assert faulty.facts["complete"] == []
+    assert faulty.strength == "weak"
+    # judged by its tags, not by the device: a tag that never sent anything does not serve
+    # the stage, however live and complete the kiln's other tags are
+    idle = energy(HEALTHY, ("level",))
+    assert (idle.facts["key_devices"], idle.facts["networked"]) == ([kiln], [])
+    assert idle.strength == "none"
+    assert idle.basis_zh == "没有服务于能耗管理的已联网关键设备"
 
 
 @pytest.mark.parametrize(
