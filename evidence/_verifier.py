@@ -53,6 +53,11 @@ class Verification:
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "fail"]
 
+    @property
+    def unchecked(self) -> list[Finding]:
+        """What could not be checked, but the assessment (never recomputed, always said)."""
+        return [f for f in self.findings if f.status == "unchecked" and f.check != "assessment"]
+
     def add(self, status: Status, check: str, subject: str, detail: str) -> None:
         self.findings.append(Finding(status, check, subject, detail))
 
