@@ -138,11 +138,18 @@ WHERE created - prev > make_interval(secs => %(after)s)
 ORDER BY gateway_id, prev
 """
 
+# a declared loss counts the envelopes of its range that never arrived, and their samples: an
+# outbox may drop an envelope it had sent over a connection that died before the PUBACK
 _EVENTS = """
-SELECT e.gateway_id, e.kind, count(*), coalesce(sum(e.last_seq - e.first_seq + 1), 0)::bigint,
-       coalesce(sum(e.samples), 0)::bigint
+SELECT e.gateway_id, e.kind, count(*),
+       coalesce(sum(e.last_seq - e.first_seq + 1 - arrived.envelopes), 0)::bigint,
+       coalesce(sum(greatest(e.samples - arrived.samples, 0)), 0)::bigint
 FROM connectivity_event e
 JOIN receipt r ON r.gateway_id = e.gateway_id AND r.seq = e.seq
+CROSS JOIN LATERAL (
+    SELECT count(*) AS envelopes, coalesce(sum(a.samples), 0) AS samples FROM receipt a
+    WHERE e.kind = 'loss' AND a.gateway_id = e.gateway_id
+      AND a.seq BETWEEN e.first_seq AND e.last_seq) arrived
 WHERE e.gateway_id = ANY(%(gws)s) AND r.created >= %(start)s AND r.created < %(end)s
 GROUP BY e.gateway_id, e.kind
 """

@@ -224,7 +224,11 @@ class _Gateway:
             stored = {
                 (str(d), str(t), (int(f), int(e))): int(n) for d, t, f, e, n in self.att["stored"]
             }
-            declared = sum(int(loss[2] or 0) for loss in self.att["losses"])
+            # less what arrived of the declared envelopes (not in reports made before it)
+            declared = sum(
+                max(0, int(loss[2] or 0) - int(loss[4] if len(loss) > 4 else 0))
+                for loss in self.att["losses"]
+            )
         except (KeyError, TypeError, ValueError) as exc:
             self.out.add("fail", "report", self.gateway, f"stored counts malformed: {exc!r}")
             return

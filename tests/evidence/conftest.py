@@ -316,5 +316,6 @@ class Served:
 def kit() -> SimpleNamespace:
     """What test modules need of this file (they cannot import a conftest)."""
     return SimpleNamespace(
-        Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY, wait_until=wait_until
-    )
+        Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY, wait_until=wait_until,
+        Chain=Chain, Publisher=Publisher,
+    )  # fmt: skip

@@ -108,6 +108,10 @@ def test_a_shortfall_is_unchecked_when_declared_losses_cover_it_and_fails_otherw
     assert [f.subject for f in short.failures if f.check == "count"] == [
         f"{DEV} t {iso(T0)[:19]}Z–{iso(T0 + MIN)[:19]}Z"
     ]
+    # 5 of the declared samples arrived all the same: 5 declared and lost cannot excuse 10
+    arrived = [[3, 4, 10, "outbox full", 5]]
+    partly = evidence.verify_report(report({T0: 50, T0 + MIN: 60}, cps, 2, arrived), KEYS)
+    assert [f.check for f in partly.failures] == ["count"], partly.table()
 
 
 def test_samples_no_checkpoint_attests_fail() -> None:
