@@ -8,19 +8,17 @@ and a declared loss that counts 20 would excuse 10 samples the platform lost its
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from _services import MosquittoBroker, PostgresServer, count, ingest_config, wait_until
+from _services import PostgresServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import evidence
 import gateway.protocol as p
 import identifiers
-from ingest import Ingest
 
 FIRM = "88.709.913"
 KILN = f"{FIRM}/dev.kiln"
@@ -63,33 +61,12 @@ async def test_declared_envelopes_that_arrived_are_not_counted_lost(
     sent.append(data(4))  # seq 7
     sent.append(checkpoint(2 * SLOT, 5 * SLOT, 3 * SLOT, first))  # seq 8
 
-    with pg_server.database() as dsn, MosquittoBroker() as broker:
-        node_config = identifiers.NodeConfig.model_validate(
-            {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
-             "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"]}
+    with pg_server.database() as dsn:
+        record = identifiers.DeviceRecord(
+            enterprise=f"{FIRM}/firm", gateway=chain.gateway, key_equipment=True,
+            stages=("设备管理",),
         )  # fmt: skip
-        async with identifiers.Node(node_config) as node:
-            _, token = await node.registry.create_token("88.709", days=1, label="loss test")
-            async with identifiers.Client(node.url, token=token) as client:
-                await client.register([
-                    (chain.gateway, identifiers.GatewayRecord(
-                        enterprise=f"{FIRM}/firm",
-                        public_key=p.public_key_bytes(chain.key)).to_values()),
-                    (KILN, identifiers.DeviceRecord(
-                        enterprise=f"{FIRM}/firm", gateway=chain.gateway, key_equipment=True,
-                        stages=("设备管理",)).to_values()),
-                ])  # fmt: skip
-                registered = await evidence.registered_devices(client, f"{FIRM}/firm")
-            config = ingest_config(dsn, broker.port, node.url, tmp_path, health=None)
-            async with Ingest(config) as ingest:
-                await wait_until(lambda: ingest.consumer.stats.subscribed)
-                publisher = kit.Publisher(broker.port)
-                try:
-                    await asyncio.to_thread(publisher.publish_all, sent)
-                    await wait_until(lambda: count(dsn, "receipt") == len(sent))
-                finally:
-                    publisher.close()
-
+        registered = await kit.deliver(dsn, tmp_path, chain, {KILN: record}, sent)
         params = evidence.Params(fresh_within=60, outage_after=30)
         platform = Ed25519PrivateKey.generate()
         keys: dict[str, bytes | str] = {chain.gateway: p.public_key_bytes(chain.key)}
