@@ -226,7 +226,7 @@ class _Gateway:
             }
             # less what arrived of the declared envelopes (not in reports made before it)
             declared = sum(
-                max(0, int(loss[2] or 0) - int(loss[4] if len(loss) > 4 else 0))
+                max(0, int(loss[2] or 0) - max(0, int(loss[4] if len(loss) > 4 else 0)))
                 for loss in self.att["losses"]
             )
         except (KeyError, TypeError, ValueError) as exc:
