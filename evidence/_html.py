@@ -12,6 +12,7 @@ _STYLE = """
 body{font-family:system-ui,"Noto Sans CJK SC",sans-serif;margin:2em;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}
 th{background:#f3f3f3;text-align:left}.num{text-align:right}.fp{font-family:monospace}
+td,li{white-space:pre-line}
 """
 
 
@@ -24,6 +25,30 @@ def _cell(value: Any, numeric: bool = False) -> str:
 
 def _pct(value: float | None) -> str | None:
     return None if value is None else f"{value:.1%}"
+
+
+_STRENGTH = {"none": "无 none", "weak": "弱 weak", "partial": "部分 partial", "strong": "强 strong"}
+
+
+def _both(zh: str | None, en: str) -> str:
+    """Chinese first, then English on a line of its own (reports made before the Chinese
+    texts have the English only)."""
+    return f"{zh}\n{en}" if zh else en
+
+
+def _indicators(items: list[dict[str, Any]]) -> str:
+    rows = []
+    for i in items:
+        zh_open = i.get("not_evidenced_zh") or [None] * len(i["not_evidenced"])
+        rows.append([
+            f"{i['dimension']} / {i['item']}", i["level"],
+            _STRENGTH.get(i["strength"], i["strength"]), i["points"],
+            _both(i.get("basis_zh"), i["basis"]),
+            "\n".join(_both(zh, en) for zh, en in zip(zh_open, i["not_evidenced"], strict=True)),
+        ])  # fmt: skip
+    head = ["指标 Item", "层级 Level", "支撑强度 Strength", "得分 Points", "依据 Basis",
+            "仍需核实 Still to check"]  # fmt: skip
+    return _table(head, rows)
 
 
 def _table(head: list[str], rows: list[list[Any]], numeric: frozenset[int] = frozenset()) -> str:
@@ -81,19 +106,7 @@ def render_html(report: Report, fingerprint: str) -> str:
         "<p>本页由签名的 JSON 报告生成；核验请用 <code>guantong evidence verify</code>。"
         "This page is rendered from the signed JSON report; verify that file.</p>",
         "<h2>评测指标 Indicator items</h2>",
-        _table(
-            ["指标 Item", "层级 Level", "支撑强度 Strength", "得分 Points", "依据 Basis"],
-            [
-                [
-                    f"{i['dimension']} / {i['item']}",
-                    i["level"],
-                    i["strength"],
-                    i["points"],
-                    i["basis"],
-                ]
-                for i in assessment["items"]
-            ],
-        ),
+        _indicators(assessment["items"]),
         "<h2>设备 Devices</h2>",
         _table(
             [
@@ -127,6 +140,10 @@ def render_html(report: Report, fingerprint: str) -> str:
     ]
     if assessment["doubts"]:
         parts.append("<h2>存疑 Doubts</h2><ul>")
-        parts += [f"<li>{html.escape(d)}</li>" for d in assessment["doubts"]]
+        doubts_zh = assessment.get("doubts_zh") or [None] * len(assessment["doubts"])
+        parts += [
+            f"<li>{html.escape(_both(zh, en))}</li>"
+            for zh, en in zip(doubts_zh, assessment["doubts"], strict=True)
+        ]
         parts.append("</ul>")
     return "\n".join(parts) + "\n"

@@ -14,6 +14,7 @@ evidenced by verified data). An item's ``max_strength`` caps it.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evidence._errors import IndicatorFileError
-from evidence._models import FirmEvidence
+from evidence._metrics import serves
+from evidence._models import DeviceEvidence, FirmEvidence, TagEvidence
 
 INDICATORS_2024 = Path(__file__).with_name("indicators_2024.yaml")
 STRENGTHS = ("none", "weak", "partial", "strong")
@@ -58,12 +60,19 @@ class PerStageRule(_Strict):
     stages: tuple[str, ...] = Field(min_length=1)
 
 
+class Text(_Strict):
+    """A fixed text of the indicator file in both languages of the page and the report."""
+
+    zh: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
 class SceneStageRule(_Strict):
     kind: Literal["scene_stage"]
     stage: str
     min_completeness: float = Field(ge=0, le=1)
-    #: the entry of ``not_evidenced`` that OEE computed for a key device serving the stage
-    #: evidences (it is then left out of what the evaluator must still check)
+    #: the entry of ``not_evidenced`` (its ``en`` text) that OEE computed for a key device
+    #: serving the stage evidences (it is then left out of what the evaluator must still check)
     oee_evidences: str | None = None
 
 
@@ -81,7 +90,7 @@ class Item(_Strict):
     metric: Literal["networking.rate", "stages"]
     rule: Rule
     max_strength: Literal["partial", "strong"]
-    not_evidenced: tuple[str, ...] = ()
+    not_evidenced: tuple[Text, ...] = ()
 
     @model_validator(mode="after")
     def _scored(self) -> Item:
@@ -90,7 +99,7 @@ class Item(_Strict):
         if isinstance(self.rule, SceneStageRule) and self.level is None:
             raise ValueError(f"{self.id}: a scene item needs its level")
         oee = getattr(self.rule, "oee_evidences", None)
-        if oee is not None and oee not in self.not_evidenced:
+        if oee is not None and oee not in (n.en for n in self.not_evidenced):
             raise ValueError(f"{self.id}: oee_evidences {oee!r} is not one of not_evidenced")
         return self
 
@@ -127,6 +136,9 @@ def load_indicators(path: Path | str = INDICATORS_2024) -> Indicators:
 
 @dataclass(frozen=True, slots=True)
 class ItemSupport:
+    """One item's support. Every text is given in English (``basis``, ``not_evidenced``) and
+    in Chinese (``basis_zh``, ``not_evidenced_zh``, entry for entry)."""
+
     id: str
     dimension: str
     item: str
@@ -138,6 +150,8 @@ class ItemSupport:
     basis: str
     facts: dict[str, Any] = field(default_factory=dict)
     not_evidenced: tuple[str, ...] = ()
+    basis_zh: str = ""
+    not_evidenced_zh: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +163,8 @@ class Assessment:
     items: tuple[ItemSupport, ...]
     #: reasons the evidence's integrity is in doubt; any makes every strength ``weak``
     doubts: tuple[str, ...]
+    #: the same reasons in Chinese, one for one
+    doubts_zh: tuple[str, ...] = ()
 
     def item(self, item_id: str) -> ItemSupport:
         for it in self.items:
@@ -157,87 +173,143 @@ class Assessment:
         raise KeyError(item_id)
 
 
-def _cap(strength: Strength, item: Item, doubts: tuple[str, ...]) -> Strength:
+#: a text in English and in Chinese
+Said = tuple[str, str]
+
+
+def _support(
+    item: Item,
+    strength: Strength,
+    points: float | None,
+    basis: Said,
+    facts: dict[str, Any],
+    *,
+    doubts: tuple[Said, ...],
+    not_evidenced: tuple[Text, ...] | None = None,
+) -> ItemSupport:
+    if not_evidenced is None:
+        not_evidenced = item.not_evidenced
+    return ItemSupport(
+        id=item.id,
+        dimension=item.dimension,
+        item=item.item,
+        level=item.level,
+        strength=_cap(strength, item, doubts),
+        points=points,
+        max_points=item.points,
+        basis=basis[0],
+        facts=facts,
+        not_evidenced=tuple(n.en for n in not_evidenced),
+        basis_zh=basis[1],
+        not_evidenced_zh=tuple(n.zh for n in not_evidenced),
+    )
+
+
+def _cap(strength: Strength, item: Item, doubts: tuple[Said, ...]) -> Strength:
     ranks = [STRENGTHS.index(strength), STRENGTHS.index(item.max_strength)]
     if doubts:
         ranks.append(STRENGTHS.index("weak"))
     return STRENGTHS[min(ranks)]  # type: ignore[return-value]
 
 
-def _doubts(ev: FirmEvidence) -> tuple[str, ...]:
+def _doubts(ev: FirmEvidence) -> tuple[Said, ...]:
     i = ev.integrity
     found = []
     if i.bad_signatures:
-        found.append(f"{i.bad_signatures} envelopes with an invalid signature")
+        found.append((f"{i.bad_signatures} envelopes with an invalid signature",
+                      f"{i.bad_signatures}个数据包签名无效"))  # fmt: skip
     if i.undeclared_missing:
-        found.append(f"{i.undeclared_missing} envelopes missing without a declared loss")
+        found.append((f"{i.undeclared_missing} envelopes missing without a declared loss",
+                      f"{i.undeclared_missing}个数据包缺失，且网关未声明丢失"))  # fmt: skip
     if i.chain_breaks:
-        found.append(f"{i.chain_breaks} chain breaks")
+        found.append((f"{i.chain_breaks} chain breaks", f"哈希链断裂{i.chain_breaks}处"))
     return tuple(found)
 
 
-def _bands(item: Item, rule: BandsRule, ev: FirmEvidence, doubts: tuple[str, ...]) -> ItemSupport:
+def _bands(item: Item, rule: BandsRule, ev: FirmEvidence, doubts: tuple[Said, ...]) -> ItemSupport:
     net = ev.networking
     facts = {"key_registered": net.key_registered, "key_networked": net.key_networked,
              "rate": net.rate}  # fmt: skip
     if net.rate is None:
-        return ItemSupport(item.id, item.dimension, item.item, item.level, "none", None,
-                           item.points, "no key equipment registered for the firm", facts,
-                           item.not_evidenced)  # fmt: skip
+        basis = ("no key equipment registered for the firm", "企业未登记关键设备")
+        return _support(item, "none", None, basis, facts, doubts=doubts)
     points = next(b.points for b in rule.bands if b.max is None or net.rate <= b.max)
     basis = (f"{net.key_networked} of {net.key_registered} registered key devices sent fresh "
-             f"good data in the window ({net.rate:.1%})")  # fmt: skip
-    return ItemSupport(item.id, item.dimension, item.item, item.level,
-                       _cap("strong", item, doubts), points, item.points, basis, facts,
-                       item.not_evidenced)  # fmt: skip
+             f"good data in the window ({net.rate:.1%})",
+             f"已登记关键设备{net.key_registered}台，其中{net.key_networked}台在评估窗口内"
+             f"有及时、质量良好的数据（{net.rate:.1%}）")  # fmt: skip
+    return _support(item, "strong", points, basis, facts, doubts=doubts)
 
 
 def _per_stage(
-    item: Item, rule: PerStageRule, ev: FirmEvidence, doubts: tuple[str, ...]
+    item: Item, rule: PerStageRule, ev: FirmEvidence, doubts: tuple[Said, ...]
 ) -> ItemSupport:
     automatic = [s for s in rule.stages if (c := ev.stage(s)) is not None and c.automatic]
     other = [c.stage for c in ev.stages if c.automatic and c.stage not in rule.stages]
     facts = {"automatic": automatic, "not_in_item": other}
     points = min(item.points or 0.0, round(rule.points_each * len(automatic), 6))
     strength: Strength = "strong" if automatic else "none"
+    listed = "、".join(automatic) or "—"
     basis = (f"automatic collection in {len(automatic)} of the {len(rule.stages)} stages "
-             f"listed: {'、'.join(automatic) or '—'}")  # fmt: skip
-    return ItemSupport(item.id, item.dimension, item.item, item.level,
-                       _cap(strength, item, doubts), points, item.points, basis, facts,
-                       item.not_evidenced)  # fmt: skip
+             f"listed: {listed}",
+             f"所列{len(rule.stages)}个业务环节中，{len(automatic)}个实现数据自动采集："
+             f"{listed}")  # fmt: skip
+    return _support(item, strength, points, basis, facts, doubts=doubts)
+
+
+def _by_tags(basis: Said, devices: list[DeviceEvidence]) -> Said:
+    if not devices:
+        return basis
+    n = len(devices)
+    return (f"{basis[0]} ({n} of them through the tags that serve the stage, judged by those)",
+            f"{basis[1]}（其中{n}台经服务于该环节的点位采集，按这些点位计）")  # fmt: skip
 
 
 def _scene(
-    item: Item, rule: SceneStageRule, ev: FirmEvidence, doubts: tuple[str, ...]
+    item: Item, rule: SceneStageRule, ev: FirmEvidence, doubts: tuple[Said, ...]
 ) -> ItemSupport:
-    serving = [d for d in ev.devices if rule.stage in d.stages and d.key_equipment]
-    live = [d for d in serving if d.networked]
-    complete = [d for d in live if (d.completeness or 0.0) >= rule.min_completeness]
+    limit, stage = f"{rule.min_completeness:.0%}", rule.stage
+    tags: dict[str, list[TagEvidence]] = defaultdict(list)
+    for t in ev.tags:
+        tags[t.device].append(t)
+    # a key device serves the stage as a whole, or through some of its tags (then judged by them)
+    services = {d.identifier: s for d in ev.devices if d.key_equipment
+                and (s := serves(d, stage, tags[d.identifier], ev.params, ev.as_of))}  # fmt: skip
+    serving = [d for d in ev.devices if d.identifier in services]
+    live = [d for d in serving if services[d.identifier].networked]
+    complete = [
+        d for d in live if (services[d.identifier].completeness or 0.0) >= rule.min_completeness
+    ]
+    through = {name: list(s.tags) for name, s in services.items() if s.tags is not None}
     facts = {"key_devices": [d.identifier for d in serving],
              "networked": [d.identifier for d in live],
              "complete": [d.identifier for d in complete],
+             "through_tags": through,
              "min_completeness": rule.min_completeness}  # fmt: skip
     if complete:
         strength: Strength = "strong"
-        basis = (f"{len(complete)} key devices of {rule.stage} collected in real time with "
-                 f"completeness >= {rule.min_completeness:.0%}")  # fmt: skip
+        basis = (f"{len(complete)} key devices of {stage} collected in real time with "
+                 f"completeness >= {limit}",
+                 f"{stage}关键设备{len(complete)}台实时采集，数据完整率≥{limit}")  # fmt: skip
+        basis = _by_tags(basis, [d for d in complete if d.identifier in through])
     elif live:
         strength = "weak"
-        basis = (f"{len(live)} key devices of {rule.stage} networked, none with completeness "
-                 f">= {rule.min_completeness:.0%}")  # fmt: skip
+        basis = (f"{len(live)} key devices of {stage} networked, none with completeness "
+                 f">= {limit}",
+                 f"{stage}关键设备{len(live)}台已联网，但数据完整率均未达到{limit}")  # fmt: skip
+        basis = _by_tags(basis, [d for d in live if d.identifier in through])
     else:
         strength = "none"
-        basis = f"no networked key device serves {rule.stage}"
+        basis = (f"no networked key device serves {stage}", f"没有服务于{stage}的已联网关键设备")
     not_evidenced = item.not_evidenced
     if rule.oee_evidences is not None:
         oee = {d.identifier: d.oee.oee for d in serving if d.oee and d.oee.oee is not None}
         facts["oee"] = oee
         if oee:
-            basis += f"; OEE computed for {len(oee)} of them"
-            not_evidenced = tuple(n for n in not_evidenced if n != rule.oee_evidences)
-    return ItemSupport(item.id, item.dimension, item.item, item.level,
-                       _cap(strength, item, doubts), None, None, basis, facts,
-                       not_evidenced)  # fmt: skip
+            basis = (basis[0] + f"; OEE computed for {len(oee)} of them",
+                     basis[1] + f"；其中{len(oee)}台已计算OEE")  # fmt: skip
+            not_evidenced = tuple(n for n in not_evidenced if n.en != rule.oee_evidences)
+    return _support(item, strength, None, basis, facts, doubts=doubts, not_evidenced=not_evidenced)
 
 
 def assess(ev: FirmEvidence, indicators: Indicators | None = None) -> Assessment:
@@ -253,4 +325,10 @@ def assess(ev: FirmEvidence, indicators: Indicators | None = None) -> Assessment
             items.append(_per_stage(item, rule, ev, doubts))
         else:
             items.append(_scene(item, rule, ev, doubts))
-    return Assessment(indicators.version, ev.firm, tuple(items), doubts)
+    return Assessment(
+        indicators.version,
+        ev.firm,
+        tuple(items),
+        tuple(en for en, _ in doubts),
+        tuple(zh for _, zh in doubts),
+    )

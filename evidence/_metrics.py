@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -137,11 +138,18 @@ WHERE created - prev > make_interval(secs => %(after)s)
 ORDER BY gateway_id, prev
 """
 
+# a declared loss counts the envelopes of its range that never arrived, and their samples: an
+# outbox may drop an envelope it had sent over a connection that died before the PUBACK
 _EVENTS = """
-SELECT e.gateway_id, e.kind, count(*), coalesce(sum(e.last_seq - e.first_seq + 1), 0)::bigint,
-       coalesce(sum(e.samples), 0)::bigint
+SELECT e.gateway_id, e.kind, count(*),
+       coalesce(sum(e.last_seq - e.first_seq + 1 - arrived.envelopes), 0)::bigint,
+       coalesce(sum(greatest(e.samples - arrived.samples, 0)), 0)::bigint
 FROM connectivity_event e
 JOIN receipt r ON r.gateway_id = e.gateway_id AND r.seq = e.seq
+CROSS JOIN LATERAL (
+    SELECT count(*) AS envelopes, coalesce(sum(a.samples), 0) AS samples FROM receipt a
+    WHERE e.kind = 'loss' AND a.gateway_id = e.gateway_id
+      AND a.seq BETWEEN e.first_seq AND e.last_seq) arrived
 WHERE e.gateway_id = ANY(%(gws)s) AND r.created >= %(start)s AND r.created < %(end)s
 GROUP BY e.gateway_id, e.kind
 """
@@ -326,12 +334,6 @@ def _devices(
         own = by_device.get(name, [])
         known = [t for t in own if t.expected_samples]
         expected = sum(t.expected_samples or 0.0 for t in known) if known else None
-        counted = sum(t.samples for t in known)
-        if expected:
-            completeness: float | None = min(1.0, counted / expected)
-        else:
-            # nothing to measure against: a device that sent nothing is 0 %, not unknown
-            completeness = 0.0 if not any(t.samples for t in own) else None
         newest = max((t.last_sample for t in own if t.last_sample), default=None)
         good = max((t.last_good for t in own if t.last_good), default=None)
         out.append(
@@ -344,11 +346,11 @@ def _devices(
                 tags=len(own),
                 samples=sum(t.samples for t in own),
                 expected_samples=expected,
-                completeness=completeness,
+                completeness=completeness(own),
                 last_sample=newest,
                 last_good=good,
                 age=_age(as_of, newest),
-                networked=_fresh(as_of, good, params),
+                networked=fresh(as_of, good, params),
                 tag_stages=record.tag_stages if record else {},
                 oee=oees.get(name),
             )
@@ -356,25 +358,63 @@ def _devices(
     return out
 
 
-def _fresh(as_of: dt.datetime, good: dt.datetime | None, params: Params) -> bool:
+def completeness(tags: Sequence[TagEvidence]) -> float | None:
+    """Of a device, or of the tags by which it serves a stage: their samples / their expected
+    samples, over the tags with an expected interval."""
+    known = [t for t in tags if t.expected_samples]
+    expected = sum(t.expected_samples or 0.0 for t in known)
+    if expected:
+        return min(1.0, sum(t.samples for t in known) / expected)
+    # nothing to measure against: tags that sent nothing are 0 %, not unknown
+    return 0.0 if not any(t.samples for t in tags) else None
+
+
+def fresh(as_of: dt.datetime, good: dt.datetime | None, params: Params) -> bool:
     """Networked: a good sample in the window, the newest no older than ``fresh_within``."""
     age = _age(as_of, good)
     return age is not None and age <= params.fresh_within
 
 
+@dataclass(frozen=True, slots=True)
+class StageService:
+    """How one device serves one business stage: as a whole (``tags`` None, judged by the
+    device), or through some of its tags (``GT_TAG_STAGE``, judged by those tags alone)."""
+
+    networked: bool
+    completeness: float | None
+    tags: tuple[str, ...] | None
+
+
+def serves(
+    dev: DeviceEvidence, stage: str, tags: Sequence[TagEvidence], params: Params, as_of: dt.datetime
+) -> StageService | None:
+    """``dev``'s service of ``stage`` (``tags``: the device's), or None if it serves it not.
+
+    Through tags, it is networked when one of them has a good sample no older than
+    ``fresh_within``, and complete as those tags are."""
+    if stage in dev.stages:
+        return StageService(dev.networked, dev.completeness, None)
+    names = dev.tag_stages.get(stage)
+    if not names:
+        return None
+    own = [t for t in tags if t.device == dev.identifier and t.tag in names]
+    networked = any(fresh(as_of, t.last_good, params) for t in own)
+    return StageService(networked, completeness(own), names)
+
+
 def _stages(
     devices: list[DeviceEvidence], tags: list[TagEvidence], params: Params, as_of: dt.datetime
 ) -> tuple[StageCoverage, ...]:
-    fresh = {(t.device, t.tag) for t in tags if _fresh(as_of, t.last_good, params)}
+    by_device: dict[str, list[TagEvidence]] = defaultdict(list)
+    for t in tags:
+        by_device[t.device].append(t)
     count: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for dev in devices:
-        served = dict.fromkeys(dev.stages, dev.networked)
-        for stage, names in dev.tag_stages.items():
-            if stage not in served:  # the whole device serves it already
-                served[stage] = any((dev.identifier, name) in fresh for name in names)
-        for stage, networked in served.items():
-            count[stage][0] += 1
-            count[stage][1] += networked
+        for stage in {*dev.stages, *dev.tag_stages}:
+            service = serves(dev, stage, by_device[dev.identifier], params, as_of)
+            if service is not None:
+                count[stage][0] += 1
+                count[stage][1] += service.networked
     return tuple(StageCoverage(s, n, ok) for s, (n, ok) in sorted(count.items()))
 
 

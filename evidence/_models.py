@@ -151,6 +151,8 @@ class Integrity:
     gaps: int  # gap events: envelopes missing when a later one arrived
     missing_envelopes: int  # seqs between the first and last of the window still absent
     declared_losses: int  # loss envelopes
+    #: envelopes the losses declared that never arrived (a declared envelope the outbox had
+    #: sent before it dropped it, and that ingest received, is not lost), and their samples
     declared_lost_envelopes: int
     declared_lost_samples: int
     undeclared_missing: int  # missing and not covered by a declared loss

@@ -67,10 +67,14 @@ JOIN ser ON ser.id = c.series_id JOIN p ON p.f = c.f AND p.t = c.t
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3
 """
 
+# each declared loss, with the samples of the envelopes it declared that arrived all the same
 _LOSSES = """
-SELECT first_seq, last_seq, samples, reason FROM connectivity_event
-WHERE gateway_id = %(gid)s AND kind = 'loss' AND seq BETWEEN %(first)s AND %(last)s
-ORDER BY first_seq
+SELECT e.first_seq, e.last_seq, e.samples, e.reason, (
+    SELECT coalesce(sum(a.samples), 0) FROM receipt a
+    WHERE a.gateway_id = e.gateway_id AND a.seq BETWEEN e.first_seq AND e.last_seq)
+FROM connectivity_event e
+WHERE e.gateway_id = %(gid)s AND e.kind = 'loss' AND e.seq BETWEEN %(first)s AND %(last)s
+ORDER BY e.first_seq
 """
 
 
@@ -206,5 +210,9 @@ def _attestation(cur: psycopg.Cursor[Any], gateway: str, window: Window) -> dict
         # [device, tag, from µs, to µs, samples] for each period a checkpoint names, its own
         # [from, to) included, so that samples no checkpoint attests are seen too
         "stored": [[d, t, us(f), us(e), int(n)] for d, t, f, e, n in stored],
-        "losses": [[int(a), int(b), None if n is None else int(n), r] for a, b, n, r in losses],
+        # [first, last, samples, reason, samples of those envelopes the platform received]
+        "losses": [
+            [int(a), int(b), None if n is None else int(n), r, int(got)]
+            for a, b, n, r, got in losses
+        ],
     }

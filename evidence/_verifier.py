@@ -53,6 +53,11 @@ class Verification:
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "fail"]
 
+    @property
+    def unchecked(self) -> list[Finding]:
+        """What could not be checked, but the assessment (never recomputed, always said)."""
+        return [f for f in self.findings if f.status == "unchecked" and f.check != "assessment"]
+
     def add(self, status: Status, check: str, subject: str, detail: str) -> None:
         self.findings.append(Finding(status, check, subject, detail))
 
@@ -219,7 +224,11 @@ class _Gateway:
             stored = {
                 (str(d), str(t), (int(f), int(e))): int(n) for d, t, f, e, n in self.att["stored"]
             }
-            declared = sum(int(loss[2] or 0) for loss in self.att["losses"])
+            # less what arrived of the declared envelopes (not in reports made before it)
+            declared = sum(
+                max(0, int(loss[2] or 0) - max(0, int(loss[4] if len(loss) > 4 else 0)))
+                for loss in self.att["losses"]
+            )
         except (KeyError, TypeError, ValueError) as exc:
             self.out.add("fail", "report", self.gateway, f"stored counts malformed: {exc!r}")
             return

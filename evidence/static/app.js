@@ -246,6 +246,11 @@ function selectDevice(id) {
 
 // --- evidence: indicator table and integrity panel ------------------------------------------
 
+// the assessment gives each text in English (`basis`) and Chinese (`basis_zh`)
+function said(obj, field) {
+  return state.lang === "zh" ? obj[`${field}_zh`] ?? obj[field] : obj[field];
+}
+
 function renderEvidence(answer) {
   const ev = answer.evidence;
   const a = answer.assessment;
@@ -265,13 +270,15 @@ function renderEvidence(answer) {
     const points = item.max_points === null ? "—" : `${num(item.points)} / ${num(item.max_points)}`;
     row.append(el("td", `${item.dimension} / ${item.item}`),
       el("td", item.level ?? "—"), el("td", t(item.strength), `strength ${item.strength}`),
-      el("td", points, "points"), el("td", item.basis), el("td", item.not_evidenced.join("；") || "—"));
+      el("td", points, "points"), el("td", said(item, "basis"), "basis"),
+      el("td", said(item, "not_evidenced").join("；") || "—", "to-check"));
     body.append(row);
   }
 
   const i = ev.integrity;
   const doubts = $("#doubts");
-  doubts.replaceChildren(...(a.doubts.length ? a.doubts.map((d) => el("li", d)) : [el("li", t("doubtsNone"), "ok")]));
+  const reasons = said(a, "doubts");
+  doubts.replaceChildren(...(reasons.length ? reasons.map((d) => el("li", d)) : [el("li", t("doubtsNone"), "ok")]));
   const facts = [
     ["envelopes", i.envelopes], ["validSignatures", i.valid_signatures],
     ["signatureShare", pct(i.signature_share)], ["badSignatures", i.bad_signatures],

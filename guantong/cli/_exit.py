@@ -20,6 +20,8 @@ INVALID = 1
 USAGE = 2
 #: a server or device the command needs could not be reached
 UNAVAILABLE = 3
+#: ``evidence verify --strict``: nothing failed, but something could not be checked
+UNCHECKED = 4
 #: stopped by SIGINT
 INTERRUPTED = 130
 

@@ -162,12 +162,19 @@ def report(
     help='JSON {"<gateway identifier>": "<base64 public key>"}, for use offline.',
 )  # fmt: skip
 @click.option("--platform-key", help="The platform key's published fingerprint, sha256:….")
-def verify(file: str, node: str | None, keys_file: str | None, platform_key: str | None) -> None:
+@click.option(
+    "--strict", is_flag=True,
+    help="Exit 4 when nothing failed but something (the assessment aside) could not be checked.",
+)  # fmt: skip
+def verify(
+    file: str, node: str | None, keys_file: str | None, platform_key: str | None, strict: bool
+) -> None:
     """Check a report: the platform's signature, every gateway checkpoint's signature, the
     checkpoints' sequence, and every count against what the gateways attested.
 
     Prints what was verified, what failed and what could not be checked; exits 1 if
-    anything failed.
+    anything failed, and with --strict 4 if nothing failed but anything besides the
+    assessment (never recomputed) could not be checked.
     """
     if (node is None) == (keys_file is None):
         click.echo("error: give the gateways' keys with --node or with --keys", err=True)
@@ -199,4 +206,13 @@ def verify(file: str, node: str | None, keys_file: str | None, platform_key: str
             sys.exit(_exit.UNAVAILABLE)
     result = evidence.verify_report(signed, keys, platform_key=platform_key)
     click.echo(result.table())
-    sys.exit(_exit.OK if result.ok else _exit.INVALID)
+    if not result.ok:
+        sys.exit(_exit.INVALID)
+    if strict and result.unchecked:
+        click.echo(
+            f"strict: {len(result.unchecked)} findings could not be checked, so the report is "
+            "not verified in full",
+            err=True,
+        )
+        sys.exit(_exit.UNCHECKED)
+    sys.exit(_exit.OK)

@@ -1,7 +1,7 @@
 """Real servers for the tests: PostgreSQL, Mosquitto (plain and secured), the demo's embedded
-MQTT broker (amqtt) and a Kafka broker; and ``kiln_works``, the factory file the pipeline tests
-run the PLC simulators with; ``wait_until``, ``fetch`` and ``count`` for polling and reading
-the store.
+MQTT broker (amqtt), a Kafka broker and TimescaleDB (in PGlite); and ``kiln_works``, the
+factory file the pipeline tests run the PLC simulators with; ``wait_until``, ``fetch`` and
+``count`` for polling and reading the store.
 
 ``tests/conftest.py`` turns these into fixtures; fault tests may also build private
 servers directly (``with MosquittoBroker() as broker: ...``). See ``docs/testing.md``.
@@ -24,6 +24,7 @@ from ._mosquitto import (
     SecureMqtt,
     secure_mosquitto,
 )
+from ._pglite import pglite_installed, pglite_timescale
 from ._pki import CertFiles, CertificateAuthority
 from ._polling import count, fetch, wait_until
 from ._postgres import DSN_ENV, ExternalPostgres, PostgresCluster, PostgresServer
@@ -59,6 +60,8 @@ __all__ = [
     "ingest_config",
     "kiln_works",
     "load_conftest",
+    "pglite_installed",
+    "pglite_timescale",
     "secure_mosquitto",
     "wait_until",
 ]

@@ -172,6 +172,45 @@ class Publisher:
         self.client.loop_stop()
 
 
+async def deliver(
+    dsn: str,
+    tmp: Path,
+    chain: Chain,
+    devices: dict[str, identifiers.DeviceRecord],
+    sent: list[tuple[str, bytes]],
+) -> list[evidence.RegisteredDevice]:
+    """Register ``chain``'s gateway and ``devices`` (handle → record) on an identifier node over
+    ``dsn``, publish ``sent`` through a private Mosquitto to an ingest writing to ``dsn``, wait
+    until every message has its receipt; the firm's devices as the registry reads them."""
+    firm = next(iter(devices.values())).enterprise
+    node_config = identifiers.NodeConfig.model_validate(
+        {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
+         "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"]}
+    )  # fmt: skip
+    with MosquittoBroker() as broker:
+        async with identifiers.Node(node_config) as node:
+            _, token = await node.registry.create_token("88.709", days=1, label="evidence tests")
+            gateway = identifiers.GatewayRecord(
+                enterprise=firm, public_key=p.public_key_bytes(chain.key)
+            )
+            async with identifiers.Client(node.url, token=token) as client:
+                await client.register(
+                    [(chain.gateway, gateway.to_values())]
+                    + [(h, r.to_values()) for h, r in devices.items()]
+                )
+                registered = await evidence.registered_devices(client, firm)
+            config = ingest_config(dsn, broker.port, node.url, tmp, health=None)
+            async with Ingest(config) as ingest:
+                await wait_until(lambda: ingest.consumer.stats.subscribed)
+                publisher = Publisher(broker.port)
+                try:
+                    await asyncio.to_thread(publisher.publish_all, sent)
+                    await wait_until(lambda: count(dsn, "receipt") == len(sent))
+                finally:
+                    publisher.close()
+    return registered
+
+
 async def fill(dsn: str, broker: MosquittoBroker, tmp: Path, start: dt.datetime) -> Plant:
     node_config = identifiers.NodeConfig.model_validate(
         {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
@@ -316,5 +355,6 @@ class Served:
 def kit() -> SimpleNamespace:
     """What test modules need of this file (they cannot import a conftest)."""
     return SimpleNamespace(
-        Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY, wait_until=wait_until
-    )
+        Served=Served, PLANT=PLANT, HEALTHY=HEALTHY, FAULTY=FAULTY, wait_until=wait_until,
+        Chain=Chain, deliver=deliver,
+    )  # fmt: skip

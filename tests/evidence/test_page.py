@@ -179,6 +179,10 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
         expect(row.locator("td.strength")).to_have_text(words[item["strength"]])
     row = page.locator('#indicators tbody tr[data-item="basis.device_networking"]')
     expect(row.locator("td.points")).to_have_text("6 / 6")
+    # the basis and what is left to check, in the page's language
+    assert networking["basis_zh"].startswith("已登记关键设备1台，其中1台")
+    expect(row.locator("td.basis")).to_have_text(networking["basis_zh"])
+    expect(row.locator("td.to-check")).to_have_text("设备台账包含全部生产设备（现场核实）")
     expect(page.locator("#networking")).to_contain_text("100.0% (1 / 1")
     expect(page.locator("#doubts li")).to_have_text("未发现可信度问题")
     expect(page.locator('#integrity dd[data-fact="chainBreaks"]')).to_have_text("0")
@@ -196,6 +200,12 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
     expect(kiln.locator("td.status")).to_have_text("live")
     expect(row.locator("td.strength")).to_have_text("strong")
     expect(page.locator("#indicators th").first).to_have_text("Item")
+    expect(row.locator("td.basis")).to_have_text(
+        re.compile(r"^1 of 1 registered key devices sent fresh good data")
+    )
+    expect(row.locator("td.to-check")).to_have_text(
+        "the register holds every production device (checked on site)"
+    )
     page.screenshot(path=ARTIFACTS / "en.png", full_page=True)
 
     # the address names firm and device: a reload (the token stays with the tab) or a link
@@ -250,7 +260,12 @@ def test_a_provider_switches_firms_and_sees_the_faulty_ones_doubts(
             "1 envelopes with an invalid signature",
             "1 envelopes missing without a declared loss",
         ]
-        expect(page.locator("#doubts li")).to_have_text(doubts)
+        assert answer["assessment"]["doubts_zh"] == [
+            "1个数据包签名无效",
+            "1个数据包缺失，且网关未声明丢失",
+        ]
+        # the Chinese page gives the reasons in Chinese
+        expect(page.locator("#doubts li")).to_have_text(answer["assessment"]["doubts_zh"])
         expect(page.locator('#integrity dd[data-fact="badSignatures"]')).to_have_text("1")
         expect(page.locator('#integrity dd[data-fact="undeclaredMissing"]')).to_have_text("1")
         expect(page.locator('#integrity dd[data-fact="quarantined"]')).to_have_text(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import html
 import json
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import evidence
 import gateway.protocol as p
 import identifiers
 import simulators
+from evidence._report import signed_bytes
 from gateway._keys import create_key
 from gateway._runtime import running
 from gateway.config import GatewayConfig
@@ -58,6 +60,7 @@ class Run:
     cli_verify: subprocess.CompletedProcess[str]
     files: Path
     samples_in_window: int
+    platform: Ed25519PrivateKey
 
 
 def guantong(*args: str) -> subprocess.CompletedProcess[str]:
@@ -126,7 +129,9 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
             guantong, "verify", str(tmp / "report.json"), "--node", node.url
         )
     keys: dict[str, bytes | str] = {config.gateway.id: p.public_key_bytes(gw_key)}
-    return Run(report, keys, config.gateway.id, window, cli_report, cli_verify, tmp, samples)
+    return Run(
+        report, keys, config.gateway.id, window, cli_report, cli_verify, tmp, samples, platform
+    )
 
 
 @pytest.fixture(scope="module")
@@ -315,3 +320,36 @@ def test_a_report_changed_into_nonsense_fails_instead_of_crashing(run: Run) -> N
 
     result = evidence.verify_report(changed(run, edit), run.keys)
     assert ("report", "content") in failed(result)
+
+
+def test_the_html_gives_each_basis_in_chinese_then_english(run: Run) -> None:
+    page = evidence.render_html(run.report, "sha256:test")
+    for item in run.report.report["assessment"]["items"]:
+        assert item["basis_zh"]
+        assert item["basis_zh"] != item["basis"]
+        assert html.escape(f"{item['basis_zh']}\n{item['basis']}") in page
+        for zh, en in zip(item["not_evidenced_zh"], item["not_evidenced"], strict=True):
+            assert html.escape(f"{zh}\n{en}") in page
+
+
+def test_a_report_made_before_the_chinese_texts_still_verifies_and_renders(run: Run) -> None:
+    """Reports signed before the assessment carried Chinese texts (indicator file 2024.2) have
+    no ``basis_zh``, ``not_evidenced_zh`` or ``doubts_zh``: they verify as before, and their
+    HTML gives the English texts."""
+    old = copy.deepcopy(run.report.report)
+    assessment = old["assessment"]
+    assessment["version"] = "2024.2"
+    del assessment["doubts_zh"]
+    for item in assessment["items"]:
+        del item["basis_zh"], item["not_evidenced_zh"]
+    signed = evidence.Report(old, run.platform.sign(signed_bytes(old)))
+    result = evidence.verify_report(signed, run.keys)
+    now = evidence.verify_report(run.report, run.keys)
+    assert result.ok, result.table()
+    assert [(f.status, f.check) for f in result.findings] == [
+        (f.status, f.check) for f in now.findings
+    ]
+    page = evidence.render_html(signed, "sha256:test")
+    for item in assessment["items"]:
+        assert f"<td>{html.escape(item['basis'])}</td>" in page
+    assert "已登记关键设备" not in page

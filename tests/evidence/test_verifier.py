@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -105,6 +108,10 @@ def test_a_shortfall_is_unchecked_when_declared_losses_cover_it_and_fails_otherw
     assert [f.subject for f in short.failures if f.check == "count"] == [
         f"{DEV} t {iso(T0)[:19]}Z–{iso(T0 + MIN)[:19]}Z"
     ]
+    # 5 of the declared samples arrived all the same: 5 declared and lost cannot excuse 10
+    arrived = [[3, 4, 10, "outbox full", 5]]
+    partly = evidence.verify_report(report({T0: 50, T0 + MIN: 60}, cps, 2, arrived), KEYS)
+    assert [f.check for f in partly.failures] == ["count"], partly.table()
 
 
 def test_samples_no_checkpoint_attests_fail() -> None:
@@ -120,3 +127,44 @@ def test_a_window_beyond_the_last_checkpoint_is_said_to_be_uncovered() -> None:
     result = evidence.verify_report(report({T0: 60}, cps, 3), KEYS)
     assert result.ok, result.table()
     assert "unchecked" in statuses(result, "coverage")
+
+
+def verify_command(
+    tmp: Path, signed: evidence.Report, *options: str, vouched: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``guantong evidence verify`` of ``signed`` with the gateway's key from a file, and the
+    platform key's fingerprint if ``vouched``."""
+    (tmp / "report.json").write_bytes(signed.to_json())
+    (tmp / "keys.json").write_text(json.dumps({GW: base64.b64encode(KEYS[GW]).decode()}))  # type: ignore[arg-type]
+    if vouched:
+        options += ("--platform-key", p.fingerprint(p.public_key_bytes(PLATFORM)))
+    return subprocess.run(
+        [sys.executable, "-m", "guantong", "evidence", "verify", str(tmp / "report.json"),
+         "--keys", str(tmp / "keys.json"), *options],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_strict_verification_exits_4_while_anything_but_the_assessment_is_unchecked(
+    tmp_path: Path,
+) -> None:
+    # a gateway without checkpoints in the report: nothing of it can be checked
+    uncovered = report({T0: 60}, [], 1)
+    plain = verify_command(tmp_path, uncovered)
+    assert plain.returncode == 0, plain.stdout  # without --strict: 0 unless a check failed
+    assert "UNCHECKED  checkpoints" in plain.stdout
+    strict = verify_command(tmp_path, uncovered, "--strict")
+    assert strict.returncode == 4, strict.stdout + strict.stderr
+    assert "strict: 1 findings could not be checked" in strict.stderr
+    # the platform key not vouched for is not checked either
+    cps = checkpoints([(T0, 60)], [(T0 + MIN, 60)])
+    whole = report({T0: 60, T0 + MIN: 60}, cps, 2)
+    assert verify_command(tmp_path, whole, "--strict", vouched=False).returncode == 4
+    # everything checked: only the assessment, which is never recomputed, is left
+    checked = verify_command(tmp_path, whole, "--strict")
+    assert checked.returncode == 0, checked.stdout
+    assert checked.stdout.count("UNCHECKED") == 1
+    assert "UNCHECKED  assessment" in checked.stdout
+    # a failure is 1, strict or not
+    short = report({T0: 50, T0 + MIN: 60}, cps, 2)
+    assert verify_command(tmp_path, short, "--strict").returncode == 1

