@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/modbus_bench.py [--tags 100000] [--seconds 10] [--sims 2]
         [--peer plc|profiles] [--holes zero|refuse] [--endpoints 8] [--plc-tags 1000] [--gateway]
+        [--checkpoint-interval SECONDS]
 
 The peer is one or more simulator processes. ``--peer plc`` (the default) serves line PLCs
 (profile ``plc-<N>``, ``--plc-tags`` tags each, scattered in blocks with unused registers
@@ -25,7 +26,10 @@ Then, each in a fresh process so that its CPU time and peak RSS are its own:
 - with ``--gateway``, the **gateway**: the whole of it as ``guantong gateway run`` starts it,
   from a config file of every simulated machine (YAML, loaded and validated), publishing to a
   Mosquitto of its own: samples/s committed to the outbox, the RSS once the config is loaded,
-  while running and at peak (docs/gateway.md, Memory).
+  while running and at peak (docs/gateway.md, Memory). With ``--checkpoint-interval`` its
+  checkpoints come that often (else every 5 minutes, the default), and the counts it has not
+  yet attested (series × period, from a reader of its outbox) are sampled once an interval:
+  with every tag read every second they must not grow from interval to interval.
 
 For each it prints tags/s, CPU seconds per 100,000 tags and peak RSS, the CPU the simulator
 processes spent meanwhile, then the ratios and the load average.
@@ -291,6 +295,38 @@ def rss_mb() -> float:
     return float("nan")
 
 
+#: the counts a gateway has not attested yet, series × period, and the oldest one's period
+_BACKLOG = """
+SELECT count(*), min(start) FROM (
+    SELECT start FROM tally GROUP BY start, period_end, device, tag HAVING sum(samples) <> 0)
+"""
+
+
+def backlog(outbox: Path) -> tuple[int, int | None]:
+    """The counts not yet attested in the outbox at ``outbox``, read beside the gateway (a
+    second connection: WAL readers do not hold up its writer), and the oldest one's period."""
+    import sqlite3  # noqa: PLC0415
+
+    db = sqlite3.connect(f"file:{outbox}?mode=ro", uri=True)
+    try:
+        rows, oldest = db.execute(_BACKLOG).fetchone()
+        return int(rows), oldest
+    finally:
+        db.close()
+
+
+async def sample_backlog(
+    outbox: Path, every: float, started: float, out: list[tuple[float, int, float | None]]
+) -> None:
+    """Append (seconds since ``started``, counts not attested, age of the oldest's period in
+    seconds) to ``out`` every ``every`` seconds."""
+    while True:
+        await asyncio.sleep(every)
+        rows, oldest = await asyncio.to_thread(backlog, outbox)
+        age = None if oldest is None else time.time() - oldest / 1e6
+        out.append((time.perf_counter() - started, rows, age))
+
+
 async def run_gateway(config_file: str, seconds: float) -> dict[str, Any]:
     """The whole gateway as ``guantong gateway run`` starts it: the config file loaded and
     validated, the drivers scheduled, envelopes signed into the outbox and published."""
@@ -304,10 +340,15 @@ async def run_gateway(config_file: str, seconds: float) -> dict[str, Any]:
         "loaded_rss_mb": rss_mb(),
         "loaded_peak_mb": peak_rss_mb(),
     }
+    interval = config.uplink.checkpoint_interval
     gateway_run = running(config, drain_timeout=5)
     del config  # the gateway holds what it keeps, as in the CLI
     start_cpu, started = time.process_time(), time.perf_counter()
+    samples_of_backlog: list[tuple[float, int, float | None]] = []
     async with gateway_run as gw:
+        sampler = asyncio.create_task(
+            sample_backlog(gw.outbox.path, interval or seconds / 4, started, samples_of_backlog)
+        )
         # the first commit comes after the first aligned tick, up to a second and more after
         # the start: the rate from then on is what a gateway running for months sustains
         stats = gw.writer.stats
@@ -321,7 +362,13 @@ async def run_gateway(config_file: str, seconds: float) -> dict[str, Any]:
         result["first_commit_s"] = first - started
         steady = time.perf_counter() - first
         result["steady_tags_per_s"] = (samples - first_samples) / steady if steady else 0.0
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
     result |= loaded
+    result["checkpoint_interval"] = interval
+    result["checkpoints"] = gw.writer.stats.checkpoints
+    result["backlog"] = samples_of_backlog
     result["acked_envelopes"] = gw.uplink.stats.acked
     result["envelopes"] = gw.writer.stats.envelopes
     return result
@@ -374,12 +421,14 @@ def start_simulators(
 
 
 @contextlib.contextmanager
-def gateway_setup(ports: dict[int, int], layout: Layout) -> Iterator[str]:
+def gateway_setup(
+    ports: dict[int, int], layout: Layout, checkpoint_interval: float | None
+) -> Iterator[str]:
     """A Mosquitto of its own and the path of a gateway config publishing to it."""
     directory = Path(tempfile.mkdtemp(prefix="guantong-bench-"))
     broker, mqtt = start_mosquitto(directory, ["max_queued_messages 1000000"])
     try:
-        yield str(gateway_config(directory, ports, layout, mqtt))
+        yield str(gateway_config(directory, ports, layout, mqtt, checkpoint_interval))
     finally:
         broker.terminate()
         broker.wait()
@@ -396,9 +445,24 @@ def report_gateway(gateway: dict[str, Any], driver: dict[str, Any]) -> None:
         f"committed, {gateway['acked_envelopes']:,} acknowledged by the broker; peak RSS "
         f"{gateway['peak_rss_mb'] / driver['peak_rss_mb']:.2f}× the driver's"
     )
+    interval = gateway["checkpoint_interval"]
+    print(
+        f"gateway: {gateway['checkpoints']:,} checkpoints made, every {interval or 300:g} s; "
+        "counts not yet attested (series × period) at "
+        + ", ".join(
+            f"{t:.0f} s: {rows:,}" + ("" if age is None else f" (oldest period {age:.0f} s ago)")
+            for t, rows, age in gateway["backlog"]
+        )
+    )
 
 
-def gateway_config(directory: Path, ports: dict[int, int], layout: Layout, mqtt: int) -> Path:
+def gateway_config(
+    directory: Path,
+    ports: dict[int, int],
+    layout: Layout,
+    mqtt: int,
+    checkpoint_interval: float | None = None,
+) -> Path:
     """A gateway config file reading every simulated machine, publishing to ``mqtt``."""
     import yaml  # noqa: PLC0415
 
@@ -416,6 +480,8 @@ def gateway_config(directory: Path, ports: dict[int, int], layout: Layout, mqtt:
         "uplink": {"broker": f"mqtt://127.0.0.1:{mqtt}"},
         "health": {"listen": "127.0.0.1:0"},
     }
+    if checkpoint_interval is not None:
+        config["uplink"]["checkpoint_interval"] = checkpoint_interval  # type: ignore[index]
     path = directory / "gateway.yaml"
     path.write_text(yaml.dump(config, Dumper=yaml.CSafeDumper, sort_keys=False), encoding="utf-8")
     return path
@@ -452,6 +518,11 @@ def figures(
         out.add("gateway_running_rss", "whole gateway RSS while running",
                 gateway["running_rss_mb"], "MB")  # fmt: skip
         out.add("gateway_load", "gateway config load", gateway["load_s"], "s")
+        out.add("gateway_checkpoints", "checkpoints made", gateway["checkpoints"], "checkpoints")
+        if len(gateway["backlog"]) >= 2:
+            out.add("gateway_backlog", "counts not yet attested at the end",
+                    gateway["backlog"][-1][1], "series × period", gateway["backlog"][0][1],
+                    "the same after one interval")  # fmt: skip
     out.note(f"{driver['configured_tags']:,} tags, {driver['requests_per_poll']:,} requests per "
              f"pass, peer {args.peer}, holes {args.holes}")  # fmt: skip
     return out
@@ -473,6 +544,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--gateway", action="store_true", help="also run a whole gateway with a Mosquitto uplink"
     )
+    parser.add_argument(
+        "--checkpoint-interval", type=float, metavar="SECONDS",
+        help="the gateway's checkpoint interval (default: the config's default, 5 min)",
+    )  # fmt: skip
     parser.add_argument("--payload", help=argparse.SUPPRESS)
     add_json_option(parser)
     return parser.parse_args()
@@ -514,7 +589,7 @@ def main() -> None:
         baseline = measure("baseline", {"plan": driver["plan"], "seconds": args.seconds})
         scheduled = measure("scheduled", common)
         if args.gateway:
-            with gateway_setup(ports, layout) as config:
+            with gateway_setup(ports, layout, args.checkpoint_interval) as config:
                 gateway = measure("gateway", {"config": config, "seconds": args.seconds})
         print(
             f"{driver['configured_tags']:,} tags configured, read with "

@@ -33,12 +33,16 @@ FORMAT = "guantong-evidence-report/1"
 DOMAIN = b"guantong-evidence-report\x00"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# the checkpoints whose time overlaps the window, and what time they cover together
+# the checkpoints whose time overlaps the window, and what time they cover together: closing
+# ones overlapping it, and the partial ones (from = to) of those
 _COVERING = """
-SELECT seq, envelope, period_from, period_to FROM checkpoint
-WHERE gateway_id = %(gid)s AND period_to > %(start)s AND period_from < %(end)s
+SELECT seq, envelope, period_from, period_to, previous FROM checkpoint
+WHERE gateway_id = %(gid)s AND period_to > %(start)s
+  AND (period_from < %(end)s OR (period_from = period_to AND period_to <= %(end)s))
 ORDER BY seq
 """
+# the checkpoint before them: a partial one left out at the start would show
+_ANCHOR = "SELECT envelope FROM checkpoint WHERE gateway_id = %(gid)s AND seq = %(seq)s"
 # later checkpoints holding counts of that time: samples that were committed late
 _LATE = """
 SELECT seq, envelope FROM checkpoint
@@ -187,13 +191,15 @@ def _attestation(cur: psycopg.Cursor[Any], gateway: str, window: Window) -> dict
         return None
     args: dict[str, Any] = {"gid": row[0], "start": window.start, "end": window.end}
     covering = cur.execute(_COVERING, args).fetchall()
+    late_args = {**args, "after": covering[-1][0] if covering else 0}
+    while covering and covering[-1][2] == covering[-1][3]:
+        covering.pop()  # partial ones whose closing checkpoint has not arrived: not yet whole
     if not covering:
         return {"gateway": gateway, "checkpoints": [], "stored": [], "losses": []}
     # a checkpoint's own time is a period too: samples there that no count attests show
-    periods = {(us(f), us(t)) for _, _, f, t in covering}
-    late_args = {**args, "after": covering[-1][0]}
+    periods = {(us(f), us(t)) for _, _, f, t, _ in covering if f < t}
     late_args.update(start=min(r[2] for r in covering), end=max(r[3] for r in covering))
-    rows = [(seq, raw) for seq, raw, _, _ in covering] + cur.execute(_LATE, late_args).fetchall()
+    rows = [(seq, raw) for seq, raw, *_ in covering] + cur.execute(_LATE, late_args).fetchall()
     checkpoints = [json.loads(bytes(raw)) for _, raw in rows]
     for envelope in checkpoints:
         periods.update((p["from"], p["to"]) for p in envelope["checkpoint"]["periods"])
@@ -204,6 +210,9 @@ def _attestation(cur: psycopg.Cursor[Any], gateway: str, window: Window) -> dict
     ).fetchall()
     seqs = [c["seq"] for c in checkpoints]
     losses = cur.execute(_LOSSES, {**args, "first": min(seqs), "last": max(seqs)}).fetchall()
+    anchor = cur.execute(_ANCHOR, {**args, "seq": covering[0][4]}).fetchone()
+    if anchor is not None:
+        checkpoints.insert(0, json.loads(bytes(anchor[0])))
     return {
         "gateway": gateway,
         "checkpoints": checkpoints,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import itertools
 import json
 from collections import defaultdict
 from collections.abc import Mapping
@@ -212,8 +211,14 @@ class _Gateway:
         self.out, self.gateway, self.key, self.window, self.att = out, gateway, key, window, att
         #: (device, tag) → period → samples, summed over the valid checkpoints
         self.attested: dict[Series, dict[Span, int]] = defaultdict(lambda: defaultdict(int))
-        #: the valid checkpoints whose time overlaps the window, by seq
+        #: the valid checkpoints whose time overlaps the window (and the partial ones of the
+        #: closing ones among them), by seq
         self.covering: list[tuple[wire.Envelope, wire.Checkpoint]] = []
+        #: of them, the closing ones: the time the checkpoints cover
+        self.closing: list[tuple[wire.Envelope, wire.Checkpoint]] = []
+        #: the valid checkpoint before the first covering one (the report holds it so that a
+        #: partial checkpoint left out at the start shows)
+        self.anchor: tuple[wire.Envelope, wire.Checkpoint] | None = None
 
     def check(self, tags: Mapping[Series, int], devices: Mapping[str, Any]) -> None:
         checkpoints = self._checkpoints()
@@ -270,12 +275,19 @@ class _Gateway:
                 continue
             valid.append(env)
             cp = env.checkpoint
-            if cp.end > self.window[0] and cp.start < self.window[1]:
+            if _covers(cp, self.window):
                 self.covering.append((env, cp))
             for period in cp.periods:
                 for c in period.counts:
                     self.attested[c.device, c.tag][period.start, period.end] += c.samples
         self.covering.sort(key=lambda pair: pair[0].seq)
+        self.closing = [(env, cp) for env, cp in self.covering if not cp.partial]
+        if self.covering:
+            first = self.covering[0][0].seq
+            earlier = [env for env in valid if env.seq < first and env.checkpoint is not None]
+            if earlier:
+                env = max(earlier, key=lambda e: e.seq)
+                self.anchor = (env, env.checkpoint)  # type: ignore[assignment]
         if valid:
             self.out.add(
                 "ok",
@@ -290,27 +302,61 @@ class _Gateway:
         if not covering:
             self.out.add("unchecked", "coverage", self.gateway, "no valid checkpoint in the window")
             return
-        broken = False
-        for (before, b), (after, a) in itertools.pairwise(covering):
-            if (a.previous, a.previous_hash) != (before.seq, before.digest) or a.start != b.end:
+        broken = not self._anchored()
+        closed = None if self.anchor is None or broken else self.anchor[1].end
+        before: tuple[wire.Envelope, wire.Checkpoint] | None = None
+        pending = None  # the end of the closing checkpoint that partial ones announced
+        for after, a in covering:
+            linked = before is not None and (a.previous, a.previous_hash) == (
+                before[0].seq,
+                before[0].digest,
+            )
+            if pending is not None:
+                timed = a.end == pending
+            elif a.partial:
+                timed = closed is None or a.end > closed
+            else:
+                timed = closed is None or a.start == closed
+            if before is not None and not (linked and timed):
                 broken = True
+                b = before[1]
                 self.out.add(
                     "fail",
                     "checkpoint sequence",
                     f"{self.gateway} #{after.seq}",
-                    f"names #{a.previous} as its predecessor and starts at {_iso(a.start)}; the "
-                    f"report's previous one is #{before.seq}, ending {_iso(b.end)}: a checkpoint "
-                    "is missing or was changed",
+                    f"names #{a.previous} as its predecessor and {_spell(a)}; the report's "
+                    f"previous one is #{before[0].seq}, {_spell(b)}: a checkpoint is missing "
+                    "or was changed",
                 )
-        first, last = covering[0][1], covering[-1][1]
+            before = (after, a)
+            pending = a.end if a.partial else None
+            if not a.partial:
+                closed = a.end
+        if pending is not None:
+            broken = True
+            self.out.add(
+                "fail",
+                "checkpoint sequence",
+                f"{self.gateway} #{covering[-1][0].seq}",
+                f"is a partial checkpoint to {_iso(pending)}; the report lacks the closing "
+                "checkpoint that follows it: a checkpoint is missing",
+            )
+        if not self.closing:
+            self.out.add(
+                "unchecked", "coverage", self.gateway, "no valid closing checkpoint in the window"
+            )
+            return
+        first, last = self.closing[0][1], self.closing[-1][1]
         if not broken:
             restarts = [f"#{e.seq}" for e, cp in covering if cp.restarted]
+            partial = sum(cp.partial for _, cp in covering)
             self.out.add(
                 "ok",
                 "checkpoint sequence",
                 self.gateway,
                 f"#{covering[0][0].seq}…#{covering[-1][0].seq} unbroken, {_iso(first.start)} to "
                 f"{_iso(last.end)}"
+                + (f" ({partial} of them partial)" if partial else "")
                 + (f"; the gateway restarted at {', '.join(restarts)}" if restarts else ""),
             )
         start, end = self.window
@@ -323,6 +369,35 @@ class _Gateway:
                 f"window {_iso(start)} to {_iso(end)}",
             )
 
+    def _anchored(self) -> bool:
+        """Whether the first covering checkpoint follows the one before it in the report, a
+        closing checkpoint (else partial checkpoints may be left out before it); False if
+        it fails."""
+        env, cp = self.covering[0]
+        if cp.previous == 0:
+            return True
+        if self.anchor is None:
+            self.out.add(
+                "unchecked",
+                "checkpoint sequence",
+                f"{self.gateway} #{env.seq}",
+                f"the report does not hold #{cp.previous}, the checkpoint before it: partial "
+                "checkpoints left out before it cannot be ruled out",
+            )
+            return True
+        before, b = self.anchor
+        linked = (cp.previous, cp.previous_hash) == (before.seq, before.digest)
+        if linked and not b.partial and (cp.end > b.end if cp.partial else cp.start == b.end):
+            return True
+        self.out.add(
+            "fail",
+            "checkpoint sequence",
+            f"{self.gateway} #{env.seq}",
+            f"names #{cp.previous} as its predecessor; the report's checkpoint before it is "
+            f"#{before.seq}, {_spell(b)}: a checkpoint is missing or was changed",
+        )
+        return False
+
     # -- counts -----------------------------------------------------------------------------------
 
     def _attested_in(self, series: Series, span: Span) -> int:
@@ -334,7 +409,7 @@ class _Gateway:
     def _counts(self, stored: Mapping[tuple[str, str, Span], int], declared: int) -> None:
         """Every period a checkpoint names, and each covering checkpoint's own time, for every
         series: the platform's count must be what the gateway attested."""
-        own = [(cp.start, cp.end) for _, cp in self.covering]
+        own = [(cp.start, cp.end) for _, cp in self.closing]
         if not own:
             return
         # the time the covering checkpoints span: later periods of late checkpoints may have
@@ -391,10 +466,10 @@ class _Gateway:
     ) -> None:
         """The facts' count of each of the gateway's tags lies within what the checkpoints'
         time inside the window and overlapping it holds; attested series are in the facts."""
-        if not self.covering:
+        if not self.closing:
             return
         start, end = self.window
-        spans = [(cp.start, cp.end) for _, cp in self.covering]
+        spans = [(cp.start, cp.end) for _, cp in self.closing]
         inside = [s for s in spans if start <= s[0] and s[1] <= end]
         exact = spans[0][0] >= start and spans[-1][1] <= end
         covered = spans[0][0] <= start and spans[-1][1] >= end
@@ -444,6 +519,20 @@ class _Gateway:
                 self.gateway,
                 f"{agree} series match the attested counts {how}",
             )
+
+
+def _covers(cp: wire.Checkpoint, window: Span) -> bool:
+    """Whether ``cp`` is one of the checkpoints of ``window``: a closing one whose time
+    overlaps it, or a partial one of a closing one that does."""
+    if cp.partial:
+        return window[0] < cp.end <= window[1]
+    return cp.end > window[0] and cp.start < window[1]
+
+
+def _spell(cp: wire.Checkpoint) -> str:
+    if cp.partial:
+        return f"partial to {_iso(cp.end)}"
+    return f"{_iso(cp.start)} to {_iso(cp.end)}"
 
 
 def _iso(micros: int) -> str:

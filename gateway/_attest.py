@@ -5,7 +5,10 @@ the envelopes of one outbox transaction, and the outbox writes the counts in tha
 transaction (:meth:`Tally.write`), so a count exists exactly when its samples are committed,
 whatever kills the gateway. A checkpoint takes the counts of every period that is over and
 subtracts them (negative journal entries) in the transaction that commits it, and records
-itself as the predecessor of the next one (docs/protocol.md, "Checkpoints").
+itself as the predecessor of the next one (docs/protocol.md, "Checkpoints"). Counts beyond
+what one checkpoint holds go into *partial* checkpoints of the same ``to``, one per step of
+the committer, before the closing one: a gateway with 100,000 series attests them all every
+period, in ten checkpoints, without stalling its commits.
 
 A sample whose ``ts`` equals the previous sample's of the same series is not counted: the
 store keeps one sample per ``(series, ts)``, and an OPC UA value polled again unchanged keeps
@@ -70,11 +73,14 @@ FROM tally_log AS l, json_each(l.counts) AS t""",
     ts INTEGER NOT NULL,
     PRIMARY KEY (device, tag)
 ) WITHOUT ROWID""",
+    # period_end: where the next closing checkpoint starts; upto: its end once partial
+    # checkpoints have been committed for it (NULL otherwise)
     """CREATE TABLE IF NOT EXISTS attested (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     seq INTEGER NOT NULL,
     hash BLOB NOT NULL,
-    period_end INTEGER NOT NULL
+    period_end INTEGER NOT NULL,
+    upto INTEGER
 )""",
 )
 
@@ -104,7 +110,8 @@ def prepare(db: sqlite3.Connection) -> None:
     """Create or migrate the tables and fold the journal; its own transaction.
 
     Outboxes written before the journal have the summed counts in a table named ``tally``:
-    it becomes ``tally_folded`` unchanged, and ``tally`` the view.
+    it becomes ``tally_folded`` unchanged, and ``tally`` the view; those written before
+    partial checkpoints get the column ``attested.upto``.
     """
 
     def migrate() -> None:
@@ -113,6 +120,9 @@ def prepare(db: sqlite3.Connection) -> None:
             db.execute("ALTER TABLE tally RENAME TO tally_folded")
         for statement in SCHEMA:
             db.execute(statement)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(attested)")}
+        if "upto" not in columns:  # an outbox from before partial checkpoints
+            db.execute("ALTER TABLE attested ADD COLUMN upto INTEGER")
         fold(db)
 
     _in_transaction(db, migrate)
@@ -146,11 +156,14 @@ def fold(db: sqlite3.Connection) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Attested:
-    """The last checkpoint committed: the next names it and starts at its ``end``."""
+    """The last checkpoint committed: the next names it (``seq``, ``hash``). The next closing
+    checkpoint starts at ``end``; ``upto`` is its end once partial checkpoints were committed
+    for it, and then the next checkpoint is due at once."""
 
     seq: int
     hash: bytes
     end: int
+    upto: int | None = None
 
 
 @dataclass(slots=True)
@@ -225,28 +238,31 @@ def write_attested(
         periods.setdefault((start, end, device), {})[tag] = -n
     _journal_counts(db, periods)
     db.execute(
-        "INSERT INTO attested (one, seq, hash, period_end) VALUES (1, ?, ?, ?) "
+        "INSERT INTO attested (one, seq, hash, period_end, upto) VALUES (1, ?, ?, ?, ?) "
         "ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
-        "period_end = excluded.period_end",
-        (attested.seq, attested.hash, attested.end),
+        "period_end = excluded.period_end, upto = excluded.upto",
+        (attested.seq, attested.hash, attested.end, attested.upto),
     )
 
 
 def read_attested(db: sqlite3.Connection) -> Attested | None:
-    row = db.execute("SELECT seq, hash, period_end FROM attested").fetchone()
-    return None if row is None else Attested(row[0], bytes(row[1]), row[2])
+    row = db.execute("SELECT seq, hash, period_end, upto FROM attested").fetchone()
+    return None if row is None else Attested(row[0], bytes(row[1]), row[2], row[3])
 
 
-def read_counts(db: sqlite3.Connection, upto: int) -> list[tuple[int, int, str, str, int]]:
-    """(start, end, device, tag, samples) of the periods over by ``upto``, in contract order."""
-    rows = db.execute(
+def read_counts(
+    db: sqlite3.Connection, upto: int, limit: int = -1
+) -> list[tuple[int, int, str, str, int]]:
+    """(start, end, device, tag, samples) of the periods over by ``upto``, in contract order;
+    the first ``limit`` of them (all for -1)."""
+    # SQLite's default collation compares the bytes of UTF-8, which is code-point order, the
+    # order the contract says
+    return db.execute(
         "SELECT start, period_end, device, tag, sum(samples) FROM tally WHERE period_end <= ? "
-        "GROUP BY start, period_end, device, tag HAVING sum(samples) <> 0",
-        (upto,),
+        "GROUP BY start, period_end, device, tag HAVING sum(samples) <> 0 "
+        "ORDER BY start, period_end, device, tag LIMIT ?",
+        (upto, limit),
     ).fetchall()
-    # code-point order, as the contract says (SQLite's default collation compares bytes of
-    # UTF-8, which is the same order, but sorting here says it where it matters)
-    return sorted(rows)
 
 
 def read_last(db: sqlite3.Connection) -> dict[tuple[str, str], int]:
@@ -317,6 +333,8 @@ class Attestor:
 
     def due(self, now: int, attested: Attested | None) -> int | None:
         """The ``to`` of the checkpoint to make at ``now`` (µs), or None if none is due."""
+        if attested is not None and attested.upto is not None:
+            return attested.upto  # partial checkpoints were made: the rest, at once
         end = self._end(now)
         if end <= (self._first_after if attested is None else attested.end):
             return None
@@ -324,24 +342,32 @@ class Attestor:
 
     def next_due(self, attested: Attested | None) -> int:
         """When (µs) the next checkpoint is due."""
+        if attested is not None and attested.upto is not None:
+            return 0
         last = self._first_after if attested is None else attested.end
         return last + self.interval + self.grace
 
     def checkpoint(
-        self, end: int, attested: Attested | None, rows: list[tuple[int, int, str, str, int]]
+        self,
+        end: int,
+        attested: Attested | None,
+        rows: list[tuple[int, int, str, str, int]],
+        limit: int = protocol.MAX_SAMPLES,
     ) -> tuple[protocol.Checkpoint, list[tuple[int, int, str, str, int]]]:
-        """The checkpoint closing ``end`` from the counts ``rows``, and the rows it holds.
+        """The next checkpoint of ``end`` from the counts ``rows`` that are due, and the rows
+        it holds: the closing checkpoint if it holds them all, else a partial one.
 
-        Rows it cannot hold wait for the next checkpoint, which counts them under their own
-        period: those beyond the contract's 10,000 counts, and those of a period overlapping
-        one already taken (after a change of the interval).
+        A checkpoint holds at most ``limit`` counts, and no two overlapping periods (after a
+        change of the interval): the rows it cannot hold go into the next checkpoint of the
+        same ``end``, made at once. ``rows`` may stop at ``limit + 1``: more do not change
+        what this checkpoint holds.
         """
         periods: list[protocol.Period] = []
         taken: list[tuple[int, int, str, str, int]] = []
         group: list[protocol.Count] = []
         for i, row in enumerate(rows):
             start, stop, device, tag, samples = row
-            if len(taken) == protocol.MAX_SAMPLES:
+            if len(taken) == limit:
                 break
             if periods and start < periods[-1].end:
                 continue
@@ -352,8 +378,10 @@ class Attestor:
                 group = []
         if group:  # cut short by the limit
             periods.append(protocol.Period(taken[-1][0], taken[-1][1], tuple(group)))
-        if attested is None:
-            begin = min([end - self.interval] + [p.start for p in periods])
+        if len(taken) < len(rows):
+            begin = end  # partial: the closing checkpoint follows
+        elif attested is None:
+            begin = self._begin(end, periods)
         else:
             begin = attested.end
         checkpoint = protocol.Checkpoint(
@@ -365,3 +393,18 @@ class Attestor:
             tuple(periods),
         )
         return checkpoint, taken
+
+    def _begin(self, end: int, periods: Sequence[protocol.Period]) -> int:
+        """Where a gateway's first closing checkpoint starts: one interval before its end, or
+        at the oldest count of the first checkpoint made for it."""
+        return min([end - self.interval] + [p.start for p in periods])
+
+    def attested(self, before: Attested | None, envelope: protocol.Envelope) -> Attested:
+        """What the checkpoint ``envelope`` leaves for the next one, made after ``before``."""
+        cp = envelope.checkpoint
+        if cp is None:
+            raise ValueError(f"envelope #{envelope.seq} is not a checkpoint")
+        if not cp.partial:
+            return Attested(envelope.seq, envelope.digest, cp.end)
+        start = self._begin(cp.end, cp.periods) if before is None else before.end
+        return Attested(envelope.seq, envelope.digest, start, upto=cp.end)

@@ -222,10 +222,11 @@ class Outbox:
         with self._lock:
             return _attest.read_attested(self._conn)
 
-    def counts(self, upto: int) -> list[tuple[int, int, str, str, int]]:
-        """Counts not yet attested of the periods that end by ``upto`` (µs)."""
+    def counts(self, upto: int, limit: int = -1) -> list[tuple[int, int, str, str, int]]:
+        """Counts not yet attested of the periods that end by ``upto`` (µs), in contract
+        order; the first ``limit`` (all for -1)."""
         with self._lock:
-            return _attest.read_counts(self._conn, upto)
+            return _attest.read_counts(self._conn, upto, limit)
 
     def last_ts(self) -> dict[tuple[str, str], int]:
         """The newest counted ``ts`` per (device, tag)."""

@@ -130,12 +130,15 @@ class Period:
 class Checkpoint:
     """The gateway attests what it accepted into its outbox, per series and sample-time period.
 
-    It closes the time ``[start, end)``: every sample with a ``ts`` before ``end`` that the
-    gateway accepted since the previous checkpoint is counted in one of ``periods`` (the
-    period ``[start, end)`` itself, and earlier ones for samples that came late). ``previous``
-    and ``previous_hash`` name the gateway's previous checkpoint (0 and :data:`GENESIS` for
-    none), so checkpoints form a verifiable sequence without the envelopes between them.
-    ``restarted``: the gateway started since the previous checkpoint.
+    A *closing* checkpoint (``start < end``) closes the time ``[start, end)``: every sample
+    with a ``ts`` before ``end`` that the gateway accepted since the previous closing
+    checkpoint is counted in one of its ``periods`` (the period ``[start, end)`` itself, and
+    earlier ones for samples that came late) or in the *partial* checkpoints directly before
+    it. A partial checkpoint (``start == end``, the ``end`` of the closing one that follows)
+    carries counts that did not fit in one checkpoint and closes no time itself. ``previous``
+    and ``previous_hash`` name the gateway's previous checkpoint of either kind (0 and
+    :data:`GENESIS` for none), so checkpoints form a verifiable sequence without the
+    envelopes between them. ``restarted``: the gateway started since the previous checkpoint.
     """
 
     start: int
@@ -148,6 +151,11 @@ class Checkpoint:
     @property
     def samples(self) -> int:
         return sum(c.samples for period in self.periods for c in period.counts)
+
+    @property
+    def partial(self) -> bool:
+        """Counts that did not fit in the closing checkpoint of ``end``, which follows."""
+        return self.start == self.end
 
 
 @dataclass(frozen=True)
@@ -209,7 +217,7 @@ class Envelope:
         if not isinstance(cp, Checkpoint):
             raise MalformedEnvelope("checkpoint", "must be a Checkpoint")
         _check_int("checkpoint.from", cp.start, MIN_TS, MAX_TS - 1)
-        _check_int("checkpoint.to", cp.end, cp.start + 1, MAX_TS)
+        _check_int("checkpoint.to", cp.end, cp.start, MAX_TS)
         _check_int("checkpoint.previous", cp.previous, 0, self.seq - 1)
         if not isinstance(cp.previous_hash, bytes) or len(cp.previous_hash) != 32:
             raise MalformedEnvelope("checkpoint.previous_hash", "must be 32 bytes")
@@ -219,6 +227,8 @@ class Envelope:
             raise MalformedEnvelope("checkpoint.restarted", "must be true or false")
         if not isinstance(cp.periods, tuple):
             raise MalformedEnvelope("checkpoint.periods", "must be a tuple")
+        if cp.partial and not cp.periods:
+            raise MalformedEnvelope("checkpoint.periods", "a partial checkpoint holds counts")
         prefix = identifiers.parse(self.gateway).prefix
         end, total = MIN_TS, 0
         for i, period in enumerate(cp.periods):

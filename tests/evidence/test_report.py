@@ -3,6 +3,8 @@
 Modbus simulators → the gateway (1 s checkpoints) → Mosquitto → ingest (verifies against a
 real identifier node) → PostgreSQL; then ``guantong evidence report`` and ``verify`` as
 commands, and ``evidence.verify_report`` on copies of the report with one thing changed each.
+Twice: with whole checkpoints, and with a gateway that holds only a few counts a checkpoint
+(so that every period takes partial checkpoints before the closing one).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import evidence
 import gateway.protocol as p
 import identifiers
 import simulators
-from evidence._report import signed_bytes
+from evidence._report import signed_bytes, us
 from gateway._keys import create_key
 from gateway._runtime import running
 from gateway.config import GatewayConfig
@@ -48,6 +50,8 @@ pytestmark = pytest.mark.slow
 FIRM = "88.709.911"
 #: checkpoints the gateway makes before it stops (1 s each)
 CHECKPOINTS = 6
+#: counts a checkpoint holds in the second run: the two machines have some 30 tags
+PARTIAL_LIMIT = 8
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Run:
     files: Path
     samples_in_window: int
     platform: Ed25519PrivateKey
+    partial: bool
 
 
 def guantong(*args: str) -> subprocess.CompletedProcess[str]:
@@ -73,7 +78,7 @@ def guantong(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
+async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path, *, partial: bool) -> Run:
     node_config = identifiers.NodeConfig.model_validate(
         {"kind": "identifiers", "listen": {"host": "127.0.0.1", "port": 0},
          "database": {"dsn": dsn, "pool_max": 2}, "authoritative": ["88.709"]}
@@ -104,12 +109,21 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
         async with Ingest(settings) as ingest, simulators.Simulator(fac, base_dir=tmp):
             await wait_until(lambda: ingest.consumer.stats.subscribed)
             async with running(config, drain_timeout=20) as gw:
-                await wait_until(lambda: gw.writer.stats.checkpoints >= CHECKPOINTS)
+                await wait_until(lambda: closing(dsn) >= CHECKPOINTS)
             sent = gw.writer.stats.envelopes + gw.writer.stats.checkpoints
             await wait_until(lambda: fetch(dsn, "SELECT count(*) FROM receipt") == [(sent,)])
+        # ingest stored every checkpoint, the partial ones too
+        stored = fetch(dsn, "SELECT count(*), count(*) FILTER (WHERE period_from = period_to) "
+                       "FROM checkpoint")[0]  # fmt: skip
+        assert stored[0] == gw.writer.stats.checkpoints
+        assert bool(stored[1]) == partial
         # whole checkpoint periods, leaving out the first (the gateway started in it) and the
         # last (a sample committed late would be attested after it, by a checkpoint never made)
-        periods = fetch(dsn, "SELECT period_from, period_to FROM checkpoint ORDER BY seq")
+        periods = fetch(
+            dsn,
+            "SELECT period_from, period_to FROM checkpoint WHERE period_from < period_to "
+            "ORDER BY seq",
+        )
         window = evidence.Window(periods[1][0], periods[-2][1])
         samples = fetch(
             dsn,
@@ -130,14 +144,32 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path) -> Run:
         )
     keys: dict[str, bytes | str] = {config.gateway.id: p.public_key_bytes(gw_key)}
     return Run(
-        report, keys, config.gateway.id, window, cli_report, cli_verify, tmp, samples, platform
+        report, keys, config.gateway.id, window, cli_report, cli_verify, tmp, samples, platform,
+        partial,
     )
 
 
-@pytest.fixture(scope="module")
-def run(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    with pg_server.database() as dsn, MosquittoBroker() as broker:
-        yield asyncio.run(pipeline(dsn, broker, tmp_path_factory.mktemp("report")))
+def closing(dsn: str) -> int:
+    """The closing checkpoints ingest stored."""
+    return int(fetch(dsn, "SELECT count(*) FROM checkpoint WHERE period_from < period_to")[0][0])
+
+
+@pytest.fixture(scope="module", params=["whole", "partial"])
+def run(
+    request: pytest.FixtureRequest,
+    pg_server: PostgresServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Run]:
+    partial = request.param == "partial"
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        pg_server.database() as dsn,
+        MosquittoBroker() as broker,
+    ):
+        if partial:  # what the gateway puts in one checkpoint, not what a decoder accepts
+            patch.setattr(p, "MAX_SAMPLES", PARTIAL_LIMIT)
+        tmp = tmp_path_factory.mktemp("report")
+        yield asyncio.run(pipeline(dsn, broker, tmp, partial=partial))
 
 
 def changed(run: Run, edit: Any) -> evidence.Report:
@@ -165,6 +197,10 @@ def test_the_pipelines_report_verifies_exactly(run: Run) -> None:
     attestation = run.report.report["attestation"]
     assert [a["gateway"] for a in attestation] == [run.gateway]
     assert len(attestation[0]["checkpoints"]) >= CHECKPOINTS - 3
+    partial = [c for c in attestation[0]["checkpoints"] if is_partial(c)]
+    assert bool(partial) == run.partial
+    if run.partial:
+        assert "of them partial" in by_check["checkpoint sequence", "ok"].detail
     # the fingerprint the evaluator compares turns the key from "unvouched" into checked
     key = base64.b64decode(run.report.report["platform_key"])
     vouched = evidence.verify_report(run.report, run.keys, platform_key=p.fingerprint(key))
@@ -269,6 +305,35 @@ def test_a_checkpoint_left_out_breaks_the_sequence(run: Run) -> None:
 
     result = evidence.verify_report(changed(run, edit), run.keys)
     assert ("checkpoint sequence", f"{run.gateway} #{after['seq']}") in failed(result)
+
+
+def is_partial(item: dict[str, Any]) -> bool:
+    return bool(item["checkpoint"]["from"] == item["checkpoint"]["to"])
+
+
+def test_a_partial_checkpoint_left_out_breaks_the_sequence(run: Run) -> None:
+    checkpoints = run.report.report["attestation"][0]["checkpoints"]
+    if not run.partial:
+        assert not any(is_partial(c) for c in checkpoints)
+        return
+    end = us(run.window.end)
+    # the first partial one in the window, the one after it, and the window's last closing
+    # one after a partial one (which then announces a closing checkpoint the report lacks)
+    first = next(i for i, c in enumerate(checkpoints) if i > 0 and is_partial(c))
+    last = max(
+        i
+        for i, c in enumerate(checkpoints)
+        if i > 0 and is_partial(checkpoints[i - 1]) and not is_partial(c)
+        and c["checkpoint"]["to"] <= end
+    )  # fmt: skip
+    for gone, named in ((first, first + 1), (first + 1, first + 2), (last, last - 1)):
+
+        def edit(doc: dict[str, Any], gone: int = gone) -> None:
+            del doc["attestation"][0]["checkpoints"][gone]
+
+        result = evidence.verify_report(changed(run, edit), run.keys)
+        subject = f"{run.gateway} #{checkpoints[named]['seq']}"
+        assert ("checkpoint sequence", subject) in failed(result), (gone, result.table())
 
 
 def test_only_the_platform_signature_fails_when_only_it_changed(run: Run) -> None:

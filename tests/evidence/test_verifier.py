@@ -168,3 +168,102 @@ def test_strict_verification_exits_4_while_anything_but_the_assessment_is_unchec
     # a failure is 1, strict or not
     short = report({T0: 50, T0 + MIN: 60}, cps, 2)
     assert verify_command(tmp_path, short, "--strict").returncode == 1
+
+
+# -- partial checkpoints: a period's counts in several checkpoints of the same end ------------
+
+TAGS = ("t", "u", "v")
+
+
+def split_chain(minutes: int) -> list[dict[str, Any]]:
+    """Per minute from T0 (60 samples of each of ``TAGS``), as a gateway that holds two
+    counts a checkpoint makes them: a partial checkpoint with ``t`` and ``u``, then the
+    closing one with ``v``; the first closing one starts at T0."""
+    out, prev, prev_hash, seq = [], 0, p.GENESIS, 0
+    for i in range(minutes):
+        start, end = T0 + i * MIN, T0 + (i + 1) * MIN
+        for begin, tags in ((end, TAGS[:2]), (start, TAGS[2:])):
+            counts = tuple(p.Count(DEV, tag, 60) for tag in tags)
+            cp = p.Checkpoint(begin, end, prev, prev_hash, seq == 0,
+                              (p.Period(start, end, counts),))  # fmt: skip
+            seq += 1
+            env = p.Envelope(GW, seq, bytes(32), end + seq, checkpoint=cp)
+            prev, prev_hash = env.seq, env.digest
+            out.append(json.loads(p.encode_json(p.sign(env, GW_KEY))))
+    return out
+
+
+def split_report(cps: list[dict[str, Any]], first: int, minutes: int) -> evidence.Report:
+    """The report of the window of ``minutes`` from minute ``first``, every sample stored."""
+    start, end = T0 + first * MIN, T0 + (first + minutes) * MIN
+    n = 60 * minutes
+    doc = {
+        "format": FORMAT,
+        "firm": "88.709.911/firm",
+        "window": {"from": iso(start), "to": iso(end)},
+        "generated": iso(end + MIN),
+        "platform_key": base64.b64encode(p.public_key_bytes(PLATFORM)).decode(),
+        "facts": {
+            "devices": [{"identifier": DEV, "gateway": GW, "samples": n * len(TAGS)}],
+            "tags": [{"device": DEV, "tag": tag, "samples": n} for tag in TAGS],
+        },
+        "assessment": {},
+        "attestation": [
+            {
+                "gateway": GW,
+                "checkpoints": cps,
+                "stored": [
+                    [DEV, tag, s, s + MIN, 60]
+                    for tag in TAGS
+                    for s in range(T0, T0 + (first + minutes) * MIN, MIN)
+                ],
+                "losses": [],
+            }
+        ],
+    }
+    return evidence.Report(doc, PLATFORM.sign(signed_bytes(doc)))
+
+
+def test_partial_checkpoints_and_their_closing_one_add_up() -> None:
+    result = evidence.verify_report(split_report(split_chain(3), 0, 3), KEYS)
+    assert result.ok, result.table()
+    sequence = next(f for f in result.findings if f.check == "checkpoint sequence")
+    assert sequence.status == "ok"
+    assert "#1…#6 unbroken" in sequence.detail
+    assert "3 of them partial" in sequence.detail
+    assert "exactly" in next(f.detail for f in result.findings if f.check == "window count")
+    assert not [f for f in result.findings if f.check == "coverage"], result.table()
+
+
+def test_the_checkpoint_before_the_window_anchors_its_first_partial_one() -> None:
+    cps = split_chain(3)
+    # minute 0's closing checkpoint (#2) is the one before the window of minutes 1 and 2
+    result = evidence.verify_report(split_report(cps[1:], 1, 2), KEYS)
+    assert result.ok, result.table()
+    assert "unchecked" not in statuses(result, "checkpoint sequence")
+    # without it, what came before cannot be checked, and the report says so
+    bare = evidence.verify_report(split_report(cps[2:], 1, 2), KEYS)
+    assert bare.ok, bare.table()
+    assert "unchecked" in statuses(bare, "checkpoint sequence")
+
+
+def sequence_failures(result: evidence.Verification) -> list[str]:
+    return [f.subject for f in result.failures if f.check == "checkpoint sequence"]
+
+
+def test_a_partial_checkpoint_left_out_is_seen() -> None:
+    cps = split_chain(3)
+    middle = evidence.verify_report(split_report(cps[:2] + cps[3:], 0, 3), KEYS)  # #3
+    assert sequence_failures(middle) == [f"{GW} #4"], middle.table()
+    # the first of the window, the checkpoint before the window kept
+    first = evidence.verify_report(split_report(cps[1:2] + cps[3:], 1, 2), KEYS)
+    assert sequence_failures(first) == [f"{GW} #4"], first.table()
+
+
+def test_a_closing_checkpoint_left_out_is_seen() -> None:
+    cps = split_chain(3)
+    last = evidence.verify_report(split_report(cps[:-1], 0, 3), KEYS)  # #6
+    assert sequence_failures(last) == [f"{GW} #5"], last.table()
+    assert "lacks the closing checkpoint" in last.failures[0].detail
+    middle = evidence.verify_report(split_report(cps[:3] + cps[4:], 0, 3), KEYS)  # #4
+    assert sequence_failures(middle) == [f"{GW} #5"], middle.table()

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
 from edge import Batch, Quality, Sample
-from gateway import _attest
+from gateway import _attest, _envelopes
 from gateway._attest import Attested, Attestor
 from gateway._envelopes import EnvelopeWriter
 from gateway._outbox import Head, Outbox
@@ -55,7 +55,7 @@ def test_a_checkpoint_is_due_once_a_period_and_the_grace_are_over() -> None:
     assert attestor.next_due(done) == T0 + 121 * SECOND
 
 
-def test_late_counts_travel_under_their_own_period_and_overlaps_wait() -> None:
+def test_late_counts_travel_under_their_own_period_and_overlaps_go_to_a_partial() -> None:
     attestor = Attestor(60, {}, now=T0, grace=SECOND)
     m = 60 * SECOND
     rows = [
@@ -66,14 +66,48 @@ def test_late_counts_travel_under_their_own_period_and_overlaps_wait() -> None:
     ]
     done = Attested(7, b"\x01" * 32, T0)
     checkpoint, taken = attestor.checkpoint(T0 + m, done, sorted(rows))
-    assert (checkpoint.start, checkpoint.end, checkpoint.previous) == (T0, T0 + m, 7)
+    assert (checkpoint.start, checkpoint.end, checkpoint.previous) == (T0 + m, T0 + m, 7)
+    assert checkpoint.partial, "what it cannot hold goes into the next one, of the same end"
     assert checkpoint.restarted
     assert [(x.start, x.end, len(x.counts)) for x in checkpoint.periods] == [
         (T0 - m, T0, 1),
         (T0, T0 + 30 * SECOND, 1),
     ]
     assert rows[2] not in taken, "overlapping periods wait for the next checkpoint"
-    p.Envelope(GW, 8, bytes(32), T0 + m, checkpoint=checkpoint)  # valid
+    env = p.Envelope(GW, 8, bytes(32), T0 + m, checkpoint=checkpoint)  # valid
+    after = attestor.attested(done, env)
+    assert after == Attested(8, env.digest, T0, upto=T0 + m)
+    assert attestor.due(T0, after) == T0 + m, "the rest is due at once"
+    assert attestor.next_due(after) == 0
+    closing, rest = attestor.checkpoint(T0 + m, after, [r for r in sorted(rows) if r not in taken])
+    assert (closing.start, closing.end, closing.previous) == (T0, T0 + m, 8)
+    assert rest == [rows[2], rows[3]]
+    env = p.Envelope(GW, 9, bytes(32), T0 + m, checkpoint=closing)
+    assert attestor.attested(after, env) == Attested(9, env.digest, T0 + m)
+
+
+def test_counts_beyond_one_checkpoint_go_to_partial_ones_before_the_closing_one() -> None:
+    attestor = Attestor(60, {}, now=T0, grace=SECOND)
+    m = 60 * SECOND
+    rows = [(T0, T0 + m, DEV, f"t{i:05}", 1) for i in range(25)]
+    attested, made = None, []
+    while True:
+        due = attestor.due(T0 + m + 2 * SECOND, attested)
+        assert due == T0 + m
+        cp, taken = attestor.checkpoint(due, attested, rows[:11], limit=10)
+        env = p.Envelope(GW, 10 + len(made), bytes(32), T0 + m, checkpoint=cp)
+        attested = attestor.attested(attested, env)
+        made.append(cp)
+        rows = rows[len(taken) :]
+        if not cp.partial:
+            break
+    assert [(cp.start, cp.end, cp.samples) for cp in made] == [
+        (T0 + m, T0 + m, 10),
+        (T0 + m, T0 + m, 10),
+        (T0, T0 + m, 5),  # a first closing checkpoint starts one interval before its end
+    ]
+    assert [cp.previous for cp in made] == [0, 10, 11]
+    assert attestor.due(T0 + m + 2 * SECOND, attested) is None
 
 
 async def test_the_writer_attests_exactly_what_it_committed_across_restarts(
@@ -107,6 +141,135 @@ async def test_the_writer_attests_exactly_what_it_committed_across_restarts(
     assert [e.checkpoint.restarted for e in checkpoints if e.checkpoint is not None].count(
         True
     ) == 2
+
+
+#: a gateway with more series than a checkpoint holds: 30 devices × 500 tags
+BIG = {f"m{i:02}": f"88.709.911/dev.m{i:02}" for i in range(30)}
+BIG_TAGS = tuple(f"tag{j:03}" for j in range(500))
+
+
+async def run_writer(
+    path: Path, devices: dict[str, str], tags: tuple[str, ...], seconds: float
+) -> tuple[list[p.Envelope], dict[int, int]]:
+    """Every tag of every device sampled every 0.4 s for ``seconds`` through a writer with
+    1 s checkpoints, until every count is attested: the checkpoints (signatures verified),
+    and the samples sent per period."""
+    key = Ed25519PrivateKey.generate()
+    sent: dict[int, int] = {}  # period start → samples
+    with Outbox(path) as box:
+        async with EnvelopeWriter(
+            box, key, GW, devices, max_delay=0.05, checkpoint_interval=1
+        ) as writer:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                now = time.time_ns()
+                for name in devices:
+                    batch = tuple(Sample(t, 1.0, Quality.GOOD, now) for t in tags)
+                    writer.add(Batch(name, "g", batch))
+                period = now // 1000 - now // 1000 % SECOND
+                sent[period] = sent.get(period, 0) + len(devices) * len(tags)
+                await asyncio.sleep(0.4)
+            # the last period is over one interval and the grace later: then it is attested
+            # at once, however many checkpoints it takes
+            until = time.monotonic() + 10
+            while box.counts(2**62) and time.monotonic() < until:  # noqa: ASYNC110 - the outbox, no event
+                await asyncio.sleep(0.1)
+            assert box.counts(2**62) == [], "every count is attested"
+        signed = [p.decode_json(e.payload) for e in box.peek(1_000_000)]
+    checkpoints = []
+    for item in signed:
+        if item.envelope.checkpoint is not None:
+            item.verify(p.public_key_bytes(key))
+            checkpoints.append(item.envelope)
+    return checkpoints, sent
+
+
+def attested_per_period(checkpoints: list[p.Envelope]) -> tuple[dict[int, int], int]:
+    """The samples attested per period start, and the partial checkpoints; asserts that the
+    checkpoints form one chain, that the partial ones of an end come right before its closing
+    one, and that every period is attested by the checkpoints of its own end."""
+    previous, pending, attested, made = 0, None, {}, 0
+    for env in checkpoints:
+        cp = env.checkpoint
+        assert cp is not None
+        assert cp.previous == previous, "one chain of checkpoints"
+        if pending is not None:
+            assert cp.end == pending, "the partial ones of an end are followed by its closing one"
+        for period in cp.periods:
+            assert period.end == cp.end, f"#{env.seq}: a count waited for a later checkpoint"
+            attested[period.start] = attested.get(period.start, 0) + sum(
+                c.samples for c in period.counts
+            )
+        partial = cp.start == cp.end
+        previous, pending = env.seq, cp.end if partial else None
+        made += partial
+    assert pending is None
+    return attested, made
+
+
+@pytest.mark.slow
+async def test_more_series_than_a_checkpoint_holds_are_all_attested_every_period(
+    tmp_path: Path,
+) -> None:
+    """15,000 series through the real outbox, every one with samples in every second: each
+    period is attested whole by the checkpoints of its own end (partial ones, then the
+    closing one), and no count waits for a later period's."""
+    assert len(BIG) * len(BIG_TAGS) > p.MAX_SAMPLES
+    checkpoints, sent = await run_writer(tmp_path / "o.db", BIG, BIG_TAGS, 3.5)
+    attested, partial = attested_per_period(checkpoints)
+    assert attested == sent
+    assert partial >= len(sent), "each period took partial checkpoints"
+
+
+async def test_long_names_make_smaller_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_envelopes, "CHECKPOINT_BYTES", 4096)
+    tags = tuple(f"{'long-name-' * 10}{j:03}" for j in range(40))
+    checkpoints, sent = await run_writer(tmp_path / "o.db", {"kiln": DEV}, tags, 1.5)
+    attested, partial = attested_per_period(checkpoints)
+    assert attested == sent
+    assert partial >= len(sent)
+    assert max(len(p.encode_json(p.sign(e, Ed25519PrivateKey.generate())))
+               for e in checkpoints) <= 4096  # fmt: skip
+
+
+def test_a_drain_cut_short_by_a_stop_goes_on_after_the_restart(tmp_path: Path) -> None:
+    """The outbox remembers that partial checkpoints were made for an end: the next run
+    makes the rest of them, and the closing one, with that end, whatever the time."""
+    m = 60 * SECOND
+    path = tmp_path / "o.db"
+    with Outbox(path) as box:
+        attestor = Attestor(60, box.last_ts(), now=T0, grace=SECOND)
+        tally = attestor.tally([(DEV, [p.Sample(f"t{i}", T0 + i, 1.0) for i in range(5)])])
+        box.append([], Head(1, p.GENESIS), tally=tally)
+        cp, taken = attestor.checkpoint(T0 + m, None, box.counts(T0 + m, 3), limit=2)
+        env = p.Envelope(GW, 2, p.GENESIS, T0 + m, checkpoint=cp)
+        attested = attestor.attested(None, env)
+        box.append([(2, "c", b"{}", 0)], Head(2, env.digest), attests=(attested, taken))
+    with Outbox(path) as box:  # much later
+        assert box.attested() == attested
+        again = Attestor(60, box.last_ts(), now=T0 + 60 * m, grace=SECOND)
+        assert again.due(T0 + 60 * m, box.attested()) == T0 + m
+        cp, taken = again.checkpoint(T0 + m, box.attested(), box.counts(T0 + m))
+        assert (cp.start, cp.end, cp.previous, cp.samples) == (T0, T0 + m, 2, 3)
+
+
+def test_an_outbox_from_before_partial_checkpoints_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE attested (one INTEGER PRIMARY KEY CHECK (one = 1), seq INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, period_end INTEGER NOT NULL)"
+    )
+    db.execute("INSERT INTO attested VALUES (1, 7, ?, ?)", (bytes(32), T0))
+    db.commit()
+    db.close()
+    with Outbox(path) as box:
+        assert box.attested() == Attested(7, bytes(32), T0)
+        later = Attested(8, b"\x01" * 32, T0, upto=T0 + 60 * SECOND)
+        box.append([(8, "c", b"{}", 0)], Head(8, p.GENESIS), attests=(later, []))
+        assert box.attested() == later
 
 
 def test_an_unchanged_source_time_is_not_counted_again_after_a_restart(tmp_path: Path) -> None:

@@ -72,7 +72,9 @@ def test_every_count_is_signed() -> None:
 @pytest.mark.parametrize(
     ("changes", "field", "reason"),
     [
-        ({"end": T0}, "checkpoint.to", "outside"),
+        ({"end": T0 - 1}, "checkpoint.to", "outside"),
+        ({"end": T0, "periods": ()}, "checkpoint.periods", "partial checkpoint holds counts"),
+        ({"end": T0}, "checkpoint.periods[0].from", "outside"),  # ends after the partial's to
         ({"previous": 9}, "checkpoint.previous", "outside"),
         ({"previous": 0}, "checkpoint.previous_hash", "zeros"),
         ({"restarted": 1}, "checkpoint.restarted", "true or false"),
@@ -97,6 +99,19 @@ def test_construction_names_the_bad_field(changes: dict[str, Any], field: str, r
         envelope(checkpoint(**changes))
     assert caught.value.field == field
     assert reason in caught.value.reason
+
+
+def test_a_partial_checkpoint_closes_no_time_and_round_trips() -> None:
+    """``from == to``: counts of periods over by ``to`` that the closing checkpoint of ``to``,
+    which follows, could not hold (docs/protocol.md, "Checkpoints")."""
+    key = Ed25519PrivateKey.generate()
+    env = envelope(checkpoint(start=T0 + MIN5))
+    assert env.checkpoint is not None
+    assert env.checkpoint.partial
+    assert not checkpoint().partial
+    decoded = p.decode_json(p.encode_json(p.sign(env, key)))
+    decoded.verify(p.public_key_bytes(key))
+    assert decoded.envelope == env
 
 
 def test_json_decoding_is_strict() -> None:
