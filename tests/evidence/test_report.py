@@ -144,7 +144,15 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path, *, partial: boo
         )
     keys: dict[str, bytes | str] = {config.gateway.id: p.public_key_bytes(gw_key)}
     return Run(
-        report, keys, config.gateway.id, window, cli_report, cli_verify, tmp, samples, platform,
+        report,
+        keys,
+        config.gateway.id,
+        window,
+        cli_report,
+        cli_verify,
+        tmp,
+        samples,
+        platform,
         partial,
     )
 
