@@ -155,8 +155,11 @@ def test_the_page_shows_live_values_charts_and_the_indicator_table(served: Any, 
 
     # the indicator table shows what the API assesses, in the page's words
     expect(page.locator("#indicators tbody tr")).to_have_count(7, timeout=30_000)
-    answer = httpx.get(f"{served.url}/api/v1/evidence", params={"firm": FIRM}, timeout=30,
-                       headers={"Authorization": f"Bearer {SECRET}"}).json()  # fmt: skip
+    # the answer the page itself renders: asked anew (as a change of window does), since the
+    # data keeps arriving and a strength may change between two requests
+    with page.expect_response(lambda r: "/api/v1/evidence" in r.url and r.ok) as shown:
+        page.dispatch_event("#span", "change")
+    answer = shown.value.json()
     words = {"none": "无", "weak": "弱", "partial": "部分", "strong": "强"}
     kiln_facts = next(d for d in answer["evidence"]["devices"] if d["identifier"] == KILN)
     assert kiln_facts["oee"]["missing"][-1:] == [
