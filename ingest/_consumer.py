@@ -5,9 +5,13 @@ MQTT 3.1.1 (``clean_session=False``) for a broker without MQTT 5, where the brok
 decides how long the session lasts and how many messages are in flight.
 
 paho-mqtt runs its network loop in a thread; each message is handed to the event loop through
-a bounded queue. When the queue is full the paho thread waits, stops reading the socket, and
-the broker keeps the messages (``max_queued_messages`` must be large enough on the broker:
-Mosquitto drops QoS 1 messages beyond it, see docs/ingest.md).
+a bounded queue. The paho thread appends to an inbox and goes on reading; a task of the event
+loop moves the inbox into the queue, woken once per burst rather than once per message (a
+round trip to the event loop per message kept the paho thread from reading ahead, and cost
+both threads a wake-up each). When the inbox holds as many messages as the queue takes, the
+paho thread waits, stops reading the socket, and the broker keeps the messages
+(``max_queued_messages`` must be large enough on the broker: Mosquitto drops QoS 1 messages
+beyond it, see docs/ingest.md).
 
 A message is acknowledged only by :meth:`Consumer.ack`, which the pipeline calls after the
 commit that holds it; its ``position`` is (packet id, QoS, connection generation). Packet ids
@@ -18,7 +22,8 @@ connection (the broker sends it again, and the chain absorbs the copy).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
+import contextlib
 import logging
 import ssl
 import threading
@@ -69,6 +74,14 @@ class Consumer:
         self.generation = 0
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: received by the paho thread, not yet in ``queue``; ``_room`` bounds it
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._room = threading.Semaphore(max(1, queue.maxsize))
+        self._lock = threading.Lock()
+        #: the feeder waits for ``_wake``: the next message received must set it
+        self._idle = False
+        self._wake = asyncio.Event()
+        self._feeder: asyncio.Task[None] | None = None
         self.client = self._make_client(settings)
 
     def _make_client(self, s: MqttSettings) -> mqtt.Client:
@@ -123,10 +136,16 @@ class Consumer:
         else:
             self.client.connect_async(self.settings.host, self.settings.port, keepalive=keepalive)
         self.client.loop_start()
+        # what arrives before it starts waits in the inbox: it empties that first
+        self._feeder = asyncio.create_task(self._feed(), name="mqtt-feeder")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop_receiving()
+        if self._feeder is not None:
+            self._feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feeder
 
     async def stop_receiving(self) -> None:
         """Disconnect: what is not acknowledged stays in the broker's session."""
@@ -196,16 +215,30 @@ class Consumer:
         loop = self._loop
         if loop is None:  # not entered yet: cannot happen before connect_async
             return
-        future = asyncio.run_coroutine_threadsafe(self.queue.put(message), loop)
-        while not self._stopping.is_set():
-            try:
-                future.result(timeout=0.5)
-            except concurrent.futures.TimeoutError:
-                continue  # the queue is full: backpressure on the broker
-            return
-        future.cancel()  # stopping: the broker keeps the message for the next session
+        while not self._room.acquire(timeout=0.5):  # the inbox is full: backpressure
+            if self._stopping.is_set():
+                return  # unacknowledged: the broker keeps it for the next session
+        with self._lock:
+            self._inbox.append(message)
+            wake, self._idle = self._idle, False
+        if wake:
+            loop.call_soon_threadsafe(self._wake.set)
 
     # --- event loop -------------------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        """Move the inbox into the queue, in the order received."""
+        inbox, queue = self._inbox, self.queue
+        while True:
+            while inbox:
+                await queue.put(inbox.popleft())
+                self._room.release()
+            with self._lock:
+                if inbox:
+                    continue
+                self._idle = True
+            await self._wake.wait()
+            self._wake.clear()
 
     async def ack(self, messages: Sequence[Message]) -> None:
         """Acknowledge committed messages received on the current connection."""

@@ -43,7 +43,8 @@ from ingest.config import IngestConfig, SinkConfig
 logger = logging.getLogger(__name__)
 
 _BACKOFF_MAX = 5.0
-#: messages handed to a decode worker at once (one round trip between processes)
+#: messages taken from the queue at once: handed to a decode worker together (one round trip
+#: between processes), and their senders looked up ahead (``Verifier.prefetch``)
 _CHUNK = 16
 #: times a batch is verified again after its receipts met receipts another ingest stored
 _REVERIFY = 3
@@ -255,6 +256,7 @@ class Ingest:
                     with contextlib.suppress(asyncio.CancelledError):
                         await writing
                     logger.warning("stopping with a batch not committed; the broker keeps it")
+            await self.verifier.stop_prefetching()
 
     async def _collect(self) -> tuple[Batch, list[Message]]:
         batch = Batch()
@@ -277,16 +279,23 @@ class Ingest:
     async def _next(self, within: float | None) -> tuple[Message, Pre] | None:
         """The next message in arrival order, with its precheck if a worker did it."""
         if self._pool is None:
-            try:
-                msg = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                if within is not None and within <= 0:
-                    return None
+            if not self._ready:
                 try:
-                    msg = await asyncio.wait_for(self.queue.get(), within)
-                except TimeoutError:
-                    return None
-            return msg, None
+                    msg = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    if within is not None and within <= 0:
+                        return None
+                    try:
+                        msg = await asyncio.wait_for(self.queue.get(), within)
+                    except TimeoutError:
+                        return None
+                # the messages waiting behind it too, to look their senders up meanwhile
+                chunk = [msg]
+                while len(chunk) < _CHUNK and not self.queue.empty():
+                    chunk.append(self.queue.get_nowait())
+                self.verifier.prefetch(m.topic for m in chunk)
+                self._ready.extend((m, None) for m in chunk)
+            return self._ready.popleft()
         if not self._ready:
             try:
                 chunk, future = self._decoded.get_nowait()
@@ -318,6 +327,7 @@ class Ingest:
                     chunk.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+            self.verifier.prefetch(m.topic for m in chunk)
             known = self.verifier.known
             work = [(m.topic, m.payload, known.get(m.topic)) for m in chunk]
             try:

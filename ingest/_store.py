@@ -22,12 +22,11 @@ import psycopg
 from psycopg import errors
 
 from ingest import _checkpoints, _schema
-from ingest._rows import COPY_HEADER, COPY_TRAILER, Packed, Rollup, pack_samples
+from ingest._rows import COPY_HEADER, COPY_TRAILER, Packed, Rollup, pack_rollup, pack_samples
 
 logger = logging.getLogger(__name__)
 
 _RECEIPT_TYPES = ["int4", "int8", "bytea", "bytea", "bool", "int2", "int4", "int4", "int8", "int8"]
-_ROLLUP_TYPES = ["int4", "int8", "int8", "int8", "float8", "float8", "float8"]
 
 _ROLLUP_MERGE = """
     ON CONFLICT (series_id, bucket) DO UPDATE SET
@@ -124,6 +123,8 @@ class Store:
         self._writer: psycopg.Connection | None = None
         self._lookup: psycopg.Connection | None = None
         self._partitions: set[int] = set()
+        #: the writer connection whose session has the rollup's staging table, committed
+        self._staged: psycopg.Connection | None = None
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -258,7 +259,7 @@ class Store:
         started = time.perf_counter()
         self.ensure_days(batch.days)
         conn = self.writer
-        conflicts = False
+        conflicts = merged = False
         inserted = batch.samples
         with conn.transaction():
             if batch.samples:
@@ -271,10 +272,8 @@ class Store:
                     inserted = self._merge_samples(conn, data)
                 else:
                     if self.flavour == _schema.PLAIN:
-                        buckets = [
-                            (sid, minute, *acc) for (sid, minute), acc in batch.rollup.items()
-                        ]
-                        self._merge_rollup(conn, buckets)
+                        self._merge_rollup(conn, pack_rollup(batch.rollup))
+                        merged = True
             with conn.cursor() as cur:
                 if batch.receipts:
                     with cur.copy(
@@ -301,6 +300,8 @@ class Store:
                         "%s, %s, %s, %s, %s, %s, %s)",
                         batch.quarantine,
                     )
+        if merged:  # committed: the staging table lasts as long as the session now
+            self._staged = conn
         return WriteResult(inserted, conflicts, time.perf_counter() - started)
 
     @staticmethod
@@ -343,15 +344,13 @@ class Store:
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
-    @staticmethod
-    def _merge_rollup(conn: psycopg.Connection, buckets: Sequence[tuple]) -> None:
+    def _merge_rollup(self, conn: psycopg.Connection, data: bytes) -> None:
         with conn.cursor() as cur:
-            cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS rollup_stage "
-                "(LIKE sample_1m) ON COMMIT DELETE ROWS"
-            )
+            if self._staged is not conn:  # a new session (a round trip saved on every other)
+                cur.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS rollup_stage "
+                    "(LIKE sample_1m) ON COMMIT DELETE ROWS"
+                )
             with cur.copy("COPY rollup_stage FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(_ROLLUP_TYPES)
-                for bucket in buckets:
-                    copy.write_row(bucket)
+                copy.write(data)
             cur.execute(f"INSERT INTO sample_1m SELECT * FROM rollup_stage {_ROLLUP_MERGE}")  # noqa: S608

@@ -14,6 +14,8 @@ another hash is a fork or a rewound gateway, quarantined.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -151,6 +153,8 @@ class Verifier:
         #: topic → the series ids a decode worker may pack that topic's next envelopes with
         self.known: dict[str, Known] = {}
         self.stats = VerifyStats()
+        #: handle → its look-up started by :meth:`prefetch`
+        self._prefetching: dict[str, asyncio.Task[None]] = {}
 
     def reset_chains(self) -> None:
         """Forget chain state (after a failed write whose effects must not be assumed)."""
@@ -198,6 +202,45 @@ class Verifier:
         return await self._chain(msg, pre, batch)
 
     # --- identity -----------------------------------------------------------------------------
+
+    def prefetch(self, topics: Iterable[str]) -> None:
+        """Start looking up, all at once, the gateways and devices of messages waiting.
+
+        Messages are verified one after another, and the look-up of each party not cached
+        would otherwise wait for the one before: at start, with a backlog from many devices,
+        one round trip to the identifier node per device before the first batch is written.
+        The parties found are cached as verification would cache them; verification still
+        makes every decision, and asks again for a party whose look-up failed here.
+        """
+        now = time.monotonic()
+        for topic in topics:
+            try:
+                where = wire.parse_topic(topic)
+            except wire.TopicError:
+                continue  # verification quarantines it
+            for handle in (where.gateway, where.device):
+                if handle is None or handle in self._prefetching:
+                    continue
+                party = self._parties.get(handle)
+                if party is None or now >= party.expires:
+                    self._prefetching[handle] = asyncio.create_task(
+                        self._prefetch(handle), name=f"ingest-prefetch {handle}"
+                    )
+
+    async def _prefetch(self, handle: str) -> None:
+        try:
+            await self._party(handle)
+        except Exception:  # verification asks again and deals with it
+            logger.debug("looking %s up ahead failed", handle, exc_info=True)
+        finally:
+            self._prefetching.pop(handle, None)
+
+    async def stop_prefetching(self) -> None:
+        tasks = list(self._prefetching.values())
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _party(self, handle: str, *, fresh: bool = False) -> _Party | Quarantined:
         now = time.monotonic()

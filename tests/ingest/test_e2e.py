@@ -142,7 +142,11 @@ async def test_exact_counts_and_redelivered_messages_add_no_rows(
         Gateway(config) as gw,
     ):
         await kit.wait_until(lambda: ingest.consumer.stats.subscribed)
-        await feed(gw, 50)
+
+        async def devices_known() -> None:  # their next envelopes can come packed
+            await kit.wait_until(lambda: len(ingest.verifier.known) == 2)
+
+        await feed(gw, 50, at={1: devices_known})
         await settled(gw, pg_dsn, kit, 50 * 2 * TAGS)
         check_store(pg_dsn, kit, gw, 50)
         # envelopes after a device's first are packed in one pass (in a worker, if any)

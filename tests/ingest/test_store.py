@@ -109,6 +109,34 @@ def test_copy_then_conflicts_go_through_on_conflict_and_the_rollup_stays_exact(
     assert text == [(None, "RUN", 0)]
 
 
+def test_the_rollup_merges_batch_after_batch_and_after_a_new_writer_session(
+    store: Store, pg_dsn: str
+) -> None:
+    ids = series(store, ["temp", "state"])
+    t, s = ids["temp"], ids["state"]
+    # the staging table is made once per session: batches without a rollup merge (receipts
+    # only) in between, and the writer's connection replaced, must not lose it
+    batches = [
+        [(t, T0 + i, float(i), None, 0) for i in range(5)] + [(s, T0, None, "RUN", 0)],
+        [],
+        [(t, T0 + 10 + i, -float(i), None, 0) for i in range(5)] + [(s, T0 + 1, 2.5, None, 0)],
+        [(s, T0 + 2, None, None, 1), (t, T0 + MINUTE, 7.0, None, 0)],
+    ]
+    for n, rows in enumerate(batches):
+        if n == 3:
+            assert store._writer is not None
+            store._writer.close()  # as after a server restart: the next write reconnects
+        batch = rows_batch(rows)
+        if not rows:
+            firm = store.enterprise_id("88.709.911/firm")
+            gw = store.gateway_id("88.709.911/gw.a", firm)
+            batch.receipts.append((gw, 1, b"h" * 32, bytes(32), True, 2, None, 0, T0, T0))
+        store.write(batch)
+        assert fetch(pg_dsn, ROLLUP) == fetch(pg_dsn, ROLLUP_FROM_SAMPLES)
+    assert fetch(pg_dsn, "SELECT numeric_samples, value_sum FROM sample_1m WHERE series_id = %s",
+                 s) == [(1, 2.5)]  # fmt: skip
+
+
 def test_receipts_events_and_quarantine_commit_with_the_batch(store: Store, pg_dsn: str) -> None:
     firm = store.enterprise_id("88.709.911/firm")
     gw = store.gateway_id("88.709.911/gw.a", firm)

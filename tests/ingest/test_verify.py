@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
 import identifiers
-from ingest import Ingest
+from ingest import Batch, Ingest, Store, migrate
+from ingest._verify import Message, Verifier
 
 
 @pytest.mark.parametrize("workers", [0, 1], ids=["decode-here", "decode-worker"])
@@ -232,3 +233,35 @@ async def test_an_unreachable_identifier_node_is_waited_out_not_quarantined(
             await kit.wait_until(lambda: kit.count(pg_dsn, "sample") == 1, within=30)
             await kit.wait_until(lambda: ingest.consumer.stats.acked == 1)
     assert kit.count(pg_dsn, "quarantine") == 0
+
+
+async def test_the_senders_of_waiting_messages_are_looked_up_together(
+    *, pg_dsn: str, node: identifiers.Node, register, kit: SimpleNamespace
+) -> None:
+    """One look-up after another would be a round trip to the node per device at start."""
+    gw = kit.Chain(f"{kit.FIRM}/gw.ahead")
+    devices = [f"{kit.FIRM}/dev.ahead{i}" for i in range(5)]
+    await register(gw, devices)
+    messages = [
+        kit.message(gw.data(dev, [("t", kit.T0 + i, float(i))])) for i, dev in enumerate(devices)
+    ]
+    stranger = kit.message(
+        kit.Chain(gw.gateway).data(f"{kit.FIRM}/dev.nobody", [("t", kit.T0, 1.0)])
+    )
+    migrate(pg_dsn)
+    store = Store(pg_dsn)
+    await asyncio.to_thread(store.connect)
+    try:
+        async with identifiers.Client(node.url) as resolver:
+            verifier = Verifier(store, resolver, asyncio.to_thread)
+            verifier.prefetch([t for t, _ in messages] + [stranger[0], "gt/v1/nonsense"])
+            assert len(verifier._prefetching) == 7  # the gateway and 6 devices, under way at once
+            await kit.wait_until(lambda: not verifier._prefetching, within=10)
+            assert resolver.stats.misses == 7  # the unknown device too, which did not raise
+            batch = Batch()
+            for topic, payload in messages:
+                await verifier.add(Message(topic, payload, kit.T0), batch)
+            assert verifier.stats.accepted == 5
+            assert resolver.stats.misses == 7  # verification found every party looked up
+    finally:
+        store.close()
