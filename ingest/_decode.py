@@ -101,21 +101,50 @@ def _unpickle_checked(*values: Any) -> Checked:
 STATUS = "status"
 
 
-def precheck(  # noqa: PLR0911 - one return per refusal reads best
-    topic: str, payload: bytes, known: Known | None = None
-) -> Checked | Refused | str:
+def _where(topic: str) -> tuple[bool, str | None] | Refused | str:
+    """Whether ``topic`` is Sparkplug, and the gateway it names (JSON topics only); a status
+    topic is :data:`STATUS`, one outside the scheme is refused."""
     sparkplug = topic.startswith(wire.SPARKPLUG_NAMESPACE + "/")
-    gateway = None
     try:
         if sparkplug:
             wire.parse_sparkplug_topic(topic)
-        else:
-            where = wire.parse_topic(topic)
-            if where.kind == "status":
-                return STATUS
-            gateway = where.gateway
+            return True, None
+        where = wire.parse_topic(topic)
     except wire.TopicError as exc:
         return Refused("bad_topic", str(exc))
+    return STATUS if where.kind == "status" else (False, where.gateway)
+
+
+def precheck_cut(topic: str, size: int) -> Refused | str:
+    """:func:`precheck` of a payload of ``size`` bytes that reached ingest cut (a Kafka
+    record the bridge cut to what quarantine keeps, since Kafka would not take it whole).
+
+    The outcome is the one the whole payload gets: the topic is judged first, then the size.
+    A payload within the contract's limit that Kafka still refused is ``oversized`` too: it
+    cannot be verified from its first bytes.
+    """
+    where = _where(topic)
+    if not isinstance(where, tuple):
+        return where
+    sparkplug, gateway = where
+    limit = wire.MAX_SPARKPLUG_BYTES if sparkplug else wire.MAX_PAYLOAD_BYTES
+    if size > limit:
+        return Refused("oversized", str(wire.EnvelopeTooLarge("payload", size, limit)), gateway)
+    return Refused(
+        "oversized",
+        f"payload: {size} bytes, more than the Kafka broker or the bridge's "
+        f"kafka.max_request_size takes (the contract allows {limit}); cut by the bridge",
+        gateway,
+    )
+
+
+def precheck(  # noqa: PLR0911 - one return per refusal reads best
+    topic: str, payload: bytes, known: Known | None = None
+) -> Checked | Refused | str:
+    where = _where(topic)
+    if not isinstance(where, tuple):
+        return where
+    sparkplug, gateway = where
     if known is not None and not sparkplug:
         fast = _fast(topic, payload, known)
         if fast is not None:

@@ -97,6 +97,8 @@ class _BridgeCollector(Collector):
             ("messages_produced", "messages Kafka acknowledged (then acknowledged to MQTT)",
              bridge.produced),
             ("produce_retries", "produces that failed and were sent again", bridge.retries),
+            ("messages_cut", "messages over what Kafka takes, forwarded cut to their first "
+             "64 KiB with their size (the sink quarantines them as oversized)", bridge.cut),
         ):  # fmt: skip
             yield CounterMetricFamily(f"guantong_ingest_bridge_{name}", doc, value=value)
         yield GaugeMetricFamily(
@@ -130,6 +132,7 @@ def _bridge_health(bridge: Bridge, alive: bool) -> dict[str, Any]:
         "kafka": {"up": s.kafka_up, "last_error": s.last_error},
         "pending": bridge.pending(),
         "produced": s.produced,
+        "cut": s.cut,
     }
 
 

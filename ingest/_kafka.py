@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -49,6 +51,9 @@ logger = logging.getLogger(__name__)
 #: (µs since the Unix epoch, decimal)
 TOPIC_HEADER = "gt-mqtt-topic"
 RECEIVED_HEADER = "gt-received-us"
+#: header of a record the bridge cut because Kafka would not take it whole: the payload's
+#: whole size in bytes (decimal); the value holds its first 64 KiB (what quarantine keeps)
+SIZE_HEADER = "gt-size"
 _BACKOFF_MAX = 5.0
 
 
@@ -71,13 +76,39 @@ def client_args(settings: KafkaSettings) -> dict[str, Any]:
     return {"bootstrap_servers": list(settings.brokers), "client_id": settings.client_id}
 
 
+async def topic_record_limit(settings: KafkaSettings, within: float = 10.0) -> int | None:
+    """The largest record batch the topic takes (``max.message.bytes``, which Kafka reports
+    with the broker's ``message.max.bytes`` when the topic does not set it), or None when the
+    broker does not say within ``within`` seconds (away, no DescribeConfigs, not allowed)."""
+    admin = AIOKafkaAdminClient(**client_args(settings), request_timeout_ms=int(within * 1000))
+    try:
+        async with asyncio.timeout(within):
+            await admin.start()
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, settings.topic)]
+            )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        logger.debug("kafka: the topic's max.message.bytes is unknown: %r", exc)
+        return None
+    finally:
+        await admin.close()
+    for response in responses:
+        for resource in response.resources:
+            # (error code, message, type, name, entries of (name, value, …))
+            for entry in resource[4] if resource[0] == 0 else ():
+                if entry[0] == "max.message.bytes" and str(entry[1]).isdigit():
+                    return int(entry[1])
+    return None
+
+
 def record_message(record: Any, epoch: int = 0) -> Message:
     """The MQTT message a record carries; ``position`` is (partition, offset, epoch), the
     epoch counting how often the partition's offsets went back under this sink.
 
     A record without the topic header gets a topic naming its partition and offset, which
     the verifier quarantines as ``bad_topic``: a poison record is kept and passed, never
-    retried forever.
+    retried forever. A record with the size header carries a cut payload, quarantined as
+    ``oversized`` with that size.
     """
     headers = dict(record.headers or ())
     try:
@@ -88,8 +119,12 @@ def record_message(record: Any, epoch: int = 0) -> Message:
         received = int(headers[RECEIVED_HEADER])
     except (KeyError, ValueError):
         received = record.timestamp * 1000
+    try:
+        size: int | None = int(headers[SIZE_HEADER])
+    except (KeyError, ValueError):
+        size = None
     tp = TopicPartition(record.topic, record.partition)
-    return Message(topic, record.value or b"", received, (tp, record.offset, epoch))
+    return Message(topic, record.value or b"", received, (tp, record.offset, epoch), size)
 
 
 class KafkaStats:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 import gateway.protocol as wire
 import identifiers
 from ingest import _checkpoints
-from ingest._decode import Checked, Known, Refused, precheck
+from ingest._decode import Checked, Known, Refused, precheck, precheck_cut
 from ingest._rows import pg_us
 from ingest._store import Batch, Store
 
@@ -76,12 +76,15 @@ class Transient(Exception):
 @dataclass(frozen=True, slots=True)
 class Message:
     """What a source hands to the pipeline; ``position`` is the source's own, to acknowledge
-    it after the commit (an MQTT packet id, a Kafka partition and offset)."""
+    it after the commit (an MQTT packet id, a Kafka partition and offset). ``size`` is the
+    whole payload's size when the source holds only its first bytes (a Kafka record the
+    bridge cut): such a message is quarantined as ``oversized``."""
 
     topic: str
     payload: bytes
     received: int  # µs since the Unix epoch
     position: object = None
+    size: int | None = None
 
 
 @dataclass(slots=True)
@@ -179,7 +182,8 @@ class Verifier:
         if outcome.reason == "oversized":
             payload = payload[:KEEP_OVERSIZED]
         batch.quarantine.append(
-            (pg_us(msg.received), msg.topic, payload, len(msg.payload), outcome.reason,
+            (pg_us(msg.received), msg.topic, payload,
+             len(msg.payload) if msg.size is None else msg.size, outcome.reason,
              storable(outcome.detail), outcome.gateway and storable(outcome.gateway), outcome.seq)
         )  # fmt: skip
         logger.debug("quarantined %s: %s %s", msg.topic, outcome.reason, outcome.detail)
@@ -187,7 +191,9 @@ class Verifier:
     async def _check(
         self, msg: Message, batch: Batch, pre: Checked | Refused | str | None
     ) -> int | Quarantined:
-        if pre is None:
+        if msg.size is not None:
+            pre = precheck_cut(msg.topic, msg.size)
+        elif pre is None:
             pre = precheck(msg.topic, msg.payload, self.known.get(msg.topic))
         if isinstance(pre, Refused):
             return Quarantined(pre.reason, pre.detail, pre.gateway, pre.seq)

@@ -17,7 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from common import Duration, ListenSettings, MqttClientSettings, StrictModel
+import gateway.protocol as wire
+from common import Duration, ListenSettings, MqttClientSettings, Size, StrictModel
 
 
 class DatabaseSettings(StrictModel):
@@ -195,6 +196,14 @@ class BridgeMqttSettings(MqttSettings):
         return self
 
 
+#: the producer's default limit on a record: the largest payload the contract allows (Sparkplug
+#: B) with room for the MQTT topic as key and header, and the other headers
+MAX_REQUEST_SIZE = wire.MAX_SPARKPLUG_BYTES + (64 << 10)
+#: a record cut to what quarantine keeps (64 KiB) with a topic of MQTT's maximum 64 KiB, as
+#: key and header, always fits
+MIN_REQUEST_SIZE = 256 << 10
+
+
 class BridgeKafkaSettings(KafkaSettings):
     idempotent: bool = Field(
         True,
@@ -203,6 +212,16 @@ class BridgeKafkaSettings(KafkaSettings):
     )
     linger: Duration = Field(
         0.005, description="how long the producer waits to fill a batch before sending it"
+    )
+    max_request_size: Size = Field(
+        MAX_REQUEST_SIZE,
+        ge=MIN_REQUEST_SIZE,
+        le=64 << 20,
+        description="largest record the producer sends, payload, key and headers; the default "
+        "lets every envelope the contract allows through (Sparkplug B's 4 MiB, plus 64 KiB "
+        "for topic, key and headers). The broker's message.max.bytes (or the topic's "
+        "max.message.bytes) must allow it. A message over what Kafka takes is forwarded cut "
+        "to its first 64 KiB with its size, and quarantined as oversized by the sink",
     )
 
 

@@ -131,6 +131,8 @@ def test_the_kafka_example_configs_load() -> None:
     assert bridge.mqtt.share_group == "guantong-bridge"
     assert bridge.kafka.linger == 0.005
     assert bridge.kafka.idempotent
+    # every payload the contract allows (Sparkplug B: 4 MiB) fits with topic, key and headers
+    assert bridge.kafka.max_request_size == 4 * 1024 * 1024 + 64 * 1024
     assert bridge.health is not None
     assert bridge.health.address == ("127.0.0.1", 9110)
 
@@ -144,6 +146,10 @@ def test_the_kafka_example_configs_load() -> None:
         ("ingest-bridge", {"mqtt": {"share_group": "a/b"}}, "pattern"),
         ("ingest-bridge", {"kafka": {"linger": "soon"}}, "not a duration"),
         ("ingest-bridge", {"mqtt": {"protocol": "3.1.1"}}, "MQTT 5 only"),
+        # a record cut to the 64 KiB quarantine keeps, with a 64 KiB topic, must still fit
+        ("ingest-bridge", {"kafka": {"max_request_size": "255KiB"}}, "max_request_size"),
+        ("ingest-bridge", {"kafka": {"max_request_size": "65MiB"}}, "max_request_size"),
+        ("ingest-bridge", {"kafka": {"max_request_size": "lots"}}, "a size is a number"),
     ],
 )
 def test_kafka_config_mistakes_are_refused_naming_the_field(

@@ -7,7 +7,7 @@ import pickle
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import gateway.protocol as p
-from ingest._decode import Checked, precheck
+from ingest._decode import Checked, Refused, precheck, precheck_cut
 from ingest._rows import PG_EPOCH_US, Packed
 from ingest._store import Batch
 
@@ -81,3 +81,24 @@ def test_packed_buckets_merge_into_a_batch_as_if_packed_there() -> None:
         here.data, here.rollup, here.days, here.samples, here.newest,
     )  # fmt: skip
     assert here.rollup[2, T0 - PG_EPOCH_US] == [3, 1, 4.0, 4.0, 4.0]
+
+
+def test_a_payload_cut_by_the_bridge_gets_the_outcome_of_the_whole_payload() -> None:
+    """precheck_cut(topic, size) is precheck of the whole payload, whose size is all it knows."""
+    topic, _ = message(1.5)
+    spb = p.sparkplug_topic(
+        "88.709.911", p.SparkplugMessageType.DDATA, p.sparkplug_edge_node(GATEWAY),
+        p.sparkplug_device(DEVICE),
+    )  # fmt: skip
+    for topic_, size in [
+        (topic, p.MAX_PAYLOAD_BYTES + 1),
+        (spb, p.MAX_SPARKPLUG_BYTES + 1),
+        ("gt/v1/nonsense", p.MAX_PAYLOAD_BYTES + 1),
+        (p.status_topic(GATEWAY), p.MAX_PAYLOAD_BYTES + 1),
+    ]:
+        assert precheck_cut(topic_, size) == precheck(topic_, b" " * size), topic_
+    # a Sparkplug payload within the contract that Kafka still refused: oversized all the same
+    within = precheck_cut(spb, p.MAX_PAYLOAD_BYTES * 2)
+    assert isinstance(within, Refused)
+    assert within.reason == "oversized"
+    assert "cut by the bridge" in within.detail

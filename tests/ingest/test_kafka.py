@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +28,7 @@ from _services import KafkaNamespace, MosquittoBroker, TansuBroker, free_port
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+import gateway.protocol as wire
 import identifiers
 from ingest import Batch, Bridge, BridgeConfig, Ingest, Message, SinkConfig, migrate
 from ingest._kafka import RECEIVED_HEADER, TOPIC_HEADER, partition_key
@@ -63,12 +65,12 @@ class Fleet:
                 yield self.kit.message(chain.data(self.device(chain), samples))
 
 
-async def create_topic(ns: KafkaNamespace, name: str) -> str:
+async def create_topic(ns: KafkaNamespace, name: str, **configs: str) -> str:
     topic = ns.topic(name)
     admin = AIOKafkaAdminClient(bootstrap_servers=ns.bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs=configs)])
     finally:
         await admin.close()
     return topic
@@ -141,13 +143,16 @@ async def committed_offsets(ns: KafkaNamespace, topic: str) -> int:
     return sum(o or 0 for o in offsets)
 
 
-def check_store(dsn: str, kit: SimpleNamespace, fleet: Fleet, quarantined: int = 0) -> None:
-    """Every envelope once, every sample once, no gap or chain event."""
+def check_store(
+    dsn: str, kit: SimpleNamespace, fleet: Fleet, quarantined: int = 0, samples: int | None = None
+) -> None:
+    """Every envelope once, every sample once (``TAGS`` an envelope unless ``samples`` says
+    how many in all), no gap or chain event."""
     assert kit.count(dsn, "receipt") == fleet.sent
     per_gateway = kit.fetch(dsn, "SELECT count(*), min(seq), max(seq) FROM receipt "
                             "GROUP BY gateway_id ORDER BY 1")  # fmt: skip
     assert per_gateway == [(c.seq, 1, c.seq) for c in sorted(fleet.chains, key=lambda c: c.seq)]
-    assert kit.count(dsn, "sample") == fleet.sent * TAGS
+    assert kit.count(dsn, "sample") == (fleet.sent * TAGS if samples is None else samples)
     assert kit.count(dsn, "connectivity_event") == 0
     assert kit.count(dsn, "quarantine") == quarantined
 
@@ -429,3 +434,105 @@ async def test_a_topic_created_again_under_a_sink_is_read_from_its_start(
         assert sink.consumer.stats.offset_resets == 1
         check_store(pg_dsn, kit, fleet)
         assert await committed_offsets(ns, topic) == 5
+
+
+def largest_envelope(kit: SimpleNamespace, fleet: Fleet, chain: Any) -> tuple[str, bytes]:
+    """The next data envelope of ``chain``: 256 texts, exactly as large as the contract allows."""
+    ts = kit.T0 + chain.seq * 1000
+
+    def build(c: Any, lengths: list[int]) -> tuple[str, bytes]:
+        samples = [(f"x{i:03d}", ts + i, "a" * n) for i, n in enumerate(lengths)]
+        return kit.message(c.data(fleet.device(chain), samples))  # type: ignore[no-any-return]
+
+    trial = kit.Chain(chain.gateway, chain.key)
+    trial.seq, trial.prev = chain.seq, chain.prev
+    _, payload = build(trial, [4000] * 256)
+    short = wire.MAX_PAYLOAD_BYTES - len(payload)
+    lengths = [4000 + short // 256 + (i < short % 256) for i in range(256)]
+    fleet.sent += 1
+    topic, payload = build(chain, lengths)
+    assert len(payload) == wire.MAX_PAYLOAD_BYTES
+    return topic, payload
+
+
+async def test_oversized_messages_between_good_ones_are_quarantined_and_stall_nothing(
+    *, pg_dsn: str, broker: MosquittoBroker, node: identifiers.Node, register: Any,
+    publisher: Any, kafka_namespace: KafkaNamespace, kit: SimpleNamespace,
+) -> None:  # fmt: skip
+    """Messages over what the topic takes are cut by the bridge (one over the contract, one
+    within it), one over the contract but under the topic's limit travels whole: the sink
+    quarantines them as single-node ingest does (first 64 KiB, whole size), and the good
+    envelopes around them are stored, among them one as large as the contract allows (over
+    aiokafka's default limit: the message of the defect)."""
+    ns = kafka_namespace
+    # the bridge reads the topic's limit and cuts before sending (Tansu does not enforce it)
+    topic = await create_topic(ns, "envelopes", **{"max.message.bytes": str(3 << 20)})
+    fleet = Fleet(kit, gateways=2)
+    await fleet.register(register)
+    mqtt_topic = f"gt/v1/{kit.FIRM}/gw.a/data/dev.a"
+    pattern = bytes(range(256)) * (6 << 12)
+    over_contract = pattern[: wire.MAX_PAYLOAD_BYTES + 100_000]  # whole through Kafka
+    over_kafka = pattern[: wire.MAX_SPARKPLUG_BYTES + 100_000]  # over every limit
+    # within the Sparkplug B contract, over the topic's limit
+    spb_topic = wire.sparkplug_topic(
+        kit.FIRM, wire.SparkplugMessageType.DDATA, wire.sparkplug_edge_node(f"{kit.FIRM}/gw.a"),
+        wire.sparkplug_device(f"{kit.FIRM}/dev.a"),
+    )  # fmt: skip
+    over_topic = pattern[: (3 << 20) + 100_000]
+    async with (
+        Bridge(bridge_config(broker, ns, topic)) as bridge,
+        Ingest(sink_config(pg_dsn, node.url, ns, topic)) as sink,
+    ):
+        await kit.wait_until(lambda: bridge.consumer.stats.subscribed)
+        await kit.wait_until(lambda: len(owned(sink)) == PARTITIONS, within=60)
+        start = datetime.now(UTC)
+        for mqtt_topic_, payload in fleet.messages(2):
+            publisher.publish(mqtt_topic_, payload)
+        publisher.publish(mqtt_topic, over_kafka)
+        publisher.publish(mqtt_topic, over_contract)
+        publisher.publish(spb_topic, over_topic)
+        publisher.publish(*largest_envelope(kit, fleet, fleet.chains[1]))
+        for mqtt_topic_, payload in fleet.messages(2):
+            publisher.publish(mqtt_topic_, payload)
+        # another producer, with a higher limit, writes a record over the contract straight
+        # into Kafka
+        other = AIOKafkaProducer(bootstrap_servers=ns.bootstrap, acks="all",
+                                 max_request_size=len(over_kafka) + 4096)  # fmt: skip
+        await other.start()
+        try:
+            await (await other.send(topic, over_kafka, key=partition_key(mqtt_topic),
+                                    headers=[(TOPIC_HEADER, mqtt_topic.encode())]))  # fmt: skip
+        finally:
+            await other.stop()
+        for mqtt_topic_, payload in fleet.messages(1):
+            publisher.publish(mqtt_topic_, payload)
+        records = fleet.sent + 4
+        await kit.wait_until(lambda: sink.consumer.stats.acked == records, within=30)
+        assert bridge.consumer.stats.acked == records - 1
+        assert bridge.stats.cut == 2
+        assert bridge.record_limit == 3 << 20
+        assert bridge.health is not None
+        async with httpx.AsyncClient(timeout=5) as http:
+            metrics = (await http.get(f"{bridge.health.url}/metrics")).text
+        assert "guantong_ingest_bridge_messages_cut_total 2.0" in metrics
+        end = datetime.now(UTC)
+    check_store(pg_dsn, kit, fleet, quarantined=4, samples=(fleet.sent - 1) * TAGS + 256)
+    rows = kit.fetch(pg_dsn, "SELECT topic, payload, size, reason, gateway, detail "
+                     "FROM quarantine ORDER BY size DESC, id")  # fmt: skip
+    keep = 64 * 1024
+    gateway = f"{kit.FIRM}/gw.a"
+    # the row single-node ingest writes, whether the record came cut or whole
+    assert rows == [
+        (mqtt_topic, over_kafka[:keep], len(over_kafka), "oversized", gateway,
+         f"payload: {len(over_kafka)} exceeds the limit of {wire.MAX_PAYLOAD_BYTES}"),
+    ] * 2 + [
+        (spb_topic, over_topic[:keep], len(over_topic), "oversized", None,
+         f"payload: {len(over_topic)} bytes, more than the Kafka broker or the bridge's "
+         f"kafka.max_request_size takes (the contract allows {wire.MAX_SPARKPLUG_BYTES}); "
+         "cut by the bridge"),
+        (mqtt_topic, over_contract[:keep], len(over_contract), "oversized", gateway,
+         f"payload: {len(over_contract)} exceeds the limit of {wire.MAX_PAYLOAD_BYTES}"),
+    ]  # fmt: skip
+    received = kit.fetch(pg_dsn, "SELECT received FROM quarantine")
+    assert all(start <= at <= end for (at,) in received)
+    assert await committed_offsets(ns, topic) == records
