@@ -33,12 +33,15 @@ FORMAT = "guantong-evidence-report/1"
 DOMAIN = b"guantong-evidence-report\x00"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# the checkpoints whose time overlaps the window, and what time they cover together: closing
-# ones overlapping it, and the partial ones (from = to) of those
+# the checkpoints of the window, and what time they cover together: the closing ones whose
+# time overlaps it, the partial ones (from = to) ending in it, and those of the closing one
+# the window ends in (their end lies beyond the window's)
 _COVERING = """
 SELECT seq, envelope, period_from, period_to, previous FROM checkpoint
-WHERE gateway_id = %(gid)s AND period_to > %(start)s
-  AND (period_from < %(end)s OR (period_from = period_to AND period_to <= %(end)s))
+WHERE gateway_id = %(gid)s AND period_to > %(start)s AND (
+    period_from < %(end)s OR period_to <= %(end)s OR period_to IN (
+        SELECT period_to FROM checkpoint
+        WHERE gateway_id = %(gid)s AND period_from < %(end)s AND period_to > %(end)s))
 ORDER BY seq
 """
 # the checkpoint before them: a partial one left out at the start would show

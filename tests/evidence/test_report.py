@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import datetime as dt
 import html
 import json
 import subprocess
@@ -66,6 +67,8 @@ class Run:
     samples_in_window: int
     platform: Ed25519PrivateKey
     partial: bool
+    dsn: str
+    registered: Any
 
 
 def guantong(*args: str) -> subprocess.CompletedProcess[str]:
@@ -154,6 +157,8 @@ async def pipeline(dsn: str, broker: MosquittoBroker, tmp: Path, *, partial: boo
         samples,
         platform,
         partial,
+        dsn,
+        registered,
     )
 
 
@@ -342,6 +347,21 @@ def test_a_partial_checkpoint_left_out_breaks_the_sequence(run: Run) -> None:
         result = evidence.verify_report(changed(run, edit), run.keys)
         subject = f"{run.gateway} #{checkpoints[named]['seq']}"
         assert ("checkpoint sequence", subject) in failed(result), (gone, result.table())
+
+
+def test_a_window_ending_inside_a_period_verifies(run: Run) -> None:
+    # the last closing checkpoint overlaps the window and ends after it; its partial ones
+    # (their end is its end) belong to the report as much as it does
+    window = evidence.Window(run.window.start, run.window.end - dt.timedelta(milliseconds=500))
+    with psycopg.connect(run.dsn) as conn:
+        report = evidence.build_report(
+            conn, run.report.report["firm"], window, run.registered, run.platform
+        )
+    result = evidence.verify_report(report, run.keys)
+    assert result.ok, result.table()
+    checkpoints = report.report["attestation"][0]["checkpoints"]
+    beyond = [c for c in checkpoints if c["checkpoint"]["to"] > us(window.end)]
+    assert any(is_partial(c) for c in beyond) == run.partial
 
 
 def test_only_the_platform_signature_fails_when_only_it_changed(run: Run) -> None:

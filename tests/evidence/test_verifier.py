@@ -8,6 +8,7 @@ write down than to provoke.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import json
 import subprocess
@@ -267,3 +268,34 @@ def test_a_closing_checkpoint_left_out_is_seen() -> None:
     assert "lacks the closing checkpoint" in last.failures[0].detail
     middle = evidence.verify_report(split_report(cps[:3] + cps[4:], 0, 3), KEYS)  # #4
     assert sequence_failures(middle) == [f"{GW} #5"], middle.table()
+
+
+def test_a_window_ending_inside_a_period_holds_its_partial_checkpoints() -> None:
+    # minutes 0–2 and a window ending half-way through minute 2: its closing checkpoint (#6)
+    # overlaps the window, and so belongs the partial one before it (#5), whose end (the end of
+    # minute 2) lies beyond the window's
+    doc = copy.deepcopy(split_report(split_chain(3), 0, 3).report)
+    doc["window"]["to"] = iso(T0 + 2 * MIN + MIN // 2)
+    for tag in doc["facts"]["tags"]:
+        tag["samples"] = 150
+    doc["facts"]["devices"][0]["samples"] = 150 * len(TAGS)
+    result = evidence.verify_report(evidence.Report(doc, PLATFORM.sign(signed_bytes(doc))), KEYS)
+    assert result.ok, result.table()
+    sequence = next(f for f in result.findings if f.check == "checkpoint sequence")
+    assert "#1…#6 unbroken" in sequence.detail, result.table()
+
+
+def test_a_sample_in_a_period_only_partly_in_the_window_is_attested_by_it() -> None:
+    # a tag sampled once, in minute 1, and a window ending half-way through minute 1: no period
+    # lies wholly inside the window but minute 0, which holds nothing of the tag
+    cps = checkpoints([], [(T0 + MIN, 1)])
+    doc = copy.deepcopy(report({T0 + MIN: 1}, cps, 2).report)
+    doc["window"]["to"] = iso(T0 + MIN + MIN // 2)
+    result = evidence.verify_report(evidence.Report(doc, PLATFORM.sign(signed_bytes(doc))), KEYS)
+    assert result.ok, result.table()
+    assert statuses(result, "window count") == ["ok"], result.table()
+    # a tag the gateway attested in no period touching the window is still refused
+    doc["facts"]["tags"].append({"device": DEV, "tag": "u", "samples": 1})
+    doc["facts"]["devices"][0]["samples"] += 1
+    result = evidence.verify_report(evidence.Report(doc, PLATFORM.sign(signed_bytes(doc))), KEYS)
+    assert [f.subject for f in result.failures] == [f"{DEV} u"], result.table()
