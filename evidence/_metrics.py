@@ -397,7 +397,7 @@ def serves(
     names = dev.tag_stages.get(stage)
     if not names:
         return None
-    own = [t for t in tags if t.device == dev.identifier and t.tag in names]
+    own = [t for t in tags if t.tag in names]
     networked = any(fresh(as_of, t.last_good, params) for t in own)
     return StageService(networked, completeness(own), names)
 
